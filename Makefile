@@ -1,0 +1,38 @@
+# genvs: two commands do everything on a fresh machine.
+#   make demo   the main job (synthetic data + contact sheet under outputs/demo/)
+#   make test   unit tests + every notebook under nbval in smoke mode
+# Both depend on `make install`, which builds .venv once and again only when pyproject.toml changes.
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: install demo test unit notebooks bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --upgrade "pip>=23"
+	$(PY) -m pip install -e ".[dev]"
+	$(PY) -c "import torch, torchvision, k_diffusion; print('torch', torch.__version__, '| torchvision', torchvision.__version__, '| k-diffusion OK')"
+	touch $(STAMP)
+
+demo: install
+	$(PY) -m genvs demo --out outputs/demo
+
+unit: install
+	$(PY) -m pytest tests
+
+notebooks: install
+	GENVS_SMOKE=1 $(PY) -m pytest --nbval-lax --nbval-current-env -p no:cacheprovider notebooks
+
+test: install
+	GENVS_SMOKE=1 $(PY) -m pytest tests notebooks --nbval-lax --nbval-current-env
+
+bench: install
+	$(PY) benchmarks/bench_synthetic.py
+
+clean:
+	rm -rf $(VENV) outputs *.egg-info

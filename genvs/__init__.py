@@ -1,0 +1,1 @@
+"""genvs: rebuild GeNVS from its parts."""

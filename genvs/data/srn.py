@@ -1,0 +1,241 @@
+"""SRN-format multi-view datasets (ShapeNet cars as in SRN / pixelNeRF, and our synthetic cars).
+
+Layout, one folder per object::
+
+    <split>/<object_id>/rgb/000000.png        RGB or RGBA (composited on white)
+    <split>/<object_id>/pose/000000.txt       16 floats: row-major camera-to-world, OpenCV axes
+    <split>/<object_id>/intrinsics.txt        "f cx cy 0" / "0. 0. 0." / "1." / "H W"
+    <split>/<object_id>/intrinsics/000000.txt optional per-view 3x3 K (9 floats), overrides the above
+
+``root`` is either one split folder of object folders (a 90/10 train/val split is then made
+deterministically from the sorted object ids), or a folder holding ``*_train``, ``*_val`` and
+``*_test`` split folders (SRN's ``cars_train`` / ``cars_val`` / ``cars_test``).
+Poses are returned exactly as in the files: no axis flips.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, UnidentifiedImageError
+from torch import Tensor
+
+from genvs.cameras import make_intrinsics, rescale_intrinsics
+
+__all__ = ["SRNFormatError", "SRNObject", "SRNDataset", "read_pose", "read_intrinsics", "read_image", "find_objects"]
+
+SPLITS = ("train", "val", "test")
+
+
+class SRNFormatError(ValueError):
+    """A file or folder does not follow the SRN format; the message names it."""
+
+
+@dataclass(frozen=True)
+class SRNObject:
+    """One object folder: its id, its image files and the matching pose files (same order)."""
+
+    object_id: str
+    folder: Path
+    image_paths: tuple[Path, ...]
+    pose_paths: tuple[Path, ...]
+
+    @property
+    def n_views(self) -> int:
+        return len(self.image_paths)
+
+
+def read_pose(path: Path) -> Tensor:
+    """Read a camera-to-world pose file: 16 floats, row-major. Returns ``[4, 4]`` float32."""
+    numbers = _read_floats(path)
+    if numbers.numel() != 16:
+        raise SRNFormatError(f"{path}: a pose file needs 16 numbers (a 4x4 matrix), found {numbers.numel()}")
+    return numbers.reshape(4, 4)
+
+
+def read_intrinsics(path: Path) -> tuple[Tensor, tuple[int, int]]:
+    """Read an object-level ``intrinsics.txt``.
+
+    Format: line 1 ``f cx cy 0``, line 2 ``0. 0. 0.`` (origin), line 3 ``1.`` (scale),
+    line 4 ``H W`` (the image size these pixels refer to).
+
+    Returns:
+        ``K [3, 3]`` in pixels of an ``H x W`` image, and ``(H, W)``.
+    """
+    if not path.is_file():
+        raise SRNFormatError(f"{path}: missing intrinsics.txt (and no per-view intrinsics/ folder)")
+    lines = [line.split() for line in path.read_text().splitlines() if line.strip()]
+    try:
+        focal, cx, cy = (float(value) for value in lines[0][:3])
+        height, width = (int(float(value)) for value in lines[-1][:2])
+    except (IndexError, ValueError) as error:
+        raise SRNFormatError(f"{path}: expected 'f cx cy 0' on line 1 and 'H W' on line 4 ({error})") from None
+    return make_intrinsics(focal, cx, cy), (height, width)
+
+
+def read_image(path: Path) -> Tensor:
+    """Read an RGB or RGBA image, RGBA composited on white: ``rgb * a + (1 - a)``.
+
+    Returns:
+        ``[3, H, W]`` float32 in [-1, 1].
+    """
+    try:
+        with Image.open(path) as image:
+            pixels = np.asarray(image.convert("RGBA"), dtype=np.float32) / 255.0
+    except (OSError, UnidentifiedImageError) as error:
+        raise SRNFormatError(f"{path}: unreadable image ({error})") from None
+    rgb, alpha = pixels[..., :3], pixels[..., 3:]
+    composited = rgb * alpha + (1.0 - alpha)
+    return torch.from_numpy(composited).permute(2, 0, 1) * 2.0 - 1.0
+
+
+def find_objects(split_folder: Path) -> list[SRNObject]:
+    """List the object folders of one split folder, checking images and poses pair up."""
+    objects = []
+    for folder in sorted(path for path in split_folder.iterdir() if (path / "rgb").is_dir()):
+        image_paths = tuple(sorted(p for p in (folder / "rgb").iterdir() if p.suffix.lower() in (".png", ".jpg")))
+        pose_paths = tuple(sorted((folder / "pose").glob("*.txt")))
+        if len(image_paths) != len(pose_paths):
+            raise SRNFormatError(
+                f"{folder}: {len(image_paths)} images in rgb/ but {len(pose_paths)} pose files in pose/"
+            )
+        for image_path, pose_path in zip(image_paths, pose_paths):
+            if image_path.stem != pose_path.stem:
+                raise SRNFormatError(f"{folder}: image {image_path.name} has no pose (next pose: {pose_path.name})")
+        if image_paths:
+            objects.append(SRNObject(folder.name, folder, image_paths, pose_paths))
+    return objects
+
+
+class SRNDataset(torch.utils.data.Dataset):
+    """Multi-view items from SRN-format folders.
+
+    Each item is one object with ``views_per_item`` views::
+
+        images    [V, 3, H, W] float in [-1, 1] (RGBA composited on white)
+        K         [V, 3, 3]    intrinsics in pixels of the returned images
+        c2w       [V, 4, 4]    camera-to-world, OpenCV axes, exactly as in the pose files
+        object_id str;  view_ids [V] long (indices into the object's sorted views)
+
+    Views are drawn at random on each access when ``random_views`` (training), else fixed
+    by ``seed`` and the item index (evaluation: the same views every time).
+
+    Args:
+        root: a split folder of objects, or a folder with ``*_train/*_val/*_test`` folders.
+        split: "train", "val", "test" or "all". For a single folder, "train"/"val" take a
+            deterministic 90/10 split of the sorted object ids; "all" takes every object.
+        views_per_item: V; None returns every view of the object.
+        image_size: resize to this (square) size, with K rescaled; None keeps the files' size.
+        random_views: draw views at random (training) instead of fixed by the seed.
+        seed: fixes evaluation views and the train/val split shuffle.
+        near, far: depth range of the scene (SRN cars: 0.8, 1.8), kept for renderers.
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        split: str = "all",
+        views_per_item: int | None = 2,
+        image_size: int | None = None,
+        random_views: bool = False,
+        seed: int = 0,
+        near: float = 0.8,
+        far: float = 1.8,
+        val_fraction: float = 0.1,
+    ):
+        self.root = Path(root)
+        if split not in SPLITS + ("all",):
+            raise ValueError(f"split must be one of {SPLITS + ('all',)}, got {split!r}")
+        self.split, self.views_per_item, self.image_size = split, views_per_item, image_size
+        self.random_views, self.seed, self.near, self.far = random_views, seed, near, far
+        self.objects = _objects_for_split(self.root, split, seed, val_fraction)
+        if not self.objects:
+            raise SRNFormatError(f"{self.root}: no objects for split {split!r} (empty root or wrong folder?)")
+        if views_per_item is not None:
+            too_few = [obj.object_id for obj in self.objects if obj.n_views < views_per_item]
+            if too_few:
+                raise SRNFormatError(f"{self.root}: objects with fewer than {views_per_item} views: {too_few[:5]}")
+
+    def __len__(self) -> int:
+        return len(self.objects)
+
+    def __getitem__(self, index: int) -> dict:
+        return self.load_views(index, self.choose_views(index))
+
+    def choose_views(self, index: int) -> list[int]:
+        """View indices for item ``index``: random in training, fixed by the seed otherwise."""
+        n_views = self.objects[index].n_views
+        if self.views_per_item is None:
+            return list(range(n_views))
+        chooser = random.Random() if self.random_views else random.Random(self.seed * 1_000_003 + index)
+        return chooser.sample(range(n_views), self.views_per_item)
+
+    def load_views(self, index: int, view_ids: list[int]) -> dict:
+        """Load chosen views of object ``index`` (see the class docstring for the fields)."""
+        obj = self.objects[index]
+        images, intrinsics = [], []
+        for view in view_ids:
+            image = read_image(obj.image_paths[view])
+            K = self._view_intrinsics(obj, view, image.shape[-2:])
+            image, K = self._resize(image, K)
+            images.append(image)
+            intrinsics.append(K)
+        return {
+            "images": torch.stack(images),
+            "K": torch.stack(intrinsics),
+            "c2w": torch.stack([read_pose(obj.pose_paths[view]) for view in view_ids]),
+            "object_id": obj.object_id,
+            "view_ids": torch.tensor(view_ids, dtype=torch.long),
+        }
+
+    def _view_intrinsics(self, obj: SRNObject, view: int, image_hw: tuple[int, int]) -> Tensor:
+        per_view = obj.folder / "intrinsics" / f"{obj.image_paths[view].stem}.txt"
+        if per_view.is_file():
+            numbers = _read_floats(per_view)
+            if numbers.numel() != 9:
+                raise SRNFormatError(f"{per_view}: a per-view intrinsics file needs 9 numbers, found {numbers.numel()}")
+            return numbers.reshape(3, 3)
+        K, (height, width) = read_intrinsics(obj.folder / "intrinsics.txt")
+        return rescale_intrinsics(K, image_hw[1] / width, image_hw[0] / height)
+
+    def _resize(self, image: Tensor, K: Tensor) -> tuple[Tensor, Tensor]:
+        height, width = image.shape[-2:]
+        if self.image_size is None or (height, width) == (self.image_size, self.image_size):
+            return image, K
+        resized = F.interpolate(image[None], size=(self.image_size, self.image_size), mode="bilinear",
+                                antialias=True, align_corners=False)[0]
+        return resized.clamp(-1.0, 1.0), rescale_intrinsics(K, self.image_size / width, self.image_size / height)
+
+
+def _objects_for_split(root: Path, split: str, seed: int, val_fraction: float) -> list[SRNObject]:
+    if not root.is_dir():
+        raise SRNFormatError(f"{root}: no such folder")
+    split_folders = {name: next(iter(sorted(root.glob(f"*_{name}"))), None) for name in SPLITS}
+    if any(split_folders.values()):
+        names = SPLITS if split == "all" else (split,)
+        missing = [name for name in names if split_folders[name] is None]
+        if missing:
+            raise SRNFormatError(f"{root}: no *_{missing[0]} folder for split {missing[0]!r}")
+        return [obj for name in names for obj in find_objects(split_folders[name])]
+    objects = find_objects(root)
+    if split == "all":
+        return objects
+    if split == "test":
+        raise SRNFormatError(f"{root}: a single folder of objects has train/val splits only, not 'test'")
+    order = list(range(len(objects)))
+    random.Random(seed).shuffle(order)
+    n_val = int(round(len(objects) * val_fraction))
+    chosen = order[:n_val] if split == "val" else order[n_val:]
+    return [objects[i] for i in sorted(chosen)]
+
+
+def _read_floats(path: Path) -> Tensor:
+    try:
+        return torch.tensor([float(value) for value in path.read_text().split()], dtype=torch.float32)
+    except ValueError as error:
+        raise SRNFormatError(f"{path}: expected numbers only ({error})") from None

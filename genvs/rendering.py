@@ -1,0 +1,191 @@
+"""Volume rendering: samples along rays and alpha compositing.
+
+Compositing convention (DESIGN.md): sample ``i`` at depth ``t_i`` covers ``[t_i, t_{i+1})``,
+the last one ``[t_{S-1}, t_far)``.
+
+    delta_i = t_{i+1} - t_i
+    alpha_i = 1 - exp(-sigma_i * delta_i)
+    T_i     = prod_{j<i} (1 - alpha_j)            (transmittance)
+    w_i     = alpha_i * T_i                       (weights)
+    C       = sum_i w_i c_i + (1 - sum_i w_i) * background
+
+Rays come from :func:`genvs.cameras.pixel_rays`, whose directions have camera-space z = 1, so
+``t`` is depth along the optical axis and ``near``/``far`` are depths.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import Tensor
+
+__all__ = ["stratified_samples", "importance_samples", "composite", "render_rays"]
+
+FieldFn = Callable[[Tensor], tuple[Tensor, Tensor]]
+
+
+def stratified_samples(
+    near: float | Tensor,
+    far: float | Tensor,
+    n_samples: int,
+    batch_shape: tuple[int, ...] = (),
+    perturb: bool = True,
+    generator: torch.Generator | None = None,
+    device: torch.device | str | None = None,
+) -> Tensor:
+    """Stratified depths: one sample in each of ``n_samples`` equal bins of ``[near, far)``.
+
+    ``t_i = near + (i + u_i) (far - near) / S`` with ``u_i ~ U[0, 1)`` when ``perturb``, else
+    ``u_i = 0`` (bin starts, so the samples tile ``[near, far)`` exactly).
+
+    Args:
+        near, far: floats or tensors broadcastable to ``batch_shape``.
+        n_samples: ``S``.
+        batch_shape: leading shape, e.g. ``(B, H, W)``.
+        perturb: jitter within each bin (training) or not (evaluation).
+        generator: random source for the jitter (same seed, same samples).
+    Returns:
+        ``[*batch_shape, S]`` increasing depths.
+    """
+    near = torch.as_tensor(near, dtype=torch.float32, device=device)
+    far = torch.as_tensor(far, dtype=torch.float32, device=device)
+    device = near.device
+    bins = torch.arange(n_samples, dtype=torch.float32, device=device)
+    shape = tuple(batch_shape) + (n_samples,)
+    if perturb:
+        offsets = torch.rand(shape, generator=generator, device=device if generator is None else generator.device)
+        bins = bins + offsets.to(device)
+    else:
+        bins = bins.expand(shape)
+    step = (far - near).unsqueeze(-1) / n_samples
+    return near.unsqueeze(-1) + bins * step
+
+
+def importance_samples(
+    t: Tensor,
+    weights: Tensor,
+    t_far: float | Tensor,
+    n_samples: int,
+    perturb: bool = True,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """Inverse-CDF resampling of depths in proportion to compositing weights.
+
+    The intervals ``[t_i, t_{i+1})`` (last one ending at ``t_far``) form a piecewise-constant
+    pdf ``p_i = (w_i + eps) / sum_j (w_j + eps)``; ``u ~ U[0, 1)`` (or evenly spaced when not
+    ``perturb``) is mapped through the inverse CDF, linear inside each interval. Weights are
+    detached: sample positions carry no gradient.
+
+    Args:
+        t: ``[..., S]`` increasing coarse depths; weights: ``[..., S]`` their weights.
+        t_far: end of the last interval (float or ``[...]``).
+        n_samples: number of new depths ``N``.
+    Returns:
+        ``[..., N]`` new depths, sorted (not merged with ``t``).
+    """
+    t = t.detach()
+    t_far = torch.as_tensor(t_far, dtype=t.dtype, device=t.device).expand(t.shape[:-1]).unsqueeze(-1)
+    edges = torch.cat([t, t_far], dim=-1)  # [..., S+1]
+    pdf = weights.detach() + 1e-5
+    pdf = pdf / pdf.sum(dim=-1, keepdim=True)
+    cdf = torch.cat([torch.zeros_like(pdf[..., :1]), torch.cumsum(pdf, dim=-1)], dim=-1)  # [..., S+1]
+    cdf[..., -1] = 1.0
+    shape = t.shape[:-1] + (n_samples,)
+    if perturb:
+        u = torch.rand(shape, generator=generator, device=t.device if generator is None else generator.device)
+        u = u.to(t.device, t.dtype)
+    else:
+        u = ((torch.arange(n_samples, dtype=t.dtype, device=t.device) + 0.5) / n_samples).expand(shape)
+    u = u.contiguous()
+    index = torch.searchsorted(cdf.contiguous(), u, right=True).clamp(1, cdf.shape[-1] - 1)
+    cdf_low, cdf_high = cdf.gather(-1, index - 1), cdf.gather(-1, index)
+    edge_low, edge_high = edges.gather(-1, index - 1), edges.gather(-1, index)
+    fraction = (u - cdf_low) / (cdf_high - cdf_low).clamp_min(1e-8)
+    return torch.sort(edge_low + fraction * (edge_high - edge_low), dim=-1).values
+
+
+def composite(
+    sigma: Tensor,
+    values: Tensor,
+    t: Tensor,
+    background: Tensor | float | None = None,
+    t_far: float | Tensor | None = None,
+) -> dict[str, Tensor]:
+    """Alpha-composite samples along rays (the convention in the module docstring).
+
+    Args:
+        sigma: ``[..., S]`` densities (>= 0).
+        values: ``[..., S, C]`` per-sample values (colours or features).
+        t: ``[..., S]`` increasing sample depths.
+        background: ``[C]``, ``[..., C]`` or a float, filling ``1 - opacity``; None adds nothing.
+        t_far: end of the last sample's interval; default repeats the previous spacing.
+    Returns:
+        dict with ``values [..., C]``, ``depth [...]`` (expected depth of the surface hit,
+        ``sum w_i t_i / opacity``; ``t_far`` where nothing is hit), ``opacity [...]``
+        (``sum w_i``) and ``weights [..., S]``.
+    """
+    if t_far is None:
+        last = t[..., -1:] + (t[..., -1:] - t[..., -2:-1])
+    else:
+        last = torch.as_tensor(t_far, dtype=t.dtype, device=t.device).expand(t.shape[:-1]).unsqueeze(-1)
+    deltas = torch.cat([t[..., 1:], last], dim=-1) - t
+    optical_depth = sigma * deltas
+    alpha = 1.0 - torch.exp(-optical_depth)
+    # T_i = exp(-sum_{j<i} sigma_j delta_j): exclusive cumulative sum, stable in log space.
+    transmittance = torch.exp(-(torch.cumsum(optical_depth, dim=-1) - optical_depth))
+    weights = alpha * transmittance
+    opacity = weights.sum(dim=-1)
+    composited = (weights.unsqueeze(-1) * values).sum(dim=-2)
+    if background is not None:
+        background = torch.as_tensor(background, dtype=composited.dtype, device=composited.device)
+        composited = composited + (1.0 - opacity).unsqueeze(-1) * background
+    depth_sum = (weights * t).sum(dim=-1)
+    depth = torch.where(opacity > 1e-6, depth_sum / opacity.clamp_min(1e-6), last.squeeze(-1))
+    return {"values": composited, "depth": depth, "opacity": opacity, "weights": weights}
+
+
+def render_rays(
+    field: FieldFn,
+    origins: Tensor,
+    directions: Tensor,
+    near: float | Tensor,
+    far: float | Tensor,
+    n_stratified: int = 64,
+    n_importance: int = 0,
+    background: Tensor | float | None = None,
+    perturb: bool = True,
+    generator: torch.Generator | None = None,
+) -> dict[str, Tensor]:
+    """Render rays through a field with stratified then (optionally) importance samples.
+
+    Points are ``x = o + t d``. The coarse pass evaluates ``field`` at ``n_stratified``
+    stratified depths; if ``n_importance > 0`` its weights (no gradient) drive inverse-CDF
+    resampling and the field is evaluated once more at the merged, sorted set of depths. The
+    returned composite is that of the final set of samples.
+
+    Args:
+        field: maps points ``[..., S, 3]`` to ``(sigma [..., S], values [..., S, C])``.
+        origins, directions: ``[..., 3]`` rays (e.g. ``[B, H, W, 3]`` from ``pixel_rays``).
+        near, far: depth range (floats or ``[...]``).
+    Returns:
+        :func:`composite`'s dict plus ``t [..., S_total]``.
+    """
+    batch_shape = origins.shape[:-1]
+    t = stratified_samples(near, far, n_stratified, batch_shape, perturb, generator, origins.device)
+    t = t.to(origins.dtype)
+    if n_importance > 0:
+        with torch.no_grad():
+            sigma, values = field(_points(origins, directions, t))
+            coarse = composite(sigma, values, t, t_far=far)
+        t_fine = importance_samples(t, coarse["weights"], far, n_importance, perturb, generator)
+        t = torch.sort(torch.cat([t, t_fine], dim=-1), dim=-1).values
+    sigma, values = field(_points(origins, directions, t))
+    result = composite(sigma, values, t, background=background, t_far=far)
+    result["t"] = t
+    return result
+
+
+def _points(origins: Tensor, directions: Tensor, t: Tensor) -> Tensor:
+    """``x = o + t d``: ``[..., 3]`` rays and ``[..., S]`` depths to ``[..., S, 3]`` points."""
+    return origins.unsqueeze(-2) + t.unsqueeze(-1) * directions.unsqueeze(-2)
