@@ -7,12 +7,11 @@ import torch
 from PIL import Image
 
 from genvs.cameras import project
-from genvs.data import SRNDataset, SRNFormatError
+from genvs.data import SRNDataset, SRNFormatError, srn_fixture_dir
 
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
-SAMPLE = FIXTURES / "srn_cars_sample"
+SAMPLE = srn_fixture_dir()
 
-pytestmark = pytest.mark.skipif(not SAMPLE.is_dir(), reason=f"SRN fixture not found at {SAMPLE}")
+pytestmark = pytest.mark.skipif(SAMPLE is None, reason="SRN fixture not found (../shared/fixtures or $GENVS_SRN_FIXTURE)")
 
 
 def _write_object(folder: Path, n_views: int, size: int = 8, rgba: bool = False) -> Path:

@@ -1,0 +1,67 @@
+"""Speed of the synthetic car generator: images per second written to disk, PNG included.
+
+Generates 10 cars x 20 views into a temporary folder at 64x64 and at 128x128, prints the
+images per second of each, and writes ``benchmarks/results/synthetic.json``.
+
+    python benchmarks/bench_synthetic.py
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from genvs.data.synthetic import SUPERSAMPLE, make_dataset
+
+N_OBJECTS, N_VIEWS = 10, 20
+IMAGE_SIZES = (64, 128)
+RESULTS = Path(__file__).resolve().parent / "results" / "synthetic.json"
+
+
+def images_per_second(image_size: int) -> tuple[float, int]:
+    """Time :func:`make_dataset` into a temporary folder; returns (images/s, images written)."""
+    with tempfile.TemporaryDirectory() as folder:
+        start = time.perf_counter()
+        root = make_dataset(folder, N_OBJECTS, N_VIEWS, image_size, seed=0, progress=False)
+        seconds = time.perf_counter() - start
+        n_images = len(list(root.rglob("rgb/*.png")))
+    return n_images / seconds, n_images
+
+
+def main() -> None:
+    with tempfile.TemporaryDirectory() as folder:
+        make_dataset(folder, 1, 1, 32, progress=False)  # warm up torch kernels
+    runs = []
+    for image_size in IMAGE_SIZES:
+        rate, n_images = images_per_second(image_size)
+        print(f"{image_size}x{image_size}: {rate:.1f} images/s ({n_images} images)")
+        runs.append({"image_size": image_size, "images_per_second": round(rate, 1), "n_images": n_images})
+    result = {
+        "benchmark": "genvs.data.synthetic.make_dataset, PNG writing included",
+        "objects": N_OBJECTS,
+        "views_per_object": N_VIEWS,
+        "supersample": SUPERSAMPLE,
+        "runs": runs,
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "cpu_count": os.cpu_count(),
+        "load_average_1min": round(os.getloadavg()[0], 2),
+        "processor": platform.processor() or platform.machine(),
+        "python": platform.python_version(),
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {RESULTS}")
+
+
+if __name__ == "__main__":
+    main()

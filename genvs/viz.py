@@ -1,0 +1,156 @@
+"""Figures and widgets: image grids, contact sheets, camera plots, depth/opacity maps, browsers.
+
+Model code keeps images in [-1, 1] as ``[B, 3, H, W]`` tensors; everything here converts to
+[0, 1] for display with :func:`to_display`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import imageio.v3 as iio
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+from torch import Tensor
+from torchvision.utils import make_grid
+
+from genvs.cameras import pixel_rays
+
+__all__ = [
+    "to_display",
+    "image_grid",
+    "save_contact_sheet",
+    "show_images",
+    "plot_cameras",
+    "dataset_browser",
+]
+
+
+def to_display(images: Tensor) -> Tensor:
+    """``[..., 3, H, W]`` in [-1, 1] to [0, 1] (clamped, detached, on the CPU)."""
+    return ((images.detach().float().cpu() + 1.0) / 2.0).clamp(0.0, 1.0)
+
+
+def image_grid(images: Tensor, n_columns: int, padding: int = 2) -> np.ndarray:
+    """Tile ``[N, 3, H, W]`` images in [-1, 1] into one ``[H', W', 3]`` uint8 array (white gaps)."""
+    grid = make_grid(to_display(images), nrow=n_columns, padding=padding, pad_value=1.0)
+    return (grid.permute(1, 2, 0).numpy() * 255.0 + 0.5).astype(np.uint8)
+
+
+def save_contact_sheet(rows: Sequence[Tensor], path: str | Path) -> Path:
+    """Write a PNG with one row per tensor in ``rows`` (each ``[V, 3, H, W]`` in [-1, 1]).
+
+    Rows may have different view counts; short rows are padded with white. Returns the path.
+    """
+    n_columns = max(row.shape[0] for row in rows)
+    padded = [torch.cat([row, torch.ones((n_columns - row.shape[0],) + row.shape[1:])]) for row in rows]
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    iio.imwrite(path, image_grid(torch.cat(padded), n_columns))
+    return path
+
+
+def show_images(
+    images: Tensor | Sequence[Tensor],
+    titles: Sequence[str] | None = None,
+    n_columns: int | None = None,
+    size: float = 2.0,
+    cmap: str | None = None,
+):
+    """Show images side by side with titles; returns the matplotlib figure.
+
+    Accepts ``[N, 3, H, W]`` in [-1, 1] (colour) or ``[N, H, W]`` single-channel maps (depth,
+    opacity, shown with ``cmap`` and their own range).
+    """
+    images = list(images)
+    n_columns = n_columns or len(images)
+    n_rows = -(-len(images) // n_columns)
+    figure, axes = plt.subplots(n_rows, n_columns, figsize=(size * n_columns, size * n_rows), squeeze=False)
+    for index, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if index >= len(images):
+            continue
+        image = images[index].detach().float().cpu()
+        if image.dim() == 3:
+            ax.imshow(to_display(image).permute(1, 2, 0).numpy())
+        else:
+            ax.imshow(image.numpy(), cmap=cmap or "viridis")
+        if titles is not None:
+            ax.set_title(titles[index], fontsize=9)
+    figure.tight_layout()
+    return figure
+
+
+def plot_cameras(
+    c2w: Tensor,
+    K: Tensor,
+    image_size: tuple[int, int],
+    ax=None,
+    frustum_depth: float = 0.25,
+    highlight: Sequence[int] = (),
+    colour: str = "tab:blue",
+):
+    """Draw camera frustums in 3D (world z-up) with the world origin marked.
+
+    Each camera is drawn as lines from its centre to the four image corners at depth
+    ``frustum_depth`` (image corners come from :func:`genvs.cameras.pixel_rays`), with its
+    top edge thicker so "up" on screen is visible.
+
+    Args:
+        c2w: ``[N, 4, 4]`` poses; K: ``[N, 3, 3]`` or ``[3, 3]``; image_size: ``(H, W)``.
+        highlight: indices drawn in red (e.g. the input view).
+    Returns:
+        the matplotlib 3D axes.
+    """
+    if ax is None:
+        ax = plt.figure(figsize=(5, 5)).add_subplot(projection="3d")
+    height, width = image_size
+    K = K.expand(c2w.shape[0], 3, 3)
+    origins, directions = pixel_rays(K, c2w, height, width)
+    corner_index = [(0, 0), (0, width - 1), (height - 1, width - 1), (height - 1, 0)]
+    for n in range(c2w.shape[0]):
+        centre = origins[n, 0, 0].numpy()
+        corners = [(origins[n, i, j] + frustum_depth * directions[n, i, j]).numpy() for i, j in corner_index]
+        line_colour = "tab:red" if n in highlight else colour
+        for corner in corners:
+            ax.plot(*zip(centre, corner), color=line_colour, linewidth=0.8)
+        for k, (start, end) in enumerate(zip(corners, corners[1:] + corners[:1])):
+            ax.plot(*zip(start, end), color=line_colour, linewidth=2.0 if k == 0 else 0.8)
+    ax.scatter([0], [0], [0], color="black", s=20)
+    limit = float(c2w[:, :3, 3].abs().max()) + frustum_depth
+    ax.set(xlim=(-limit, limit), ylim=(-limit, limit), zlim=(-limit, limit), xlabel="x", ylabel="y", zlabel="z")
+    ax.set_box_aspect((1, 1, 1))
+    return ax
+
+
+def dataset_browser(dataset, image_scale: float = 3.0):
+    """An ipywidgets browser over an SRN-format dataset: pick an object and a view.
+
+    Shows the image next to a 3D plot of all that object's cameras (the shown one in red).
+    ``dataset`` is a :class:`genvs.data.SRNDataset` built with ``views_per_item=None``.
+    """
+    import ipywidgets as widgets
+
+    cache: dict[int, dict] = {}
+
+    def show(object_index: int, view: int):
+        item = cache.setdefault(object_index, dataset[object_index])
+        view = min(view, item["images"].shape[0] - 1)
+        figure = plt.figure(figsize=(2 * image_scale, image_scale))
+        image_ax = figure.add_subplot(1, 2, 1)
+        image_ax.imshow(to_display(item["images"][view]).permute(1, 2, 0).numpy())
+        image_ax.set_title(f"{item['object_id']} view {int(item['view_ids'][view])}", fontsize=9)
+        image_ax.axis("off")
+        camera_ax = figure.add_subplot(1, 2, 2, projection="3d")
+        plot_cameras(item["c2w"], item["K"], item["images"].shape[-2:], ax=camera_ax, highlight=[view],
+                     frustum_depth=0.15)
+        plt.show()
+
+    n_views = dataset.objects[0].n_views
+    return widgets.interactive(
+        show,
+        object_index=widgets.IntSlider(0, 0, len(dataset) - 1, description="object"),
+        view=widgets.IntSlider(0, 0, n_views - 1, description="view"),
+    )

@@ -1,0 +1,36 @@
+import matplotlib
+
+matplotlib.use("Agg")
+
+import imageio.v3 as iio
+import numpy as np
+import torch
+
+from genvs import cameras, viz
+
+
+def test_to_display_maps_model_range_to_unit_range():
+    images = torch.tensor([-1.0, 0.0, 1.0, 3.0]).reshape(1, 4, 1, 1)
+    torch.testing.assert_close(viz.to_display(images).flatten(), torch.tensor([0.0, 0.5, 1.0, 1.0]))
+
+
+def test_contact_sheet_has_one_row_per_object_and_pads_short_rows(tmp_path):
+    rows = [torch.full((3, 3, 8, 8), -1.0), torch.full((2, 3, 8, 8), -1.0)]
+    path = viz.save_contact_sheet(rows, tmp_path / "sheet.png")
+    sheet = iio.imread(path)
+    padding = 2
+    assert sheet.shape == (2 * 8 + 3 * padding, 3 * 8 + 4 * padding, 3)
+    # First row's images are black; the missing third image of row two is white padding.
+    assert sheet[padding + 3, padding + 3].tolist() == [0, 0, 0]
+    assert np.all(sheet[2 * padding + 8 + 3, 3 * padding + 2 * 8 + 3] == 255)
+
+
+def test_plot_cameras_draws_every_frustum():
+    c2w = cameras.orbit(5)
+    ax = viz.plot_cameras(c2w, cameras.make_intrinsics(50.0, 32.0, 32.0), (64, 64))
+    assert len(ax.lines) == 5 * 8  # 4 edges to the corners + 4 image-plane edges per camera
+
+
+def test_show_images_handles_colour_and_single_channel_maps():
+    figure = viz.show_images([torch.zeros(3, 8, 8), torch.rand(8, 8)], titles=["rgb", "depth"])
+    assert len(figure.axes) == 2 and figure.axes[1].get_title() == "depth"
