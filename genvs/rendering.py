@@ -73,9 +73,14 @@ def importance_samples(
     """Inverse-CDF resampling of depths in proportion to compositing weights.
 
     The intervals ``[t_i, t_{i+1})`` (last one ending at ``t_far``) form a piecewise-constant
-    pdf ``p_i = (w_i + eps) / sum_j (w_j + eps)``; ``u ~ U[0, 1)`` (or evenly spaced when not
+    pdf ``p_i = (w'_i + eps) / sum_j (w'_j + eps)``; ``u ~ U[0, 1)`` (or evenly spaced when not
     ``perturb``) is mapped through the inverse CDF, linear inside each interval. Weights are
     detached: sample positions carry no gradient.
+
+    The weights are first dilated as in mip-NeRF,
+    ``w'_i = (max(w_{i-1}, w_i) + max(w_i, w_{i+1})) / 2``: each sample reads the density at its
+    interval's start, so a surface that begins inside interval ``i`` puts its weight on
+    ``i + 1``; without dilation no new sample would land where the surface starts.
 
     Args:
         t: ``[..., S]`` increasing coarse depths; weights: ``[..., S]`` their weights.
@@ -87,7 +92,7 @@ def importance_samples(
     t = t.detach()
     t_far = torch.as_tensor(t_far, dtype=t.dtype, device=t.device).expand(t.shape[:-1]).unsqueeze(-1)
     edges = torch.cat([t, t_far], dim=-1)  # [..., S+1]
-    pdf = weights.detach() + 1e-5
+    pdf = _dilate(weights.detach()) + 1e-5
     pdf = pdf / pdf.sum(dim=-1, keepdim=True)
     cdf = torch.cat([torch.zeros_like(pdf[..., :1]), torch.cumsum(pdf, dim=-1)], dim=-1)  # [..., S+1]
     cdf[..., -1] = 1.0
@@ -103,6 +108,13 @@ def importance_samples(
     edge_low, edge_high = edges.gather(-1, index - 1), edges.gather(-1, index)
     fraction = (u - cdf_low) / (cdf_high - cdf_low).clamp_min(1e-8)
     return torch.sort(edge_low + fraction * (edge_high - edge_low), dim=-1).values
+
+
+def _dilate(weights: Tensor) -> Tensor:
+    """``w'_i = (max(w_{i-1}, w_i) + max(w_i, w_{i+1})) / 2`` along the last axis (edges repeated)."""
+    padded = torch.cat([weights[..., :1], weights, weights[..., -1:]], dim=-1)
+    maxima = torch.maximum(padded[..., :-1], padded[..., 1:])
+    return 0.5 * (maxima[..., :-1] + maxima[..., 1:])
 
 
 def composite(
