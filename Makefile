@@ -23,13 +23,15 @@ demo: install
 	$(PY) -m genvs demo --out outputs/demo
 
 unit: install
-	$(PY) -m pytest tests
+	OMP_NUM_THREADS=1 $(PY) -m pytest tests
 
 notebooks: install
-	GENVS_SMOKE=1 $(PY) -m pytest --nbval-lax --nbval-current-env -p no:cacheprovider notebooks
+	GENVS_SMOKE=1 OMP_NUM_THREADS=1 $(PY) -m pytest --nbval-lax --nbval-current-env notebooks
 
+# Tests run single-threaded: their tensors are tiny, and on shared cores torch's thread pool
+# stalls (measured here: a 200-step voxel fit took 1.2 s on 1 thread, 15 s on 2 with a busy neighbour).
 test: install
-	GENVS_SMOKE=1 $(PY) -m pytest tests notebooks --nbval-lax --nbval-current-env
+	GENVS_SMOKE=1 OMP_NUM_THREADS=1 $(PY) -m pytest tests notebooks --nbval-lax --nbval-current-env
 
 bench: install
 	$(PY) benchmarks/bench_synthetic.py

@@ -23,6 +23,7 @@ __all__ = [
     "image_grid",
     "save_contact_sheet",
     "show_images",
+    "masked_depth",
     "plot_cameras",
     "dataset_browser",
 ]
@@ -81,6 +82,14 @@ def show_images(
             ax.set_title(titles[index], fontsize=9)
     figure.tight_layout()
     return figure
+
+
+def masked_depth(depth: Tensor, opacity: Tensor, threshold: float = 0.5) -> Tensor:
+    """Depth ``[..., H, W]`` with NaN where ``opacity < threshold`` (shown blank by matplotlib).
+
+    Rendered depth is ``sum w t / opacity``: meaningful where something was hit, noise elsewhere.
+    """
+    return torch.where(opacity >= threshold, depth, torch.full_like(depth, float("nan")))
 
 
 def plot_cameras(

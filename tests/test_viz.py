@@ -34,3 +34,9 @@ def test_plot_cameras_draws_every_frustum():
 def test_show_images_handles_colour_and_single_channel_maps():
     figure = viz.show_images([torch.zeros(3, 8, 8), torch.rand(8, 8)], titles=["rgb", "depth"])
     assert len(figure.axes) == 2 and figure.axes[1].get_title() == "depth"
+
+
+def test_masked_depth_blanks_rays_that_hit_nothing():
+    depth = torch.tensor([[1.2, 1.8]])
+    masked = viz.masked_depth(depth, torch.tensor([[0.9, 0.1]]))
+    assert masked[0, 0] == 1.2 and torch.isnan(masked[0, 1])
