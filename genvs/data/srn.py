@@ -178,10 +178,16 @@ class SRNDataset(torch.utils.data.Dataset):
     def load_views(self, index: int, view_ids: list[int]) -> dict:
         """Load chosen views of object ``index`` (see the class docstring for the fields)."""
         obj = self.objects[index]
+        object_K = None  # intrinsics.txt, read once for all views that have no per-view file
         images, intrinsics = [], []
         for view in view_ids:
             image = read_image(obj.image_paths[view])
-            K = self._view_intrinsics(obj, view, image.shape[-2:])
+            per_view = obj.folder / "intrinsics" / f"{obj.image_paths[view].stem}.txt"
+            if per_view.is_file():
+                K = _read_view_intrinsics(per_view)
+            else:
+                object_K = object_K or read_intrinsics(obj.folder / "intrinsics.txt")
+                K = _scale_to_image(*object_K, image.shape[-2:])
             image, K = self._resize(image, K)
             images.append(image)
             intrinsics.append(K)
@@ -192,16 +198,6 @@ class SRNDataset(torch.utils.data.Dataset):
             "object_id": obj.object_id,
             "view_ids": torch.tensor(view_ids, dtype=torch.long),
         }
-
-    def _view_intrinsics(self, obj: SRNObject, view: int, image_hw: tuple[int, int]) -> Tensor:
-        per_view = obj.folder / "intrinsics" / f"{obj.image_paths[view].stem}.txt"
-        if per_view.is_file():
-            numbers = _read_floats(per_view)
-            if numbers.numel() != 9:
-                raise SRNFormatError(f"{per_view}: a per-view intrinsics file needs 9 numbers, found {numbers.numel()}")
-            return numbers.reshape(3, 3)
-        K, (height, width) = read_intrinsics(obj.folder / "intrinsics.txt")
-        return rescale_intrinsics(K, image_hw[1] / width, image_hw[0] / height)
 
     def _resize(self, image: Tensor, K: Tensor) -> tuple[Tensor, Tensor]:
         height, width = image.shape[-2:]
@@ -232,6 +228,19 @@ def _objects_for_split(root: Path, split: str, seed: int, val_fraction: float) -
     n_val = int(round(len(objects) * val_fraction))
     chosen = order[:n_val] if split == "val" else order[n_val:]
     return [objects[i] for i in sorted(chosen)]
+
+
+def _read_view_intrinsics(path: Path) -> Tensor:
+    """A per-view ``intrinsics/NNNNNN.txt``: 9 numbers, a row-major 3x3 K in pixels of that view's image."""
+    numbers = _read_floats(path)
+    if numbers.numel() != 9:
+        raise SRNFormatError(f"{path}: a per-view intrinsics file needs 9 numbers, found {numbers.numel()}")
+    return numbers.reshape(3, 3)
+
+
+def _scale_to_image(K: Tensor, file_hw: tuple[int, int], image_hw: tuple[int, int]) -> Tensor:
+    """Rescale object intrinsics given for an ``H x W`` image (line 4 of intrinsics.txt) to the image read."""
+    return rescale_intrinsics(K, image_hw[1] / file_hw[1], image_hw[0] / file_hw[0])
 
 
 def _read_floats(path: Path) -> Tensor:
