@@ -54,8 +54,7 @@ def stratified_samples(
     bins = torch.arange(n_samples, dtype=torch.float32, device=device)
     shape = tuple(batch_shape) + (n_samples,)
     if perturb:
-        offsets = torch.rand(shape, generator=generator, device=device if generator is None else generator.device)
-        bins = bins + offsets.to(device)
+        bins = bins + _uniform(shape, generator, device, torch.float32)
     else:
         bins = bins.expand(shape)
     step = (far - near).unsqueeze(-1) / n_samples
@@ -98,8 +97,7 @@ def importance_samples(
     cdf[..., -1] = 1.0
     shape = t.shape[:-1] + (n_samples,)
     if perturb:
-        u = torch.rand(shape, generator=generator, device=t.device if generator is None else generator.device)
-        u = u.to(t.device, t.dtype)
+        u = _uniform(shape, generator, t.device, t.dtype)
     else:
         u = ((torch.arange(n_samples, dtype=t.dtype, device=t.device) + 0.5) / n_samples).expand(shape)
     u = u.contiguous()
@@ -196,6 +194,12 @@ def render_rays(
     result = composite(sigma, values, t, background=background, t_far=far)
     result["t"] = t
     return result
+
+
+def _uniform(shape: tuple[int, ...], generator: torch.Generator | None, device: torch.device, dtype) -> Tensor:
+    """``U[0, 1)`` of ``shape`` drawn from ``generator`` (on its own device), returned on ``device``."""
+    source_device = device if generator is None else generator.device
+    return torch.rand(shape, generator=generator, device=source_device).to(device, dtype)
 
 
 def _points(origins: Tensor, directions: Tensor, t: Tensor) -> Tensor:
