@@ -34,7 +34,7 @@ test: install
 	GENVS_SMOKE=1 OMP_NUM_THREADS=1 $(PY) -m pytest tests notebooks --nbval-lax --nbval-current-env
 
 bench: install
-	$(PY) benchmarks/bench_synthetic.py
+	for script in benchmarks/bench_*.py; do $(PY) $$script || exit 1; done
 
 clean:
 	rm -rf $(VENV) outputs *.egg-info

@@ -8,22 +8,15 @@ images per second of each, and writes ``benchmarks/results/synthetic.json``.
 
 from __future__ import annotations
 
-import datetime
-import json
-import os
-import platform
 import tempfile
 import time
-from pathlib import Path
 
-import numpy as np
-import torch
+from common import write_result
 
 from genvs.data.synthetic import SUPERSAMPLE, make_dataset
 
 N_OBJECTS, N_VIEWS = 10, 20
 IMAGE_SIZES = (64, 128)
-RESULTS = Path(__file__).resolve().parent / "results" / "synthetic.json"
 
 
 def images_per_second(image_size: int) -> tuple[float, int]:
@@ -44,23 +37,14 @@ def main() -> None:
         rate, n_images = images_per_second(image_size)
         print(f"{image_size}x{image_size}: {rate:.1f} images/s ({n_images} images)")
         runs.append({"image_size": image_size, "images_per_second": round(rate, 1), "n_images": n_images})
-    result = {
+    write_result("synthetic", {
         "benchmark": "genvs.data.synthetic.make_dataset, PNG writing included",
         "objects": N_OBJECTS,
         "views_per_object": N_VIEWS,
         "supersample": SUPERSAMPLE,
+        "note": "make_dataset renders on one torch thread, whatever torch_threads says",
         "runs": runs,
-        "torch": torch.__version__,
-        "numpy": np.__version__,
-        "cpu_count": os.cpu_count(),
-        "load_average_1min": round(os.getloadavg()[0], 2),
-        "processor": platform.processor() or platform.machine(),
-        "python": platform.python_version(),
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-    }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {RESULTS}")
+    })
 
 
 if __name__ == "__main__":

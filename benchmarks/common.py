@@ -1,0 +1,37 @@
+"""What every benchmark records beside its figures, and where it writes them."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+from pathlib import Path
+
+import numpy as np
+import torch
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+
+
+def environment() -> dict:
+    """Versions, CPU count, load and date: the context needed to compare two result files."""
+    return {
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+        "load_average_1min": round(os.getloadavg()[0], 2),
+        "processor": platform.processor() or platform.machine(),
+        "python": platform.python_version(),
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def write_result(name: str, result: dict) -> Path:
+    """Write ``result`` plus :func:`environment` to ``benchmarks/results/<name>.json``; returns the path."""
+    path = RESULTS_DIR / f"{name}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({**result, **environment()}, indent=2) + "\n")
+    print(f"wrote {path}")
+    return path
