@@ -20,6 +20,8 @@ from typing import Callable
 import torch
 from torch import Tensor
 
+from genvs.seeding import draw
+
 __all__ = ["stratified_samples", "importance_samples", "composite", "render_rays"]
 
 FieldFn = Callable[[Tensor], tuple[Tensor, Tensor]]
@@ -54,7 +56,7 @@ def stratified_samples(
     bins = torch.arange(n_samples, dtype=torch.float32, device=device)
     shape = tuple(batch_shape) + (n_samples,)
     if perturb:
-        bins = bins + _uniform(shape, generator, device, torch.float32)
+        bins = bins + draw(torch.rand, shape, generator, device)
     else:
         bins = bins.expand(shape)
     step = (far - near).unsqueeze(-1) / n_samples
@@ -97,7 +99,7 @@ def importance_samples(
     cdf[..., -1] = 1.0
     shape = t.shape[:-1] + (n_samples,)
     if perturb:
-        u = _uniform(shape, generator, t.device, t.dtype)
+        u = draw(torch.rand, shape, generator, t.device, t.dtype)
     else:
         u = ((torch.arange(n_samples, dtype=t.dtype, device=t.device) + 0.5) / n_samples).expand(shape)
     u = u.contiguous()
@@ -194,12 +196,6 @@ def render_rays(
     result = composite(sigma, values, t, background=background, t_far=far)
     result["t"] = t
     return result
-
-
-def _uniform(shape: tuple[int, ...], generator: torch.Generator | None, device: torch.device, dtype) -> Tensor:
-    """``U[0, 1)`` of ``shape`` drawn from ``generator`` (on its own device), returned on ``device``."""
-    source_device = device if generator is None else generator.device
-    return torch.rand(shape, generator=generator, device=source_device).to(device, dtype)
 
 
 def _points(origins: Tensor, directions: Tensor, t: Tensor) -> Tensor:

@@ -12,15 +12,6 @@ from genvs.voxel_grid import VoxelGrid, fit_voxel_grid, opacity_entropy, render_
 NEAR, FAR = 0.8, 1.8
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Fit on one thread: on 2 busy cores torch's thread pool makes these small steps ~10x slower."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def constant_grid(sigma: float, resolution: int = 8, bound: float = 0.6) -> VoxelGrid:
     """A grid whose density is ``sigma`` everywhere inside the box (inverse softplus of the raw value)."""
     grid = VoxelGrid(resolution, bound)

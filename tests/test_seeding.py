@@ -1,0 +1,22 @@
+import torch
+
+from genvs.seeding import draw, seeded_rng
+
+
+def test_seeded_rng_fixes_draws_and_restores_the_state():
+    state = torch.get_rng_state()
+    with seeded_rng(7, torch.device("cpu")):
+        a = torch.randn(3)
+    with seeded_rng(7, torch.device("cpu")):
+        b = torch.randn(3)
+    assert torch.equal(a, b) and torch.equal(torch.get_rng_state(), state)
+
+
+def test_draw_follows_the_generator_and_leaves_the_global_rng_alone():
+    state = torch.get_rng_state()
+    first = draw(torch.randn, (4,), torch.Generator().manual_seed(3), "cpu", torch.float64)
+    again = draw(torch.randn, (4,), torch.Generator().manual_seed(3))
+    assert first.dtype == torch.float64 and again.dtype == torch.float32
+    torch.testing.assert_close(first.float(), again)
+    assert torch.equal(torch.get_rng_state(), state)
+    assert not torch.equal(again, draw(torch.randn, (4,), torch.Generator().manual_seed(4)))
