@@ -86,6 +86,10 @@ def test_fixed_views_in_evaluation_random_in_training(tmp_path):
     training = SRNDataset(tmp_path, views_per_item=3, random_views=True)
     draws = {tuple(training[0]["view_ids"].tolist()) for _ in range(20)}
     assert len(draws) > 1
+    torch.manual_seed(5)
+    first = [training[0]["view_ids"].tolist() for _ in range(5)]
+    torch.manual_seed(5)
+    assert [training[0]["view_ids"].tolist() for _ in range(5)] == first
 
 
 def test_single_folder_gets_deterministic_90_10_split(tmp_path):

@@ -122,8 +122,8 @@ class SRNDataset(torch.utils.data.Dataset):
         c2w       [V, 4, 4]    camera-to-world, OpenCV axes, exactly as in the pose files
         object_id str;  view_ids [V] long (indices into the object's sorted views)
 
-    Views are drawn at random on each access when ``random_views`` (training), else fixed
-    by ``seed`` and the item index (evaluation: the same views every time).
+    Views are drawn at random on each access when ``random_views`` (training, from torch's
+    global RNG), else fixed by ``seed`` and the item index (evaluation: the same views every time).
 
     Args:
         root: a split folder of objects, or a folder with ``*_train/*_val/*_test`` folders.
@@ -168,12 +168,17 @@ class SRNDataset(torch.utils.data.Dataset):
         return self.load_views(index, self.choose_views(index))
 
     def choose_views(self, index: int) -> list[int]:
-        """View indices for item ``index``: random in training, fixed by the seed otherwise."""
+        """View indices for item ``index``.
+
+        Training (``random_views``): drawn from torch's global RNG, so ``torch.manual_seed`` (and
+        DataLoader worker seeding) makes them reproducible. Evaluation: fixed by ``seed`` and ``index``.
+        """
         n_views = self.objects[index].n_views
         if self.views_per_item is None:
             return list(range(n_views))
-        chooser = random.Random() if self.random_views else random.Random(self.seed * 1_000_003 + index)
-        return chooser.sample(range(n_views), self.views_per_item)
+        if self.random_views:
+            return torch.randperm(n_views)[: self.views_per_item].tolist()
+        return random.Random(self.seed * 1_000_003 + index).sample(range(n_views), self.views_per_item)
 
     def load_views(self, index: int, view_ids: list[int]) -> dict:
         """Load chosen views of object ``index`` (see the class docstring for the fields)."""
