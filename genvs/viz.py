@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 from torchvision.utils import make_grid
 
-from genvs.cameras import pixel_rays
+from genvs.cameras import pixel_rays, unproject
 
 __all__ = [
     "to_display",
@@ -25,6 +25,8 @@ __all__ = [
     "show_images",
     "masked_depth",
     "plot_cameras",
+    "plot_depth_planes",
+    "feature_pca",
     "dataset_browser",
 ]
 
@@ -132,6 +134,65 @@ def plot_cameras(
     ax.set(xlim=(-limit, limit), ylim=(-limit, limit), zlim=(-limit, limit), xlabel="x", ylabel="y", zlabel="z")
     ax.set_box_aspect((1, 1, 1))
     return ax
+
+
+def plot_depth_planes(
+    K: Tensor,
+    c2w: Tensor,
+    image_size: int,
+    near: float,
+    far: float,
+    n_planes: int,
+    ax=None,
+    every: int = 1,
+    colour: str = "tab:orange",
+):
+    """Draw the depth planes of a camera's frustum volume in 3D: where its voxels sit in the world.
+
+    Plane ``d`` is the image rectangle ``[0, W] x [0, H]`` unprojected to depth
+    ``near + (d + 1/2)(far - near) / n_planes`` (the voxel centres' depth, see
+    :mod:`genvs.field`); the four frustum edges join the nearest and farthest planes.
+
+    Args:
+        K: ``[3, 3]`` intrinsics of the ``image_size`` image; c2w: ``[4, 4]`` pose.
+        n_planes: ``D``; every: draw one plane in ``every``.
+    Returns:
+        the matplotlib 3D axes.
+    """
+    if ax is None:
+        ax = plt.figure(figsize=(5, 5)).add_subplot(projection="3d")
+    corners = K.new_tensor([[0.0, 0.0], [image_size, 0.0], [image_size, image_size], [0.0, image_size]])
+    spacing = (far - near) / n_planes
+    depths = [near + (d + 0.5) * spacing for d in range(0, n_planes, every)]
+    planes = [unproject(corners, K.new_full((4,), depth), K, c2w).numpy() for depth in depths]
+    for plane in planes:
+        ax.plot(*np.concatenate([plane, plane[:1]]).T, color=colour, linewidth=0.6)
+    for corner in range(4):
+        ax.plot(*np.stack([planes[0][corner], planes[-1][corner]]).T, color=colour, linewidth=0.6, linestyle=":")
+    return ax
+
+
+def feature_pca(features: Tensor, low: float = 0.01, high: float = 0.99) -> Tensor:
+    """Show many-channel features as colours: their 3 principal components as R, G and B.
+
+    The principal directions are computed jointly over all images and pixels, so the same colour
+    means the same feature everywhere; each component is then mapped from its ``low``-``high``
+    quantile range to [-1, 1] (the model range that :func:`show_images` displays).
+
+    Args:
+        features: ``[N, C, ...]`` feature maps (``C >= 3``), e.g. ``[N, C, H, W]``.
+    Returns:
+        ``[N, 3, ...]`` in [-1, 1].
+    """
+    channels = features.shape[1]
+    flat = features.detach().float().cpu().movedim(1, -1).reshape(-1, channels)
+    centred = flat - flat.mean(dim=0)
+    _, _, directions = torch.linalg.svd(centred, full_matrices=False)
+    components = centred @ directions[:3].T  # [pixels, 3]
+    lower, upper = torch.quantile(components, torch.tensor([low, high]), dim=0)
+    scaled = (2.0 * (components - lower) / (upper - lower).clamp_min(1e-8) - 1.0).clamp(-1.0, 1.0)
+    shape = features.shape[:1] + features.shape[2:] + (3,)
+    return scaled.reshape(shape).movedim(-1, 1)
 
 
 def dataset_browser(dataset, image_scale: float = 3.0):
