@@ -14,11 +14,9 @@ versions, CPU threads, load). Times are medians of a few repeats after a warm-up
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import torch
-from common import write_result
+from common import median_seconds, write_result
 
 from genvs.denoiser import PRESETS, build_denoiser, parameter_count
 from genvs.sampling import SAMPLERS, sample_images
@@ -26,21 +24,6 @@ from genvs.sampling import SAMPLERS, sample_images
 SAMPLER_STEPS = (8, 16, 32)
 SAMPLE_BATCH = 4
 FORWARD_BATCHES = (1, 8)
-
-
-def median_seconds(function, repeats: int, device: torch.device) -> float:
-    """Median wall time of ``function()`` over ``repeats`` calls, after one warm-up call."""
-    function()
-    times = []
-    for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        start = time.perf_counter()
-        function()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def time_samplers(device: torch.device, repeats: int) -> list[dict]:

@@ -6,6 +6,8 @@ import datetime
 import json
 import os
 import platform
+import statistics
+import time
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +28,21 @@ def environment() -> dict:
         "python": platform.python_version(),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
+
+
+def median_seconds(function, repeats: int, device: torch.device) -> float:
+    """Median wall time of ``function()`` over ``repeats`` calls, after one warm-up call."""
+    function()
+    times = []
+    for _ in range(repeats):
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        start = time.perf_counter()
+        function()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
 
 
 def write_result(name: str, result: dict) -> Path:
