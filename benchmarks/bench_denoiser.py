@@ -13,10 +13,9 @@ versions, CPU threads, load). Times are medians of a few repeats after a warm-up
 
 from __future__ import annotations
 
-import argparse
 
 import torch
-from common import median_seconds, write_result
+from common import device_arguments, device_name, median_seconds, write_result
 
 from genvs.denoiser import PRESETS, build_denoiser, parameter_count
 from genvs.sampling import SAMPLERS, sample_images
@@ -74,19 +73,14 @@ def print_tables(samplers: list[dict], forwards: list[dict]) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--repeats", type=int, default=3)
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
+    args = device_arguments(__doc__.splitlines()[0])
+    device = args.device
     samplers = time_samplers(device, args.repeats)
     forwards = time_forwards(device, args.repeats)
     print_tables(samplers, forwards)
     write_result("denoiser", {
         "benchmark": "genvs.sampling.sample_images per sampler and steps; genvs.denoiser forward per preset",
-        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else str(device),
+        "device": device_name(device),
         "sampler_preset": "cpu",
         "sampler_image_size": PRESETS["cpu"].image_size,
         "sampler_batch": SAMPLE_BATCH,

@@ -22,28 +22,20 @@ warm-up, on ``--device`` (default CUDA if present, else CPU) with ``--threads`` 
 
 from __future__ import annotations
 
-import argparse
-import math
-
 import torch
-from common import median_seconds, write_result
+from common import device_arguments, device_name, median_seconds, write_result
 
 from genvs import encoder, rendering
-from genvs.cameras import look_at, make_intrinsics, pixel_rays, rescale_intrinsics
-from genvs.field import PRESETS, FeatureField, InputViews, build_field, combine_views, decode, sample_volumes, volume_coordinates
+from genvs.cameras import make_intrinsics, orbit, pixel_rays, rescale_intrinsics
+from genvs.field import (PRESETS, FeatureField, InputViews, build_field, combine_views, decode, sample_volumes,
+                         volume_coordinates)
 
 VIEW_COUNTS = (1, 2, 3)
 
 
 def _cameras(n: int, size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """``n`` cameras 1.3 units from the origin at 20 degrees elevation, 90 degrees apart."""
-    poses = []
-    for index in range(n):
-        azimuth, elevation = math.radians(90.0 * index), math.radians(20.0)
-        eye = 1.3 * torch.tensor([math.cos(elevation) * math.cos(azimuth), math.cos(elevation) * math.sin(azimuth),
-                                  math.sin(elevation)])
-        poses.append(look_at(eye, torch.zeros(3)))
-    return make_intrinsics(1.0 * size, size / 2, size / 2).expand(1, n, 3, 3), torch.stack(poses)[None]
+    """``n`` cameras 1.3 units from the origin at 20 degrees elevation, 90 degrees apart: K ``[1, n, 3, 3]``, c2w ``[1, n, 4, 4]``."""
+    return make_intrinsics(1.0 * size, size / 2, size / 2).expand(1, n, 3, 3), orbit(n, sweep_deg=90.0 * n)[None]
 
 
 def per_view_mlp_render(field: FeatureField, views: InputViews, origins: torch.Tensor,
@@ -114,20 +106,15 @@ def print_table(rows: list[dict], encoders: list[dict]) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--repeats", type=int, default=3)
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
+    args = device_arguments(__doc__.splitlines()[0])
+    device = args.device
     rows = [row for preset in ("cpu", "paper") for row in time_preset(preset, device, args.repeats)]
     encoders = [time_encoder(preset, device, args.repeats) for preset in ("cpu", "paper")]
     print_table(rows, encoders)
     write_result("field", {
         "benchmark": "FeatureField.render_rays (views averaged, MLP once per point) vs the MLP per view, "
                      "one target feature image per call; encoder time per image",
-        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else str(device),
+        "device": device_name(device),
         "rendering": rows,
         "encoder": encoders,
     })

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import datetime
 import json
 import os
@@ -28,6 +29,24 @@ def environment() -> dict:
         "python": platform.python_version(),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
+
+
+def device_arguments(description: str) -> argparse.Namespace:
+    """Parse ``--device`` (default CUDA if present, else CPU), ``--threads`` (default 1) and ``--repeats``
+    (default 3); set torch's CPU threads. Returns the arguments with ``device`` as a ``torch.device``."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    args.device = torch.device(args.device)
+    return args
+
+
+def device_name(device: torch.device) -> str:
+    """The GPU's name for a CUDA device, else ``str(device)``."""
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else str(device)
 
 
 def median_seconds(function, repeats: int, device: torch.device) -> float:
