@@ -1,0 +1,166 @@
+"""GeNVS: the feature field renders a condition for the EDM denoiser; one loss trains both.
+
+For each object, ``V_in`` input views are encoded into the feature field (:mod:`genvs.field`),
+which is rendered from each target camera into a ``C``-channel feature image at ``render_size``
+and upsampled (bilinear) to the image size: the denoiser's ``unet_cond``
+(:mod:`genvs.denoiser`). Training minimises::
+
+    L = L_denoise + rgb_weight * L_rgb + input_rgb_weight * L_rgb_input + opacity_weight * mean(opacity)
+
+* ``L_denoise``: EDM's loss on the target views, given their rendered features (with
+  conditioning dropout), :func:`genvs.denoiser.denoising_loss`;
+* ``L_rgb``: mean squared error between the first 3 rendered channels and the target images
+  area-downsampled to ``render_size``, object by object and view by view (:func:`rgb_loss`);
+* ``L_rgb_input``: the same on the input views rendered from their own cameras (optional);
+* ``mean(opacity)``: a small push towards empty space where the views allow it (optional).
+
+Targets are never among the inputs: of the views of each object, the first ``V_in`` are inputs
+and the rest targets.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from genvs.denoiser import DenoiserConfig, build_denoiser, denoiser_config, denoising_loss
+from genvs.field import FieldConfig, InputViews, build_field, field_config
+
+__all__ = ["GeNVSConfig", "PRESETS", "genvs_config", "GeNVS", "rgb_loss"]
+
+
+@dataclass(frozen=True)
+class GeNVSConfig:
+    """The whole model and the weights of its losses.
+
+    Attributes:
+        field: encoder, field MLP and feature rendering (:class:`genvs.field.FieldConfig`).
+        denoiser: the EDM denoiser (:class:`genvs.denoiser.DenoiserConfig`); its ``image_size``
+            is the input/target image size and its ``cond_channels`` the field's ``C``.
+        rgb_weight, input_rgb_weight, opacity_weight: loss weights (module docstring).
+        max_input_views: most input views per object in training (GeNVS: up to 3).
+    """
+
+    field: FieldConfig
+    denoiser: DenoiserConfig
+    rgb_weight: float = 1.0
+    input_rgb_weight: float = 0.0
+    opacity_weight: float = 0.0
+    max_input_views: int = 3
+
+    def __post_init__(self):
+        image_size = self.field.encoder.image_size
+        if self.denoiser.image_size != image_size:
+            raise ValueError(f"the denoiser's image_size ({self.denoiser.image_size}) must equal the encoder's "
+                             f"({image_size}): both see the same images")
+        if self.denoiser.cond_channels != self.field.feature_channels:
+            raise ValueError(f"the denoiser's cond_channels ({self.denoiser.cond_channels}) must equal the field's "
+                             f"feature_channels ({self.field.feature_channels})")
+        if image_size % self.field.render_size:
+            raise ValueError(f"render_size {self.field.render_size} must divide image_size {image_size}")
+        if self.max_input_views < 1:
+            raise ValueError(f"max_input_views must be >= 1, got {self.max_input_views}")
+
+
+PRESETS: dict[str, GeNVSConfig] = {
+    "smoke": GeNVSConfig(field_config("smoke"), denoiser_config("smoke", image_size=32)),
+    "cpu": GeNVSConfig(field_config("cpu"), denoiser_config("cpu", image_size=64), input_rgb_weight=1.0),
+    # the seed reimplementation's weights: RGB 1 on novel views, opacity 0.001
+    "paper": GeNVSConfig(field_config("paper"), denoiser_config("paper"), opacity_weight=0.001),
+}
+"""Named GeNVS configs; get one with :func:`genvs_config`."""
+
+
+def genvs_config(preset: str, **overrides) -> GeNVSConfig:
+    """The config of preset ``preset`` with top-level ``overrides`` (e.g. ``rgb_weight=0.5``)."""
+    if preset not in PRESETS:
+        raise ValueError(f"unknown GeNVS preset {preset!r}; valid presets: {sorted(PRESETS)}")
+    return dataclasses.replace(PRESETS[preset], **overrides)
+
+
+def rgb_loss(rendered: Tensor, images: Tensor) -> Tensor:
+    """Mean squared error between rendered RGB and images, object by object and view by view.
+
+    Args:
+        rendered: ``[B, T, C, s, s]`` feature images (channels 0-2 are RGB).
+        images: ``[B, T, 3, H, W]`` the same views, in [-1, 1]; area-downsampled to ``s`` here.
+    Returns:
+        scalar loss.
+    Raises:
+        ValueError: if the leading ``[B, T]`` differ -- never broadcast one object's render
+            against another object's image (the seed reimplementation's bug).
+    """
+    if rendered.shape[:2] != images.shape[:2] or rendered.dim() != 5 or images.dim() != 5:
+        raise ValueError(f"rgb_loss needs rendered [B, T, C, s, s] and images [B, T, 3, H, W] with the same B and T, "
+                         f"got {list(rendered.shape)} and {list(images.shape)}")
+    size = rendered.shape[-1]
+    target = F.interpolate(images.flatten(0, 1), size=(size, size), mode="area").unflatten(0, images.shape[:2])
+    return F.mse_loss(rendered[:, :, :3], target)
+
+
+class GeNVS(nn.Module):
+    """Feature field + EDM denoiser, initialised from ``seed`` without touching the global RNG.
+
+    Args:
+        config: :class:`GeNVSConfig`.
+        seed: the field is built from ``seed``, the denoiser from ``seed + 1``.
+        imagenet_weights: optional local ImageNet checkpoint of the encoder's backbone.
+    """
+
+    def __init__(self, config: GeNVSConfig, seed: int = 0, imagenet_weights=None):
+        super().__init__()
+        self.config = config
+        self.field = build_field(config.field, seed, imagenet_weights)
+        self.denoiser = build_denoiser(config.denoiser, seed + 1)
+
+    def condition(self, views: InputViews, K: Tensor, c2w: Tensor, perturb: bool = False,
+                  generator: torch.Generator | None = None) -> tuple[Tensor, dict[str, Tensor]]:
+        """The denoiser's condition for target cameras: rendered features upsampled to the image size.
+
+        Args:
+            views: encoded input views of ``B`` objects.
+            K: ``[B, T, 3, 3]`` target intrinsics (for image-size images); c2w: ``[B, T, 4, 4]``.
+        Returns:
+            cond ``[B * T, C, H, W]`` and :meth:`FeatureField.render_image`'s dict at ``render_size``.
+        """
+        rendered = self.field.render_image(views, K, c2w, perturb=perturb, generator=generator)  # [B, T, C, s, s]
+        size = self.config.field.encoder.image_size
+        cond = F.interpolate(rendered["features"].flatten(0, 1), size=(size, size), mode="bilinear",
+                             align_corners=False)
+        return cond, rendered
+
+    def losses(self, images: Tensor, K: Tensor, c2w: Tensor, n_inputs: int,
+               generator: torch.Generator) -> dict[str, Tensor]:
+        """All training losses for a batch of objects.
+
+        Args:
+            images: ``[B, V, 3, H, W]`` views in [-1, 1]; K ``[B, V, 3, 3]``; c2w ``[B, V, 4, 4]``.
+            n_inputs: the first ``n_inputs`` views are inputs, the other ``V - n_inputs`` targets.
+            generator: sample jitter, training noise and conditioning dropout.
+        Returns:
+            dict with ``loss`` (the weighted total, for ``backward``) and its unweighted parts
+            ``denoising``, ``rgb``, ``input_rgb`` (if weighted) and ``opacity``.
+        """
+        if not 1 <= n_inputs < images.shape[1]:
+            raise ValueError(f"need 1 <= n_inputs < views ({images.shape[1]}), got {n_inputs}")
+        config = self.config
+        inputs, targets = slice(0, n_inputs), slice(n_inputs, None)
+        views = self.field.encode(images[:, inputs], K[:, inputs], c2w[:, inputs])
+        cond, rendered = self.condition(views, K[:, targets], c2w[:, targets], perturb=True, generator=generator)
+        parts = {
+            "denoising": denoising_loss(self.denoiser, images[:, targets].flatten(0, 1), cond, config.denoiser,
+                                        generator),
+            "rgb": rgb_loss(rendered["features"], images[:, targets]),
+            "opacity": rendered["opacity"].mean(),
+        }
+        total = parts["denoising"] + config.rgb_weight * parts["rgb"] + config.opacity_weight * parts["opacity"]
+        if config.input_rgb_weight > 0:
+            own = self.field.render_image(views, K[:, inputs], c2w[:, inputs], perturb=True, generator=generator)
+            parts["input_rgb"] = rgb_loss(own["features"], images[:, inputs])
+            total = total + config.input_rgb_weight * parts["input_rgb"]
+        return {"loss": total, **parts}
+
