@@ -32,6 +32,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from genvs.config import from_preset
 from genvs.seeding import draw, seeded_rng
 
 with warnings.catch_warnings():  # clip-anytorch, imported by k-diffusion, warns about pkg_resources
@@ -129,13 +130,12 @@ def denoiser_config(preset: str, noise: str | None = None, **overrides) -> Denoi
 
     Example: ``denoiser_config("cpu", noise="genvs", image_size=64, cond_dropout=0.2)``.
     """
-    if preset not in PRESETS:
-        raise ValueError(f"unknown denoiser preset {preset!r}; valid presets: {sorted(PRESETS)}")
+    config = from_preset(PRESETS, preset, "denoiser")
     if noise is not None:
         if noise not in TRAINING_NOISE:
             raise ValueError(f"unknown training noise {noise!r}; valid names: {sorted(TRAINING_NOISE)}")
         overrides = {"noise_mean": TRAINING_NOISE[noise][0], "noise_std": TRAINING_NOISE[noise][1], **overrides}
-    return dataclasses.replace(PRESETS[preset], **overrides)
+    return dataclasses.replace(config, **overrides)
 
 
 class _TrainingOnlyRate(nn.Module):

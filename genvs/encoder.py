@@ -24,7 +24,6 @@ are already on your disk: genvs never downloads anything.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,6 +33,7 @@ import torchvision
 from torch import Tensor, nn
 from torchvision.models.segmentation.deeplabv3 import ASPP
 
+from genvs.config import from_preset
 from genvs.seeding import seeded_rng
 
 __all__ = ["EncoderConfig", "ENCODER_PRESETS", "encoder_config", "VolumeEncoder", "build_encoder", "parameter_count"]
@@ -106,9 +106,7 @@ ENCODER_PRESETS: dict[str, EncoderConfig] = {
 
 def encoder_config(preset: str, **overrides) -> EncoderConfig:
     """The config of preset ``preset`` with ``overrides``, e.g. ``encoder_config("cpu", depth_planes=16)``."""
-    if preset not in ENCODER_PRESETS:
-        raise ValueError(f"unknown encoder preset {preset!r}; valid presets: {sorted(ENCODER_PRESETS)}")
-    return dataclasses.replace(ENCODER_PRESETS[preset], **overrides)
+    return from_preset(ENCODER_PRESETS, preset, "encoder", **overrides)
 
 
 def _conv_bn_relu(in_channels: int, out_channels: int, kernel_size: int) -> nn.Sequential:

@@ -32,7 +32,6 @@ of ``config.background`` in every channel. The first 3 feature channels are read
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -41,6 +40,7 @@ from torch import Tensor, nn
 
 from genvs import rendering
 from genvs.cameras import pixel_rays, project, rescale_intrinsics
+from genvs.config import from_preset
 from genvs.encoder import ENCODER_PRESETS, EncoderConfig, VolumeEncoder
 from genvs.seeding import draw, seeded_rng
 
@@ -109,9 +109,7 @@ PRESETS: dict[str, FieldConfig] = {
 
 def field_config(preset: str, **overrides) -> FieldConfig:
     """The config of preset ``preset`` with ``overrides``, e.g. ``field_config("cpu", n_importance=0)``."""
-    if preset not in PRESETS:
-        raise ValueError(f"unknown field preset {preset!r}; valid presets: {sorted(PRESETS)}")
-    return dataclasses.replace(PRESETS[preset], **overrides)
+    return from_preset(PRESETS, preset, "field", **overrides)
 
 
 @dataclass

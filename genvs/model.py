@@ -20,13 +20,13 @@ and the rest targets.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from genvs.config import from_preset
 from genvs.denoiser import DenoiserConfig, build_denoiser, denoiser_config, denoising_loss
 from genvs.field import FieldConfig, InputViews, build_field, field_config
 
@@ -77,9 +77,7 @@ PRESETS: dict[str, GeNVSConfig] = {
 
 def genvs_config(preset: str, **overrides) -> GeNVSConfig:
     """The config of preset ``preset`` with top-level ``overrides`` (e.g. ``rgb_weight=0.5``)."""
-    if preset not in PRESETS:
-        raise ValueError(f"unknown GeNVS preset {preset!r}; valid presets: {sorted(PRESETS)}")
-    return dataclasses.replace(PRESETS[preset], **overrides)
+    return from_preset(PRESETS, preset, "GeNVS", **overrides)
 
 
 def rgb_loss(rendered: Tensor, images: Tensor) -> Tensor:
