@@ -49,6 +49,7 @@ __all__ = [
     "PRESETS",
     "field_config",
     "InputViews",
+    "plane_depths",
     "volume_coordinates",
     "sample_volumes",
     "combine_views",
@@ -125,6 +126,11 @@ class InputViews:
     volumes: Tensor
     K: Tensor
     c2w: Tensor
+
+
+def plane_depths(near: float, far: float, n_planes: int) -> Tensor:
+    """Depths of the centres of a volume's depth planes: ``z_d = near + (d + 1/2)(far - near) / D``. Returns ``[D]``."""
+    return near + (torch.arange(n_planes, dtype=torch.float32) + 0.5) * (far - near) / n_planes
 
 
 def volume_coordinates(points: Tensor, K: Tensor, c2w: Tensor, image_size: int, near: float,

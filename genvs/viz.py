@@ -17,6 +17,7 @@ from torch import Tensor
 from torchvision.utils import make_grid
 
 from genvs.cameras import pixel_rays, unproject
+from genvs.field import plane_depths
 
 __all__ = [
     "to_display",
@@ -149,9 +150,9 @@ def plot_depth_planes(
 ):
     """Draw the depth planes of a camera's frustum volume in 3D: where its voxels sit in the world.
 
-    Plane ``d`` is the image rectangle ``[0, W] x [0, H]`` unprojected to depth
-    ``near + (d + 1/2)(far - near) / n_planes`` (the voxel centres' depth, see
-    :mod:`genvs.field`); the four frustum edges join the nearest and farthest planes.
+    Plane ``d`` is the image rectangle ``[0, W] x [0, H]`` unprojected to the depth of its voxel
+    centres, :func:`genvs.field.plane_depths`; the four frustum edges join the nearest and
+    farthest planes.
 
     Args:
         K: ``[3, 3]`` intrinsics of the ``image_size`` image; c2w: ``[4, 4]`` pose.
@@ -162,8 +163,7 @@ def plot_depth_planes(
     if ax is None:
         ax = plt.figure(figsize=(5, 5)).add_subplot(projection="3d")
     corners = K.new_tensor([[0.0, 0.0], [image_size, 0.0], [image_size, image_size], [0.0, image_size]])
-    spacing = (far - near) / n_planes
-    depths = [near + (d + 0.5) * spacing for d in range(0, n_planes, every)]
+    depths = plane_depths(near, far, n_planes)[::every].tolist()
     planes = [unproject(corners, K.new_full((4,), depth), K, c2w).numpy() for depth in depths]
     for plane in planes:
         ax.plot(*np.concatenate([plane, plane[:1]]).T, color=colour, linewidth=0.6)

@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from genvs.cameras import look_at, make_intrinsics, pixel_rays, project, unproject
+from genvs.cameras import make_intrinsics, pixel_rays, project, spherical_to_c2w, unproject
 from genvs.data import SRNDataset, srn_fixture_dir
 from genvs.field import (
     PRESETS,
@@ -25,10 +25,7 @@ FIXTURE = srn_fixture_dir()
 
 
 def _camera(azimuth_deg: float, elevation_deg: float = 20.0, radius: float = 1.3) -> torch.Tensor:
-    azimuth, elevation = math.radians(azimuth_deg), math.radians(elevation_deg)
-    eye = radius * torch.tensor([math.cos(elevation) * math.cos(azimuth), math.cos(elevation) * math.sin(azimuth),
-                                 math.sin(elevation)])
-    return look_at(eye, torch.zeros(3))
+    return spherical_to_c2w(math.radians(azimuth_deg), math.radians(elevation_deg), radius)
 
 
 def _K(size: int = SIZE) -> torch.Tensor:
