@@ -307,9 +307,8 @@ def sample_rays(images: Tensor, K: Tensor, c2w: Tensor, n_rays: int,
     Returns:
         origins ``[B, R, 3]``, directions ``[B, R, 3]`` and colours ``[B, R, 3]`` in [-1, 1].
     """
-    batch, n_targets, _, height, width = images.shape
-    origins, directions = (rays.reshape(batch, -1, 3) for rays in pixel_rays(K, c2w, height, width))
-    colours = images.permute(0, 1, 3, 4, 2).reshape(batch, -1, 3)
+    origins, directions, colours = rendering.image_rays(images, K, c2w)  # [B, T*H*W, 3]
+    batch = images.shape[0]
     index = (draw(torch.rand, (batch, n_rays), generator, images.device) * colours.shape[1]).long()
     index = index.clamp_max(colours.shape[1] - 1).unsqueeze(-1).expand(-1, -1, 3)
     return origins.gather(1, index), directions.gather(1, index), colours.gather(1, index)

@@ -20,11 +20,30 @@ from typing import Callable
 import torch
 from torch import Tensor
 
+from genvs.cameras import pixel_rays
 from genvs.seeding import draw
 
-__all__ = ["stratified_samples", "importance_samples", "composite", "render_rays"]
+__all__ = ["image_rays", "stratified_samples", "importance_samples", "composite", "render_rays"]
 
 FieldFn = Callable[[Tensor], tuple[Tensor, Tensor]]
+
+
+def image_rays(images: Tensor, K: Tensor, c2w: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Every pixel of every view as a ray (:func:`genvs.cameras.pixel_rays`) with its colour.
+
+    Args:
+        images: ``[..., V, C, H, W]``; K: ``[..., V, 3, 3]`` and c2w: ``[..., V, 4, 4]``
+            (broadcastable to the images' leading dims).
+    Returns:
+        origins, directions ``[..., V*H*W, 3]`` and colours ``[..., V*H*W, C]``, pixels in
+        (view, row, column) order.
+    """
+    channels, height, width = images.shape[-3:]
+    batch_shape = images.shape[:-4]
+    origins, directions = pixel_rays(K, c2w, height, width)  # [..., V, H, W, 3]
+    colours = images.movedim(-3, -1)  # [..., V, H, W, C]
+    return (origins.reshape(*batch_shape, -1, 3), directions.reshape(*batch_shape, -1, 3),
+            colours.reshape(*batch_shape, -1, channels))
 
 
 def stratified_samples(

@@ -33,7 +33,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from genvs.cameras import pixel_rays
-from genvs.rendering import FieldFn, render_rays
+from genvs.rendering import FieldFn, image_rays, render_rays
 
 __all__ = ["VoxelGrid", "render_image", "opacity_entropy", "fit_voxel_grid"]
 
@@ -158,14 +158,6 @@ def opacity_entropy(opacity: Tensor, eps: float = 1e-4) -> Tensor:
     return -(o * o.log() + (1.0 - o) * (1.0 - o).log()).mean()
 
 
-def _training_rays(images: Tensor, K: Tensor, c2w: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """Every pixel of every view as a ray: origins, directions ``[V*H*W, 3]``, colours in [0, 1]."""
-    height, width = images.shape[-2:]
-    origins, directions = pixel_rays(K, c2w, height, width)  # [V, H, W, 3]
-    colours = ((images + 1.0) / 2.0).permute(0, 2, 3, 1)  # [V, H, W, 3]
-    return origins.reshape(-1, 3), directions.reshape(-1, 3), colours.reshape(-1, 3)
-
-
 def fit_voxel_grid(
     images: Tensor,
     K: Tensor,
@@ -217,7 +209,7 @@ def fit_voxel_grid(
     """
     device = images.device
     generator = torch.Generator(device=device).manual_seed(seed)
-    origins, directions, colours = _training_rays(images, K, c2w)
+    origins, directions, colours = image_rays((images + 1.0) / 2.0, K, c2w)  # [V*H*W, 3], colours in [0, 1]
     grid = VoxelGrid(resolution, bound).to(device)
     optimiser = torch.optim.Adam(grid.parameters(), lr=lr)
     scheduler = torch.optim.lr_scheduler.ExponentialLR(optimiser, gamma=0.1 ** (1.0 / steps))

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from genvs import rendering
+from genvs.cameras import make_intrinsics, orbit, pixel_rays
 
 
 def test_stratified_samples_are_sorted_in_range_and_seeded():
@@ -145,3 +146,20 @@ def test_importance_sampling_improves_depth_of_a_surface():
         return (torch.stack(depths) - exact).abs().mean().item()
 
     assert depth_error(64, 64) < 0.8 * depth_error(128, 0)
+
+
+def test_image_rays_pair_each_pixel_with_its_ray_in_view_row_column_order():
+    generator = torch.Generator().manual_seed(0)
+    images = torch.rand(2, 3, 4, 5, 6, generator=generator)  # [B, V, C, H, W]
+    K = make_intrinsics(6.0, 3.0, 2.5).expand(2, 3, 3, 3)
+    c2w = torch.stack([orbit(3, start_azimuth_deg=30.0 * b) for b in range(2)])
+    origins, directions, colours = rendering.image_rays(images, K, c2w)
+    assert origins.shape == directions.shape == (2, 3 * 5 * 6, 3) and colours.shape == (2, 3 * 5 * 6, 4)
+    all_origins, all_directions = pixel_rays(K, c2w, 5, 6)
+    b, v, i, j = 1, 2, 3, 4
+    index = v * 5 * 6 + i * 6 + j
+    torch.testing.assert_close(colours[b, index], images[b, v, :, i, j])
+    torch.testing.assert_close(directions[b, index], all_directions[b, v, i, j])
+    torch.testing.assert_close(origins[b, index], all_origins[b, v, i, j])
+    one_K = rendering.image_rays(images[0], make_intrinsics(6.0, 3.0, 2.5), c2w[0])  # one K for all views
+    torch.testing.assert_close(one_K[1], directions[0])
