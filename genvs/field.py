@@ -274,17 +274,13 @@ class FeatureField(nn.Module):
         batch, n_targets = c2w.shape[:2]
         K = rescale_intrinsics(K, size / self.config.encoder.image_size)
         origins, directions = (rays.reshape(batch, -1, 3) for rays in pixel_rays(K, c2w, size, size))
-        pieces = [
-            self.render_rays(views, origins[:, start:start + chunk], directions[:, start:start + chunk], perturb,
-                             generator)
-            for start in range(0, origins.shape[1], chunk)
-        ]
+        result = rendering.render_in_chunks(lambda o, d: self.render_rays(views, o, d, perturb, generator),
+                                            origins, directions, chunk)
         image_shape = (batch, n_targets, size, size)
-        features = torch.cat([piece["values"] for piece in pieces], dim=1).reshape(image_shape + (-1,))
         return {
-            "features": features.permute(0, 1, 4, 2, 3),
-            "depth": torch.cat([piece["depth"] for piece in pieces], dim=1).reshape(image_shape),
-            "opacity": torch.cat([piece["opacity"] for piece in pieces], dim=1).reshape(image_shape),
+            "features": result["values"].reshape(image_shape + (-1,)).permute(0, 1, 4, 2, 3),
+            "depth": result["depth"].reshape(image_shape),
+            "opacity": result["opacity"].reshape(image_shape),
         }
 
 

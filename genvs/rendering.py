@@ -23,7 +23,7 @@ from torch import Tensor
 from genvs.cameras import pixel_rays
 from genvs.seeding import draw
 
-__all__ = ["image_rays", "stratified_samples", "importance_samples", "composite", "render_rays"]
+__all__ = ["image_rays", "stratified_samples", "importance_samples", "composite", "render_rays", "render_in_chunks"]
 
 FieldFn = Callable[[Tensor], tuple[Tensor, Tensor]]
 
@@ -215,6 +215,23 @@ def render_rays(
     result = composite(sigma, values, t, background=background, t_far=far)
     result["t"] = t
     return result
+
+
+def render_in_chunks(render: Callable[[Tensor, Tensor], dict[str, Tensor]], origins: Tensor, directions: Tensor,
+                     chunk: int) -> dict[str, Tensor]:
+    """``render(origins, directions)`` on ``chunk`` rays at a time, to bound memory.
+
+    Args:
+        render: e.g. ``lambda o, d: render_rays(field, o, d, near, far)``.
+        origins, directions: ``[..., R, 3]``, split along the ray axis ``R``.
+    Returns:
+        ``values [..., R, C]``, ``depth [..., R]`` and ``opacity [..., R]`` of all chunks, concatenated.
+    """
+    pieces = [render(origins[..., start:start + chunk, :], directions[..., start:start + chunk, :])
+              for start in range(0, origins.shape[-2], chunk)]
+    return {"values": torch.cat([piece["values"] for piece in pieces], dim=-2),
+            "depth": torch.cat([piece["depth"] for piece in pieces], dim=-1),
+            "opacity": torch.cat([piece["opacity"] for piece in pieces], dim=-1)}
 
 
 def _points(origins: Tensor, directions: Tensor, t: Tensor) -> Tensor:

@@ -33,7 +33,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from genvs.cameras import pixel_rays
-from genvs.rendering import FieldFn, image_rays, render_rays
+from genvs.rendering import FieldFn, image_rays, render_in_chunks, render_rays
 
 __all__ = ["VoxelGrid", "render_image", "opacity_entropy", "fit_voxel_grid"]
 
@@ -132,18 +132,12 @@ def render_image(
         it with the opacity for display) and ``opacity [H, W]`` (in [0, 1]).
     """
     origins, directions = pixel_rays(K, c2w, height, width)
-    origins, directions = origins.reshape(-1, 3), directions.reshape(-1, 3)
-    pieces = [
-        render_rays(
-            field, origins[start : start + chunk], directions[start : start + chunk], near, far,
-            n_samples, n_importance, background, perturb, generator,
-        )
-        for start in range(0, origins.shape[0], chunk)
-    ]
-    rgb = torch.cat([piece["values"] for piece in pieces]).T.reshape(-1, height, width)
-    depth = torch.cat([piece["depth"] for piece in pieces]).reshape(height, width)
-    opacity = torch.cat([piece["opacity"] for piece in pieces]).reshape(height, width)
-    return {"rgb": rgb, "depth": depth, "opacity": opacity}
+    result = render_in_chunks(
+        lambda o, d: render_rays(field, o, d, near, far, n_samples, n_importance, background, perturb, generator),
+        origins.reshape(-1, 3), directions.reshape(-1, 3), chunk,
+    )
+    return {"rgb": result["values"].T.reshape(-1, height, width), "depth": result["depth"].reshape(height, width),
+            "opacity": result["opacity"].reshape(height, width)}
 
 
 def opacity_entropy(opacity: Tensor, eps: float = 1e-4) -> Tensor:

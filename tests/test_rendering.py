@@ -163,3 +163,17 @@ def test_image_rays_pair_each_pixel_with_its_ray_in_view_row_column_order():
     torch.testing.assert_close(origins[b, index], all_origins[b, v, i, j])
     one_K = rendering.image_rays(images[0], make_intrinsics(6.0, 3.0, 2.5), c2w[0])  # one K for all views
     torch.testing.assert_close(one_K[1], directions[0])
+
+
+def test_render_in_chunks_matches_one_pass():
+    def field(points):  # a soft ball of radius 0.5 with position-coloured values
+        sigma = 20.0 * torch.sigmoid(20.0 * (0.5 - points.norm(dim=-1)))
+        return sigma, points.abs()
+
+    K, c2w = make_intrinsics(8.0, 4.0, 4.0), orbit(2)
+    origins, directions = (rays.reshape(2, -1, 3) for rays in pixel_rays(K, c2w, 8, 8))  # [B=2, R=64, 3]
+    render = lambda o, d: rendering.render_rays(field, o, d, 0.8, 1.8, 16, 8, background=1.0, perturb=False)
+    whole, chunked = render(origins, directions), rendering.render_in_chunks(render, origins, directions, chunk=7)
+    for key in ("values", "depth", "opacity"):
+        torch.testing.assert_close(chunked[key], whole[key])
+    assert whole["opacity"].max() > 0.5
