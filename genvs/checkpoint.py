@@ -25,8 +25,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
-__all__ = ["CheckpointError", "save_checkpoint", "load_checkpoint", "latest_checkpoint", "flatten_state",
-           "unflatten_state"]
+__all__ = ["CheckpointError", "save_checkpoint", "load_checkpoint", "latest_checkpoint", "prune_checkpoints",
+           "config_differences", "flatten_state", "unflatten_state"]
 
 LATEST = "latest.json"
 FORMAT_VERSION = 1
@@ -114,6 +114,19 @@ def latest_checkpoint(run_dir: str | Path) -> Path | None:
     return pointer.parent / json.loads(pointer.read_text())["checkpoint"]
 
 
+def prune_checkpoints(run_dir: str | Path, keep: int) -> list[Path]:
+    """Delete all but the newest ``keep`` checkpoints of ``run_dir`` (never the latest); return what was deleted."""
+    latest = latest_checkpoint(run_dir)
+    if latest is None:
+        return []
+    older = sorted(path for path in Path(run_dir).glob("step_*.json") if path.name < latest.name)
+    removed = older[: max(0, len(older) - max(keep, 1) + 1)]
+    for json_path in removed:
+        json_path.with_suffix(".safetensors").unlink(missing_ok=True)
+        json_path.unlink()
+    return removed
+
+
 def load_checkpoint(path: str | Path, expected_config: dict | None = None,
                     device: torch.device | str = "cpu") -> tuple[int, dict, dict]:
     """Read a checkpoint: a run folder (its latest checkpoint) or a checkpoint's ``.json`` file.
@@ -145,18 +158,18 @@ def load_checkpoint(path: str | Path, expected_config: dict | None = None,
         expected_config = json.loads(json.dumps(expected_config))  # as stored: tuples become lists
         if record["config"] != expected_config:
             raise CheckpointError(f"{json_path}: its config does not match: "
-                                  f"{_differences(record['config'], expected_config)}")
+                                  f"{config_differences(record['config'], expected_config)}")
     return record["step"], unflatten_state(record["state"], tensors), record["config"]
 
 
-def _differences(stored: dict, expected: dict, prefix: str = "") -> str:
-    """``"key: checkpoint has A, expected B; ..."`` for every differing (nested) key."""
+def config_differences(stored: dict, expected: dict, prefix: str = "") -> str:
+    """``"key: checkpoint has A, expected B; ..."`` for every differing (nested) key of two config dicts."""
     lines = []
     for key in sorted(set(stored) | set(expected), key=str):
         name = f"{prefix}{key}"
         old, new = stored.get(key, "<missing>"), expected.get(key, "<missing>")
         if isinstance(old, dict) and isinstance(new, dict):
-            nested = _differences(old, new, f"{name}.")
+            nested = config_differences(old, new, f"{name}.")
             lines += [nested] if nested else []
         elif old != new:
             lines.append(f"{name}: checkpoint has {old!r}, expected {new!r}")

@@ -15,7 +15,9 @@ and upsampled (bilinear) to the image size: the denoiser's ``unet_cond``
 * ``mean(opacity)``: a small push towards empty space where the views allow it (optional).
 
 Targets are never among the inputs: of the views of each object, the first ``V_in`` are inputs
-and the rest targets.
+and the rest targets. Training can also go in stages (:data:`STAGES`, the seed reimplementation's
+recipe): the encoder and field alone on the RGB losses, then the denoiser alone given the
+field's features, then everything jointly.
 """
 
 from __future__ import annotations
@@ -30,7 +32,11 @@ from genvs.config import from_preset
 from genvs.denoiser import DenoiserConfig, build_denoiser, denoiser_config, denoising_loss
 from genvs.field import FieldConfig, InputViews, build_field, field_config
 
-__all__ = ["GeNVSConfig", "PRESETS", "genvs_config", "GeNVS", "rgb_loss"]
+__all__ = ["GeNVSConfig", "PRESETS", "STAGES", "genvs_config", "GeNVS", "rgb_loss"]
+
+STAGES = ("joint", "field", "denoiser")
+"""Training stages: everything, the encoder and field alone (RGB losses), the denoiser alone."""
+STAGE_PARTS = {"joint": {"encoder", "field", "denoiser"}, "field": {"encoder", "field"}, "denoiser": {"denoiser"}}
 
 
 @dataclass(frozen=True)
@@ -131,34 +137,53 @@ class GeNVS(nn.Module):
                              align_corners=False)
         return cond, rendered
 
-    def losses(self, images: Tensor, K: Tensor, c2w: Tensor, n_inputs: int,
-               generator: torch.Generator) -> dict[str, Tensor]:
+    def losses(self, images: Tensor, K: Tensor, c2w: Tensor, n_inputs: int, generator: torch.Generator,
+               stage: str = "joint") -> dict[str, Tensor]:
         """All training losses for a batch of objects.
 
         Args:
             images: ``[B, V, 3, H, W]`` views in [-1, 1]; K ``[B, V, 3, 3]``; c2w ``[B, V, 4, 4]``.
             n_inputs: the first ``n_inputs`` views are inputs, the other ``V - n_inputs`` targets.
             generator: sample jitter, training noise and conditioning dropout.
+            stage: what trains (:data:`STAGES`): ``"joint"`` everything; ``"field"`` the encoder
+                and field on the RGB losses (no denoiser); ``"denoiser"`` the denoiser on the
+                denoising loss, given the field's features (no gradient reaches the field).
         Returns:
-            dict with ``loss`` (the weighted total, for ``backward``) and its unweighted parts
-            ``denoising``, ``rgb``, ``input_rgb`` (if weighted) and ``opacity``.
+            dict with ``loss`` (the weighted total of the parts this stage trains, for
+            ``backward``) and the unweighted parts ``denoising`` (not in stage "field"),
+            ``rgb``, ``input_rgb`` (if weighted) and ``opacity``.
         """
+        if stage not in STAGES:
+            raise ValueError(f"unknown stage {stage!r}; valid stages: {STAGES}")
         if not 1 <= n_inputs < images.shape[1]:
             raise ValueError(f"need 1 <= n_inputs < views ({images.shape[1]}), got {n_inputs}")
         config = self.config
         inputs, targets = slice(0, n_inputs), slice(n_inputs, None)
-        views = self.field.encode(images[:, inputs], K[:, inputs], c2w[:, inputs])
-        cond, rendered = self.condition(views, K[:, targets], c2w[:, targets], perturb=True, generator=generator)
-        parts = {
-            "denoising": denoising_loss(self.denoiser, images[:, targets].flatten(0, 1), cond, config.denoiser,
-                                        generator),
-            "rgb": rgb_loss(rendered["features"], images[:, targets]),
-            "opacity": rendered["opacity"].mean(),
-        }
-        total = parts["denoising"] + config.rgb_weight * parts["rgb"] + config.opacity_weight * parts["opacity"]
-        if config.input_rgb_weight > 0:
-            own = self.field.render_image(views, K[:, inputs], c2w[:, inputs], perturb=True, generator=generator)
-            parts["input_rgb"] = rgb_loss(own["features"], images[:, inputs])
-            total = total + config.input_rgb_weight * parts["input_rgb"]
+        with torch.set_grad_enabled(torch.is_grad_enabled() and stage != "denoiser"):
+            views = self.field.encode(images[:, inputs], K[:, inputs], c2w[:, inputs])
+            cond, rendered = self.condition(views, K[:, targets], c2w[:, targets], perturb=True, generator=generator)
+            parts = {"rgb": rgb_loss(rendered["features"], images[:, targets]), "opacity": rendered["opacity"].mean()}
+            if config.input_rgb_weight > 0:
+                own = self.field.render_image(views, K[:, inputs], c2w[:, inputs], perturb=True, generator=generator)
+                parts["input_rgb"] = rgb_loss(own["features"], images[:, inputs])
+        weights = {"rgb": config.rgb_weight, "input_rgb": config.input_rgb_weight, "opacity": config.opacity_weight}
+        if stage == "denoiser":
+            weights = {}
+        if stage != "field":
+            parts["denoising"] = denoising_loss(self.denoiser, images[:, targets].flatten(0, 1), cond,
+                                                config.denoiser, generator)
+            weights["denoising"] = 1.0
+        total = sum(weight * parts[name] for name, weight in weights.items() if name in parts)
         return {"loss": total, **parts}
 
+    def forward(self, images: Tensor, K: Tensor, c2w: Tensor, n_inputs: int, generator: torch.Generator,
+                stage: str = "joint") -> dict[str, Tensor]:
+        """:meth:`losses`, called through ``nn.Module.__call__`` so that DDP's hooks see it."""
+        return self.losses(images, K, c2w, n_inputs, generator, stage)
+
+    def trainable_parts(self, stage: str) -> dict[str, nn.Module]:
+        """The parts ``stage`` trains, by name: ``encoder``, ``field`` (the field's MLP) and ``denoiser``."""
+        if stage not in STAGES:
+            raise ValueError(f"unknown stage {stage!r}; valid stages: {STAGES}")
+        parts = {"encoder": self.field.encoder, "field": self.field.mlp, "denoiser": self.denoiser}
+        return {name: part for name, part in parts.items() if name in STAGE_PARTS[stage]}

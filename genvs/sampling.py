@@ -32,7 +32,7 @@ from torch import Tensor, nn
 from genvs.denoiser import K, null_condition  # K: k_diffusion, imported there without its warnings
 from genvs.seeding import seeded_rng
 
-__all__ = ["SAMPLERS", "CHURN_SAMPLERS", "karras_sigmas", "eval_mode", "sample_images"]
+__all__ = ["SAMPLERS", "CHURN_SAMPLERS", "karras_sigmas", "eval_mode", "sample_images", "sample_novel_views"]
 
 SAMPLERS: dict[str, Callable] = {
     "euler": K.sampling.sample_euler,
@@ -158,6 +158,27 @@ def sample_images(
         x = SAMPLERS[sampler](_guided(denoiser, cond, guidance_scale), x, sigmas, callback=callback,
                               disable=True, **options)
     return x.clamp(-1.0, 1.0)
+
+
+@torch.no_grad()
+def sample_novel_views(model: nn.Module, images: Tensor, K: Tensor, c2w: Tensor, target_K: Tensor,
+                       target_c2w: Tensor, **options) -> dict[str, Tensor]:
+    """Sample novel views of ``B`` objects: encode the input views, render features, denoise.
+
+    Args:
+        model: a :class:`genvs.model.GeNVS` (run in eval mode, given back in its modes).
+        images: ``[B, V, 3, H, W]`` input views in [-1, 1]; K ``[B, V, 3, 3]``; c2w ``[B, V, 4, 4]``.
+        target_K: ``[B, T, 3, 3]``; target_c2w: ``[B, T, 4, 4]`` the cameras to sample.
+        options: :func:`sample_images`'s keyword arguments (sampler, steps, seed, guidance_scale, ...).
+    Returns:
+        ``samples [B, T, 3, H, W]`` and the field's render at ``render_size``: ``features
+        [B, T, C, s, s]`` (channels 0-2 are its RGB guess), ``depth`` and ``opacity [B, T, s, s]``.
+    """
+    with eval_mode(model):
+        views = model.field.encode(images, K, c2w)
+        cond, rendered = model.condition(views, target_K, target_c2w)
+        samples = sample_images(model.denoiser, cond, **options)
+    return {"samples": samples.unflatten(0, tuple(target_c2w.shape[:2])), **rendered}
 
 
 def _image_shape(denoiser: nn.Module, cond: Tensor | None, shape, noise: Tensor | None,

@@ -1,0 +1,175 @@
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from genvs.checkpoint import CheckpointError, load_checkpoint
+from genvs.data import SRNDataset
+from genvs.data.synthetic import make_dataset
+from genvs.model import GeNVS
+from genvs.training import StepBatches, Trainer, _lr_factor, load_model, read_log, step_seed, train_config
+
+# the smoke model with small batches: about 0.1 s a step on one thread
+CONFIG = train_config("smoke", batch_size=2, target_views=1, warmup_steps=3)
+
+
+@pytest.fixture(scope="module")
+def cars(tmp_path_factory):
+    """6 synthetic cars x 6 views at 32 px: 4 train, 1 val, 1 test."""
+    return make_dataset(tmp_path_factory.mktemp("cars"), n_objects=6, n_views=6, image_size=32, seed=0, progress=False)
+
+
+def _trainer(cars, out, steps, config=CONFIG, **options) -> Trainer:
+    options = {"sample_every": 0, "checkpoint_every": 0, "progress": False, **options}
+    return Trainer(config, cars, out, steps, **options)
+
+
+def _parameters(run_dir, part="model"):
+    return load_checkpoint(run_dir)[1][part]
+
+
+def test_batches_are_a_pure_function_of_seed_and_index(cars):
+    dataset = SRNDataset(cars, split="train", views_per_item=None)
+    batches = StepBatches(dataset, batch_size=3, max_inputs=3, target_views=2, seed=0)
+    first, again, other = batches[7], batches[7], batches[8]
+    torch.testing.assert_close(first, again)
+    assert not torch.equal(first["c2w"], other["c2w"])
+    n_inputs = {int(batches[index]["n_inputs"]) for index in range(40)}
+    assert n_inputs == {1, 2, 3}  # 1 to max_inputs input views, all drawn
+    views = first["images"].shape[1]
+    assert views == int(first["n_inputs"]) + 2 and first["images"].shape == (3, views, 3, 32, 32)
+    for poses in first["c2w"]:  # every view of an object is a different camera: targets are never inputs
+        assert torch.cdist(poses[:, :3, 3], poses[:, :3, 3]).add(torch.eye(views)).min() > 1e-3
+    objects = {tuple(item[0, :3, 3].tolist()) for item in first["c2w"]}
+    assert len(objects) == 3 or len(dataset) < 3  # distinct objects
+    assert step_seed(0, 1) != step_seed(0, 2) and step_seed(0, 1) != step_seed(1, 1)
+    with pytest.raises(ValueError, match="fewer than 9 views"):
+        StepBatches(dataset, batch_size=2, max_inputs=3, target_views=6, seed=0)
+
+
+def test_learning_rate_warms_up_linearly_then_decays_as_a_cosine():
+    warmup, total, floor = 10, 110, 0.1
+    assert _lr_factor(0, warmup, total, floor) == pytest.approx(0.1)
+    assert _lr_factor(9, warmup, total, floor) == pytest.approx(1.0)
+    assert _lr_factor(10, warmup, total, floor) == pytest.approx(1.0)
+    assert _lr_factor(60, warmup, total, floor) == pytest.approx(floor + (1 - floor) * 0.5)  # half-way: cos(pi/2) = 0
+    assert _lr_factor(110, warmup, total, floor) == pytest.approx(floor)
+    assert _lr_factor(500, warmup, total, floor) == pytest.approx(floor)
+
+
+def test_resuming_continues_exactly(cars, tmp_path):
+    straight = _trainer(cars, tmp_path / "straight", steps=20)
+    straight.run()
+    _trainer(cars, tmp_path / "stopped", steps=20).run(until=10)  # as if killed after step 10's checkpoint
+    assert load_checkpoint(tmp_path / "stopped")[0] == 10
+    resumed = _trainer(cars, tmp_path / "stopped", steps=20, resume=True)
+    assert resumed.step == 10
+    resumed.run()
+    resumed_state, straight_state = load_checkpoint(tmp_path / "stopped")[1], load_checkpoint(tmp_path / "straight")[1]
+    for part in ("model", "ema"):
+        torch.testing.assert_close(resumed_state[part], straight_state[part], rtol=0, atol=0)
+    torch.testing.assert_close(resumed_state["optimiser"]["state"], straight_state["optimiser"]["state"], rtol=0, atol=0)
+    stopped, straight = read_log(tmp_path / "stopped"), read_log(tmp_path / "straight")
+    assert [row["step"] for row in stopped] == [row["step"] for row in straight] == [10.0, 20.0]
+    assert [row["loss"] for row in stopped] == [row["loss"] for row in straight]
+
+
+def test_an_existing_run_is_never_overwritten_and_a_different_config_is_refused(cars, tmp_path):
+    _trainer(cars, tmp_path / "run", steps=2).run()
+    with pytest.raises(FileExistsError, match="--resume"):
+        _trainer(cars, tmp_path / "run", steps=2)
+    with pytest.raises(CheckpointError, match="lr_denoiser: checkpoint has 0.001, expected 0.5"):
+        _trainer(cars, tmp_path / "run", steps=4, config=train_config("smoke", batch_size=2, target_views=1,
+                                                                     warmup_steps=3, lr_denoiser=0.5), resume=True)
+
+
+def test_two_processes_compute_what_one_process_accumulating_two_batches_does(cars, tmp_path):
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "genvs",
+               "train", "--data", str(cars), "--preset", "smoke", "--steps", "3", "--out", str(tmp_path / "ddp"),
+               "--set", "batch_size=2", "--set", "target_views=1", "--set", "warmup_steps=3", "--sample-every", "0",
+               "--device", "cpu"]
+    environment = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(command, capture_output=True, text=True, env=environment, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "trained steps 0..3" in result.stdout
+    config = train_config("smoke", batch_size=2, target_views=1, warmup_steps=3, grad_accumulation=2)
+    _trainer(cars, tmp_path / "one", steps=3, config=config).run()
+    two, one = _parameters(tmp_path / "ddp"), _parameters(tmp_path / "one")
+    differences = {name: (two[name] - one[name]).abs().max().item() for name in one if one[name].is_floating_point()
+                   and "running" not in name}  # batch-norm statistics: DDP keeps rank 0's
+    assert max(differences.values()) < 1e-4, sorted(differences.items(), key=lambda item: -item[1])[:3]
+    initial = GeNVS(config.model, seed=config.seed).state_dict()  # and training did move the weights
+    assert not torch.equal(two["field.mlp.0.weight"], initial["field.mlp.0.weight"])
+
+
+def test_a_non_finite_loss_stops_the_run_before_the_weights_change(cars, tmp_path, monkeypatch):
+    trainer = _trainer(cars, tmp_path / "run", steps=5)
+    before = {name: value.clone() for name, value in trainer.model.state_dict().items()}
+
+    def broken(*args, **kwargs):
+        loss = trainer.model.field.mlp[0].weight.sum() * float("nan")
+        return {"loss": loss, "rgb": loss.detach()}
+
+    monkeypatch.setattr(trainer.model, "losses", broken)
+    with pytest.raises(FloatingPointError, match="step 0: non-finite loss .*--resume"):
+        trainer.run()
+    torch.testing.assert_close(trainer.model.state_dict(), before, rtol=0, atol=0)
+
+
+def test_an_interrupted_run_saves_a_checkpoint_to_resume_from(cars, tmp_path):
+    trainer = _trainer(cars, tmp_path / "run", steps=10, log_every=1)
+
+    def interrupt(record):
+        if record["step"] == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        trainer.run(callback=interrupt)
+    assert load_checkpoint(tmp_path / "run")[0] == 3
+
+
+def test_staged_training_trains_only_its_parts_and_hands_weights_on(cars, tmp_path):
+    field_run = _trainer(cars, tmp_path / "field", steps=3, config=train_config("smoke", stage="field", batch_size=2))
+    start = {name: value.clone() for name, value in field_run.model.state_dict().items()}
+    records = field_run.run()
+    assert "denoising" not in records[-1]
+    trained = field_run.model.state_dict()
+    assert all(torch.equal(trained[name], start[name]) for name in start if name.startswith("denoiser."))
+    assert not torch.equal(trained["field.mlp.0.weight"], start["field.mlp.0.weight"])
+
+    denoiser_run = _trainer(cars, tmp_path / "denoiser", steps=3, init=tmp_path / "field",
+                            config=train_config("smoke", stage="denoiser", batch_size=2))
+    denoiser_run.run()
+    final = denoiser_run.model.state_dict()
+    assert all(torch.equal(final[name], trained[name]) for name in trained if name.startswith("field."))
+    assert any(not torch.equal(final[name], trained[name]) for name in trained if name.startswith("denoiser."))
+
+    other_model = train_config("smoke", stage="denoiser", batch_size=2, model=CONFIG.model.__class__(
+        CONFIG.model.field, CONFIG.model.denoiser, rgb_weight=0.5))
+    with pytest.raises(CheckpointError, match="rgb_weight: checkpoint has 1.0, expected 0.5"):
+        _trainer(cars, tmp_path / "mismatch", steps=1, init=tmp_path / "field", config=other_model)
+
+
+def test_a_run_writes_its_log_samples_and_a_model_that_loads(cars, tmp_path):
+    seen = []
+    trainer = _trainer(cars, tmp_path / "run", steps=4, log_every=2, sample_every=4, sample_steps=2, sample_objects=2)
+    records = trainer.run(callback=seen.append)
+    assert [record["step"] for record in seen] == [2, 4] and "samples" in seen[-1]
+    rows = seen[-1]["samples"]
+    assert len(rows) == 1 and rows[0].shape == (1 + 3 * 3, 3, 32, 32)  # 1 val object: input + 3 x (truth, rgb, sample)
+    assert (tmp_path / "run" / "samples" / "step_000000004.png").is_file()
+    log = read_log(tmp_path / "run")
+    assert [row["step"] for row in log] == [2, 4] and all(math.isfinite(row["loss"]) for row in log)
+    assert log[-1]["loss"] == pytest.approx(records[-1]["loss"])
+    model, config = load_model(tmp_path / "run")
+    assert config["step"] == 4 and not model.training
+    torch.testing.assert_close(model.state_dict(), trainer.ema.state_dict())
+
+
+def test_bf16_autocast_runs_on_the_same_code_path(cars, tmp_path):
+    trainer = _trainer(cars, tmp_path / "run", steps=1, config=train_config("smoke", batch_size=2, precision="bf16"))
+    (record,) = trainer.run()
+    assert math.isfinite(record["loss"])
