@@ -11,7 +11,8 @@ and upsampled (bilinear) to the image size: the denoiser's ``unet_cond``
   conditioning dropout), :func:`genvs.denoiser.denoising_loss`;
 * ``L_rgb``: mean squared error between the first 3 rendered channels and the target images
   area-downsampled to ``render_size``, object by object and view by view (:func:`rgb_loss`);
-* ``L_rgb_input``: the same on the input views rendered from their own cameras (optional);
+* ``L_rgb_input``: the same on the first input view rendered from its own camera (optional; one
+  view keeps its cost constant however many inputs there are);
 * ``mean(opacity)``: a small push towards empty space where the views allow it (optional).
 
 Targets are never among the inputs: of the views of each object, the first ``V_in`` are inputs
@@ -164,8 +165,8 @@ class GeNVS(nn.Module):
             cond, rendered = self.condition(views, K[:, targets], c2w[:, targets], perturb=True, generator=generator)
             parts = {"rgb": rgb_loss(rendered["features"], images[:, targets]), "opacity": rendered["opacity"].mean()}
             if config.input_rgb_weight > 0:
-                own = self.field.render_image(views, K[:, inputs], c2w[:, inputs], perturb=True, generator=generator)
-                parts["input_rgb"] = rgb_loss(own["features"], images[:, inputs])
+                own = self.field.render_image(views, K[:, :1], c2w[:, :1], perturb=True, generator=generator)
+                parts["input_rgb"] = rgb_loss(own["features"], images[:, :1])
         weights = {"rgb": config.rgb_weight, "input_rgb": config.input_rgb_weight, "opacity": config.opacity_weight}
         if stage == "denoiser":
             weights = {}
