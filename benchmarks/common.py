@@ -10,6 +10,7 @@ import platform
 import statistics
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -31,13 +32,17 @@ def environment() -> dict:
     }
 
 
-def device_arguments(description: str) -> argparse.Namespace:
-    """Parse ``--device`` (default CUDA if present, else CPU), ``--threads`` (default 1) and ``--repeats``
-    (default 3); set torch's CPU threads. Returns the arguments with ``device`` as a ``torch.device``."""
-    parser = argparse.ArgumentParser(description=description)
+def device_arguments(description: str, repeats: int = 3,
+                     more: Callable[[argparse.ArgumentParser], None] | None = None) -> argparse.Namespace:
+    """Parse ``--device`` (default CUDA if present, else CPU), ``--threads`` (default 1), ``--repeats``
+    and the arguments ``more(parser)`` adds; set torch's CPU threads. Returns the arguments with
+    ``device`` as a ``torch.device``."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=repeats)
+    if more is not None:
+        more(parser)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     args.device = torch.device(args.device)

@@ -123,4 +123,4 @@ def _parse(text: str, hint: Any, key: str) -> Any:
     try:
         return hint(text.strip())
     except ValueError:
-        raise ValueError(f"{key}={text!r}: expected a {hint.__name__}") from None
+        raise ValueError(f"{key}={text!r}: expected {hint.__name__}") from None

@@ -282,9 +282,8 @@ class Trainer:
             self.optimiser, lambda step: _lr_factor(step, config.warmup_steps, steps, config.min_lr_fraction))
         self.ema_warmup = k_diffusion.utils.EMAWarmup(power=config.ema_power, max_value=config.ema_max)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=config.precision == "fp16")
-        self.step = 0
+        self.step, self._saved_step = 0, None  # _saved_step: the step of this run's newest checkpoint
         self._start(resume, init)
-        self._saved_step = self.step if resume else None
         self._preview: dict[str, Tensor] | None = None
         self.network = (DistributedDataParallel(self.model, device_ids=[self.device] if self.device.type == "cuda"
                                                 else None) if self.world_size > 1 else self.model)
@@ -307,6 +306,7 @@ class Trainer:
                                   f"resume=True (--resume) to continue it, or choose another output folder")
         if existing is not None:
             self.step, state, _ = load_checkpoint(existing, self._config_dict(), self.device)
+            self._saved_step = self.step
             self.model.load_state_dict(state["model"])
             self.ema.load_state_dict(state["ema"])
             self.optimiser.load_state_dict(state["optimiser"])

@@ -11,6 +11,7 @@ from typing import Sequence
 
 import imageio.v3 as iio
 import matplotlib.pyplot as plt
+from matplotlib.patches import FancyBboxPatch
 import numpy as np
 import torch
 from torch import Tensor
@@ -29,7 +30,12 @@ __all__ = [
     "plot_depth_planes",
     "feature_pca",
     "dataset_browser",
+    "plot_genvs_diagram",
+    "plot_losses",
+    "samples_browser",
 ]
+
+LOSS_PARTS = ("loss", "denoising", "rgb", "input_rgb", "opacity")
 
 
 def to_display(images: Tensor) -> Tensor:
@@ -224,3 +230,103 @@ def dataset_browser(dataset, image_scale: float = 3.0):
         object_index=widgets.IntSlider(0, 0, len(dataset) - 1, description="object"),
         view=widgets.IntSlider(0, 0, n_views - 1, description="view"),
     )
+
+
+def plot_genvs_diagram(config, batch: int = 1, inputs: int = 1, targets: int = 1):
+    """Draw GeNVS's data flow for ``config`` (a :class:`genvs.model.GeNVSConfig`), each arrow labelled with its shape.
+
+    Returns the matplotlib figure.
+    """
+    encoder, field, denoiser = config.field.encoder, config.field, config.denoiser
+    H, s, C = encoder.image_size, field.render_size, field.feature_channels
+    D, h = encoder.depth_planes, encoder.volume_size
+    n_samples = field.n_stratified + field.n_importance
+    boxes = [  # (x, y, text, colour)
+        (0.08, 0.75, "input views\n+ cameras", "#dddddd"),
+        (0.29, 0.75, f"encoder\n{encoder.backbone} + ASPP\n+ decoder", "#cfe2f3"),
+        (0.50, 0.75, "feature volumes\n(one per input view)", "#cfe2f3"),
+        (0.71, 0.75, f"field: sample,\naverage views,\nMLP {field.mlp_hidden} wide", "#d9ead3"),
+        (0.92, 0.75, f"volume\nrendering\n{n_samples} samples/ray", "#d9ead3"),
+        (0.92, 0.40, "feature image\nupsampled\n(bilinear)", "#d9ead3"),
+        (0.60, 0.40, "U-Net denoiser\nD(x; σ, c)", "#fce5cd"),
+        (0.29, 0.40, "clean target\nestimate", "#fce5cd"),
+        (0.60, 0.07, "noisy target\nx = y + σn", "#dddddd"),
+    ]
+    arrows = [  # (from, to, label)
+        (0, 1, f"[{batch}·{inputs}, 3, {H}, {H}]"),
+        (1, 2, f"[{batch}·{inputs}, {C}, {D}, {h}, {h}]"),
+        (2, 3, "3D points on\ntarget rays"),
+        (3, 4, f"σ, {C} features\nper point"),
+        (4, 5, f"[{batch}·{targets}, {C}, {s}, {s}]"),
+        (5, 6, f"c: [{batch}·{targets}, {C}, {H}, {H}]"),
+        (8, 6, f"[{batch}·{targets}, 3, {H}, {H}]"),
+        (6, 7, f"[{batch}·{targets}, 3, {H}, {H}]"),
+    ]
+    half_width, half_height = 0.078, 0.085
+    figure, ax = plt.subplots(figsize=(12, 4.6))
+    ax.set_axis_off()
+    ax.set(xlim=(-0.01, 1.01), ylim=(-0.03, 0.95))
+    for x, y, text, colour in boxes:
+        ax.add_patch(FancyBboxPatch((x - half_width, y - half_height), 2 * half_width, 2 * half_height,
+                                    boxstyle="round,pad=0.005", facecolor=colour, edgecolor="#555555"))
+        ax.text(x, y, text, ha="center", va="center", fontsize=8.5)
+    for start, end, label in arrows:
+        (x0, y0), (x1, y1) = boxes[start][:2], boxes[end][:2]
+        horizontal = abs(y1 - y0) < 1e-6
+        dx = np.sign(x1 - x0) * half_width if horizontal else 0.0
+        dy = 0.0 if horizontal else np.sign(y1 - y0) * half_height
+        ax.annotate("", xy=(x1 - dx, y1 - dy), xytext=(x0 + dx, y0 + dy),
+                    arrowprops={"arrowstyle": "->", "color": "#333333"})
+        label_x, label_y = ((x0 + x1) / 2, y0 + half_height + 0.05) if horizontal else (x0 + 0.01, (y0 + y1) / 2)
+        ax.text(label_x, label_y, label, ha="center" if horizontal else "left", va="center", fontsize=7.5,
+                color="#1f4e79")
+    ax.text(0.29, 0.2, "denoising loss\n(EDM, vs the true target)", ha="center", fontsize=8, color="#990000")
+    ax.text(0.92, 0.13, "RGB loss: channels 0-2\nvs the target image\n(+ opacity regulariser)", ha="center",
+            fontsize=8, color="#990000")
+    ax.set_title(f"GeNVS: one forward pass of training ({H} px images, {s} px render)", fontsize=11)
+    return figure
+
+
+def plot_losses(records: Sequence[dict], ax=None, parts: Sequence[str] = LOSS_PARTS, smooth: int = 1):
+    """Loss curves of a training log (:func:`genvs.training.read_log` rows or the trainer's records).
+
+    Args:
+        records: dicts with ``step`` and any of ``parts``.
+        smooth: running mean over this many records (1: none).
+    Returns:
+        the matplotlib axes (log-scale losses against steps).
+    """
+    if ax is None:
+        ax = plt.figure(figsize=(6, 3.5)).add_subplot()
+    steps = np.array([record["step"] for record in records])
+    for part in parts:
+        values = np.array([record.get(part, np.nan) for record in records], dtype=float)
+        if np.isnan(values).all():
+            continue
+        if smooth > 1 and len(values) >= smooth:
+            values = np.convolve(values, np.ones(smooth) / smooth, mode="valid")
+        ax.plot(steps[len(steps) - len(values):], values, label=part, linewidth=2 if part == "loss" else 1)
+    ax.set(xlabel="step", ylabel="loss", yscale="log")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    return ax
+
+
+def samples_browser(run_dir: str | Path, image_scale: float = 2.0):
+    """A slider over a run's ``samples/step_*.png`` grids: watch the samples change during training."""
+    import ipywidgets as widgets
+
+    paths = sorted(Path(run_dir).glob("samples/step_*.png"))
+    if not paths:
+        raise FileNotFoundError(f"{run_dir}: no samples/step_*.png yet (sample grids are written during training)")
+    steps = [int(path.stem.split("_")[1]) for path in paths]
+
+    def show(step: int):
+        image = iio.imread(paths[steps.index(step)])
+        plt.figure(figsize=(image.shape[1] / 80 * image_scale / 2, image.shape[0] / 80 * image_scale / 2))
+        plt.imshow(image)
+        plt.axis("off")
+        plt.title(f"step {step}")
+        plt.show()
+
+    return widgets.interactive(show, step=widgets.SelectionSlider(options=steps, value=steps[-1], description="step"))
