@@ -58,10 +58,10 @@ def _overrides(parser: argparse.ArgumentParser, pairs: list[str]) -> dict[str, s
 
 def _train(args: argparse.Namespace) -> None:
     """Build the config and the trainer (bad input: a usage error), then train."""
-    parser = args.parser
     from genvs.config import with_overrides
     from genvs.training import PRESETS, Trainer
 
+    parser = args.parser
     if not args.data.is_dir():
         parser.error(f"--data {args.data}: no such folder. Point it at SRN-format data (cars_train/, cars_val/, ...) "
                      f"or make synthetic cars first: python -m genvs make-data --out {args.data}")
