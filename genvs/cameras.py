@@ -32,6 +32,8 @@ __all__ = [
     "c2w_to_spherical",
     "orbit",
     "spiral",
+    "rotation_about",
+    "trajectory_from",
 ]
 
 
@@ -243,3 +245,48 @@ def spiral(
     low, high = elevation_range_deg
     elevation = torch.deg2rad(low + (high - low) * steps)
     return spherical_to_c2w(azimuth, elevation, radius, target)
+
+
+def rotation_about(axis: Tensor, angle: Tensor) -> Tensor:
+    """Rotation matrices ``[..., 3, 3]`` by ``angle [...]`` (radians, right-handed) about the unit ``axis [3]``.
+
+    Rodrigues: ``R = I + sin(a) [u]x + (1 - cos(a)) [u]x^2``.
+    """
+    angle = torch.as_tensor(angle, dtype=axis.dtype, device=axis.device)
+    ux, uy, uz = axis.unbind()
+    zero = axis.new_zeros(())
+    cross = torch.stack([torch.stack([zero, -uz, uy]), torch.stack([uz, zero, -ux]), torch.stack([-uy, ux, zero])])
+    sin, cos = angle.sin()[..., None, None], angle.cos()[..., None, None]
+    return torch.eye(3, dtype=axis.dtype, device=axis.device) + sin * cross + (1 - cos) * cross @ cross
+
+
+def trajectory_from(c2w: Tensor, n_views: int, sweep_deg: float = 360.0, elevation_swing_deg: float = 0.0) -> Tensor:
+    """``n_views`` poses that start exactly at ``c2w`` and move gradually around the object (world z-up, centred at 0).
+
+    Pose ``k`` is the input camera rotated rigidly about the origin: first up by
+    ``elevation_swing * sin(2 pi k / n)`` (about the horizontal axis ``normalize(p x z)``, ``p`` the
+    input camera centre), then about the world z axis by ``sweep * k / n``. With no swing it is an
+    orbit at the input's height; with a swing, a wave up and back down over one turn. The camera
+    keeps its distance to the object and its orientation relative to it.
+
+    Args:
+        c2w: ``[4, 4]`` the input camera's pose.
+    Returns:
+        ``[n_views, 4, 4]``; entry 0 equals ``c2w``.
+    Raises:
+        ValueError: if the input camera is on the z axis and a swing is asked for (no horizontal axis).
+    """
+    steps = torch.arange(n_views, dtype=c2w.dtype, device=c2w.device) / n_views
+    azimuth = torch.deg2rad(sweep_deg * steps)
+    up = c2w.new_tensor([0.0, 0.0, 1.0])
+    rotation = rotation_about(up, azimuth)
+    if elevation_swing_deg:
+        horizontal = torch.linalg.cross(c2w[:3, 3], up)
+        if horizontal.norm() < 1e-6:
+            raise ValueError("trajectory_from: the input camera is on the z axis, so it has no elevation to swing")
+        lift = rotation_about(horizontal / horizontal.norm(),
+                              math.radians(elevation_swing_deg) * torch.sin(2 * math.pi * steps))
+        rotation = rotation @ lift
+    poses = c2w.expand(n_views, 4, 4).clone()
+    poses[:, :3, :] = rotation @ c2w[:3, :]
+    return poses

@@ -128,3 +128,24 @@ def test_gradients_flow_through_rays_and_projection():
     (uv.sum() + depth.sum() + directions.sum()).backward()
     assert K.grad is not None and torch.isfinite(K.grad).all()
     assert c2w.grad is not None and c2w.grad.abs().sum() > 0
+
+
+def test_trajectories_start_at_the_input_camera_and_move_gradually():
+    start = cameras.spherical_to_c2w(torch.tensor(0.7), torch.tensor(0.3), 1.3)
+    for swing in (0.0, 25.0):
+        poses = cameras.trajectory_from(start, 24, sweep_deg=360.0, elevation_swing_deg=swing)
+        assert poses.shape == (24, 4, 4)
+        torch.testing.assert_close(poses[0], start)
+        azimuth, elevation, radius = cameras.c2w_to_spherical(poses)
+        torch.testing.assert_close(radius, torch.full((24,), 1.3))  # same distance to the object
+        steps = torch.arange(24) / 24
+        expected_elevation = 0.3 + math.radians(swing) * torch.sin(2 * math.pi * steps)
+        torch.testing.assert_close(elevation, expected_elevation, atol=1e-5, rtol=0)
+        step = torch.remainder(azimuth.diff(), 2 * math.pi)
+        torch.testing.assert_close(step, torch.full((23,), 2 * math.pi / 24), atol=1e-5, rtol=0)  # 15 degrees each
+        rotations = poses[:, :3, :3]
+        torch.testing.assert_close(rotations @ rotations.transpose(1, 2), torch.eye(3).expand(24, 3, 3), atol=1e-5,
+                                   rtol=0)
+    # Rodrigues against a known rotation: 90 degrees about z takes x to y
+    torch.testing.assert_close(cameras.rotation_about(torch.tensor([0.0, 0.0, 1.0]), torch.tensor(math.pi / 2))
+                               @ torch.tensor([1.0, 0.0, 0.0]), torch.tensor([0.0, 1.0, 0.0]), atol=1e-6, rtol=0)
