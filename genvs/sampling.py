@@ -28,11 +28,14 @@ from typing import Callable, Iterator
 
 import torch
 from torch import Tensor, nn
+from tqdm.auto import tqdm
 
 from genvs.denoiser import K, null_condition  # K: k_diffusion, imported there without its warnings
-from genvs.seeding import seeded_rng
+from genvs.field import InputViews
+from genvs.seeding import derive_seed, seeded_rng
 
-__all__ = ["SAMPLERS", "CHURN_SAMPLERS", "karras_sigmas", "eval_mode", "sample_images", "sample_novel_views"]
+__all__ = ["SAMPLERS", "CHURN_SAMPLERS", "karras_sigmas", "eval_mode", "sample_images", "sample_novel_views",
+           "conditioning_set", "generate_trajectory"]
 
 SAMPLERS: dict[str, Callable] = {
     "euler": K.sampling.sample_euler,
@@ -179,6 +182,73 @@ def sample_novel_views(model: nn.Module, images: Tensor, K: Tensor, c2w: Tensor,
         cond, rendered = model.condition(views, target_K, target_c2w)
         samples = sample_images(model.denoiser, cond, **options)
     return {"samples": samples.unflatten(0, tuple(target_c2w.shape[:2])), **rendered}
+
+
+def conditioning_set(frame: int, n_inputs: int, max_random: int, generator: torch.Generator) -> list[int]:
+    """Views that condition generated frame ``frame`` of an autoregressive trajectory.
+
+    The pool of views is the ``n_inputs`` real inputs (indices ``0 .. n_inputs - 1``) followed by
+    the frames generated so far (frame ``j`` is index ``n_inputs + j``). As in the seed
+    reimplementation, frame ``f`` is conditioned on every real input, up to ``max_random`` frames
+    drawn at random (without repeats, from ``generator``) among frames ``0 .. f - 2``, and the
+    previous frame ``f - 1``. Returns sorted pool indices.
+    """
+    if frame == 0:
+        return list(range(n_inputs))
+    previous = n_inputs + frame - 1  # frames 0 .. f-2 sit at pool indices n_inputs .. previous - 1
+    n_random = min(max_random, frame - 1)
+    chosen = (n_inputs + torch.randperm(frame - 1, generator=generator)[:n_random]).tolist()
+    return list(range(n_inputs)) + sorted(chosen) + [previous]
+
+
+@torch.no_grad()
+def generate_trajectory(model: nn.Module, images: Tensor, K: Tensor, c2w: Tensor, target_K: Tensor,
+                        target_c2w: Tensor, *, autoregressive: bool = True, max_random: int = 4, seed: int = 0,
+                        progress: bool = True, **options) -> dict:
+    """Generate one object's views along a trajectory, one frame after the other.
+
+    Autoregressive (GeNVS): every generated frame joins the pool of views, and frame ``f`` is
+    sampled given :func:`conditioning_set`'s views, so later frames stay consistent with earlier
+    ones. Otherwise every frame is sampled from the real inputs alone (to compare). Each view is
+    encoded once; frame ``f``'s sampling noise comes from ``derive_seed(seed, f)`` and its random
+    conditioning frames from a generator seeded with ``seed``: the same seed gives the same
+    trajectory.
+
+    Args:
+        model: a :class:`genvs.model.GeNVS` (run in eval mode, given back in its modes).
+        images: ``[V, 3, H, W]`` real input views in [-1, 1]; K ``[V, 3, 3]``; c2w ``[V, 4, 4]``.
+        target_K: ``[N, 3, 3]``; target_c2w: ``[N, 4, 4]`` the trajectory, e.g.
+            :func:`genvs.cameras.trajectory_from` of the input camera.
+        max_random: most random earlier frames in a conditioning set (the seed: 4).
+        options: :func:`sample_images`'s sampler options (sampler, steps, s_churn, guidance_scale, ...).
+    Returns:
+        dict with ``samples [N, 3, H, W]``; the field's ``features [N, C, s, s]``, ``depth`` and
+        ``opacity [N, s, s]`` for the same cameras (from the views that conditioned each frame);
+        and ``conditioning``, the pool indices used for each frame.
+    """
+    device = next(model.parameters()).device
+    n_inputs, n_frames = images.shape[0], target_c2w.shape[0]
+    choices = torch.Generator().manual_seed(seed)
+    pool_K, pool_c2w = torch.cat([K, target_K]).to(device), torch.cat([c2w, target_c2w]).to(device)
+    outputs = {"samples": [], "features": [], "depth": [], "opacity": [], "conditioning": []}
+    with eval_mode(model):
+        volumes = list(model.field.encode(images[None].to(device), K[None].to(device), c2w[None].to(device))
+                       .volumes.unbind(1))
+        for frame in tqdm(range(n_frames), desc="generating", disable=not progress):
+            chosen = conditioning_set(frame, n_inputs, max_random, choices) if autoregressive else list(range(n_inputs))
+            views = InputViews(torch.stack([volumes[index] for index in chosen], dim=1), pool_K[None, chosen],
+                               pool_c2w[None, chosen])
+            target = slice(n_inputs + frame, n_inputs + frame + 1)
+            cond, rendered = model.condition(views, pool_K[None, target], pool_c2w[None, target])
+            sample = sample_images(model.denoiser, cond, seed=derive_seed(seed, frame), **options)
+            if autoregressive:
+                volumes.append(model.field.encode(sample[None], pool_K[None, target], pool_c2w[None, target])
+                               .volumes[:, 0])
+            for name, value in (("samples", sample), *((key, rendered[key][:, 0]) for key in
+                                                       ("features", "depth", "opacity"))):
+                outputs[name].append(value.cpu())
+            outputs["conditioning"].append(chosen)
+    return {name: torch.cat(values) if name != "conditioning" else values for name, values in outputs.items()}
 
 
 def _image_shape(denoiser: nn.Module, cond: Tensor | None, shape, noise: Tensor | None,

@@ -11,10 +11,11 @@ from __future__ import annotations
 import contextlib
 from typing import Callable, Iterator
 
+import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["draw", "seeded_rng"]
+__all__ = ["draw", "seeded_rng", "derive_seed"]
 
 
 def draw(kind: Callable[..., Tensor], shape: tuple[int, ...], generator: torch.Generator | None = None,
@@ -44,3 +45,12 @@ def seeded_rng(seed: int, device: torch.device) -> Iterator[None]:
             state = torch.Generator(accelerator).manual_seed(seed).get_state()
             torch.get_device_module(accelerator.type).set_rng_state(state, accelerator)
         yield
+
+
+def derive_seed(seed: int, index: int) -> int:
+    """A well-mixed 63-bit seed for item ``index`` of a run seeded with ``seed`` (numpy's ``SeedSequence``).
+
+    Neighbouring indices give unrelated seeds, so ``(seed, index)`` can fix the randomness of
+    training micro-batch ``index`` or of generated frame ``index`` independently of all others.
+    """
+    return int(np.random.SeedSequence([seed, index]).generate_state(1, np.uint64)[0] >> np.uint64(1))

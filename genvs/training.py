@@ -3,7 +3,7 @@
 Each optimiser step ``t`` of a run is a pure function of the weights, the optimiser state and
 the seed: micro-batch ``a`` of process ``rank`` is number ``i = (t A + a) W + rank`` of the run,
 and its data (objects, views, number of input views) and every random number it needs (ray
-jitter, training noise, conditioning dropout, dropout masks) come from ``step_seed(seed, i)``.
+jitter, training noise, conditioning dropout, dropout masks) come from ``derive_seed(seed, i)``.
 So resuming from a checkpoint at step ``t`` continues exactly as if the run had never stopped,
 the data loader may use any number of workers, and ``W`` processes compute the same steps as
 one process accumulating ``W`` times as many micro-batches.
@@ -37,7 +37,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
-import numpy as np
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
@@ -52,10 +51,10 @@ from genvs.denoiser import K as k_diffusion
 from genvs.model import PRESETS as MODEL_PRESETS
 from genvs.model import STAGES, GeNVS, GeNVSConfig
 from genvs.sampling import sample_novel_views
-from genvs.seeding import seeded_rng
+from genvs.seeding import derive_seed, seeded_rng
 from genvs.viz import save_contact_sheet
 
-__all__ = ["TrainConfig", "PRESETS", "train_config", "step_seed", "StepBatches", "Trainer", "load_model",
+__all__ = ["TrainConfig", "PRESETS", "train_config", "StepBatches", "Trainer", "load_model",
            "read_log"]
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -141,11 +140,6 @@ def train_config(preset: str, **overrides) -> TrainConfig:
     return from_preset(PRESETS, preset, "training", **overrides)
 
 
-def step_seed(seed: int, index: int) -> int:
-    """A well-mixed 63-bit seed for micro-batch ``index`` of a run (numpy's ``SeedSequence``)."""
-    return int(np.random.SeedSequence([seed, index]).generate_state(1, np.uint64)[0] >> np.uint64(1))
-
-
 class StepBatches(torch.utils.data.Dataset):
     """Micro-batch ``i`` of a run, a pure function of ``(seed, i)``.
 
@@ -168,7 +162,7 @@ class StepBatches(torch.utils.data.Dataset):
         return self.length
 
     def __getitem__(self, index: int) -> dict[str, Tensor]:
-        generator = torch.Generator().manual_seed(step_seed(self.seed, index))
+        generator = torch.Generator().manual_seed(derive_seed(self.seed, index))
         n_objects = len(self.dataset)
         objects = torch.cat([torch.randperm(n_objects, generator=generator)
                              for _ in range(math.ceil(self.batch_size / n_objects))])[: self.batch_size]
@@ -354,7 +348,7 @@ class Trainer:
         return iter(loader)
 
     def _losses(self, batch: dict[str, Tensor], index: int) -> dict[str, Tensor]:
-        seed = step_seed(self.config.seed, index)
+        seed = derive_seed(self.config.seed, index)
         generator = torch.Generator(self.device).manual_seed(seed)
         images, K, c2w = (batch[key].to(self.device, non_blocking=True) for key in ("images", "K", "c2w"))
         dtype = PRECISIONS[self.config.precision]

@@ -135,3 +135,54 @@ def test_bad_arguments_are_reported(denoiser, cond):
         _sample(denoiser, cond, shape=(3, 3, 16, 16))
     with pytest.raises(ValueError, match="steps must be at least 1"):
         sample_images(denoiser, cond, steps=0)
+
+
+def test_the_conditioning_set_follows_the_seed_rule():
+    from genvs.sampling import conditioning_set
+
+    generator = torch.Generator().manual_seed(0)
+    assert conditioning_set(0, 2, 4, generator) == [0, 1]  # the real inputs only
+    assert conditioning_set(1, 2, 4, generator) == [0, 1, 2]  # + the previous frame (frame 0 = pool index 2)
+    for frame in range(2, 30):
+        chosen = conditioning_set(frame, 2, 4, generator)
+        previous = 2 + frame - 1
+        random_frames = chosen[2:-1]
+        assert chosen[:2] == [0, 1] and chosen[-1] == previous
+        assert len(random_frames) == min(4, frame - 1) and len(set(random_frames)) == len(random_frames)
+        assert all(2 <= index < previous for index in random_frames) and random_frames == sorted(random_frames)
+    sets = {tuple(conditioning_set(20, 1, 4, torch.Generator().manual_seed(seed))) for seed in range(20)}
+    assert len(sets) > 10  # the earlier frames really are drawn at random
+    assert conditioning_set(20, 1, 4, torch.Generator().manual_seed(3)) == \
+        conditioning_set(20, 1, 4, torch.Generator().manual_seed(3))
+
+
+def test_trajectories_are_seeded_and_autoregressive_frames_join_the_inputs():
+    from genvs.cameras import make_intrinsics, orbit, trajectory_from
+    from genvs.model import PRESETS as MODEL_PRESETS
+    from genvs.model import GeNVS
+    from genvs.sampling import generate_trajectory
+
+    model = GeNVS(MODEL_PRESETS["smoke"], seed=0)
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():  # k-diffusion zero-initialises its output layer: untrained, D would ignore its condition
+        for parameter in model.denoiser.parameters():
+            parameter.add_(0.05 * torch.randn(parameter.shape, generator=generator))
+    size = MODEL_PRESETS["smoke"].field.encoder.image_size
+    K, c2w = make_intrinsics(1.0 * size, size / 2, size / 2)[None], orbit(1)
+    image = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    poses = trajectory_from(c2w[0], 5, sweep_deg=90.0)
+
+    def generate(**options):
+        return generate_trajectory(model, image, K, c2w, K.expand(5, 3, 3), poses, steps=3, progress=False, **options)
+
+    state = torch.get_rng_state()
+    first, again, other = generate(seed=1), generate(seed=1), generate(seed=2)
+    assert torch.equal(torch.get_rng_state(), state)  # the caller's RNG is left alone
+    torch.testing.assert_close(first, again, rtol=0, atol=0)
+    assert not torch.equal(first["samples"], other["samples"])
+    assert first["samples"].shape == (5, 3, size, size) and first["depth"].shape == (5, 16, 16)
+    assert first["conditioning"] == [[0], [0, 1], [0, 1, 2], [0, 1, 2, 3], [0, 1, 2, 3, 4]]
+    independent = generate(seed=1, autoregressive=False)
+    assert independent["conditioning"] == [[0]] * 5
+    torch.testing.assert_close(independent["samples"][0], first["samples"][0])  # frame 0: same views, same seed
+    assert not torch.equal(independent["samples"][1], first["samples"][1])  # later frames see generated views

@@ -20,3 +20,12 @@ def test_draw_follows_the_generator_and_leaves_the_global_rng_alone():
     torch.testing.assert_close(first.float(), again)
     assert torch.equal(torch.get_rng_state(), state)
     assert not torch.equal(again, draw(torch.randn, (4,), torch.Generator().manual_seed(4)))
+
+
+def test_derived_seeds_are_fixed_distinct_and_fit_a_generator():
+    from genvs.seeding import derive_seed
+
+    seeds = [derive_seed(seed, index) for seed in range(3) for index in range(100)]
+    assert len(set(seeds)) == len(seeds) and all(0 <= value < 2**63 for value in seeds)
+    assert derive_seed(7, 3) == derive_seed(7, 3)
+    torch.Generator().manual_seed(max(seeds))  # accepted by torch

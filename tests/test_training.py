@@ -10,7 +10,7 @@ from genvs.checkpoint import CheckpointError, load_checkpoint
 from genvs.data import SRNDataset
 from genvs.data.synthetic import make_dataset
 from genvs.model import GeNVS
-from genvs.training import StepBatches, Trainer, _lr_factor, load_model, read_log, step_seed, train_config
+from genvs.training import StepBatches, Trainer, _lr_factor, load_model, read_log, train_config
 
 # the smoke model with small batches: about 0.1 s a step on one thread
 CONFIG = train_config("smoke", batch_size=2, target_views=1, warmup_steps=3)
@@ -45,7 +45,6 @@ def test_batches_are_a_pure_function_of_seed_and_index(cars):
         assert torch.cdist(poses[:, :3, 3], poses[:, :3, 3]).add(torch.eye(views)).min() > 1e-3
     objects = {tuple(item[0, :3, 3].tolist()) for item in first["c2w"]}
     assert len(objects) == 3 or len(dataset) < 3  # distinct objects
-    assert step_seed(0, 1) != step_seed(0, 2) and step_seed(0, 1) != step_seed(1, 1)
     with pytest.raises(ValueError, match="fewer than 9 views"):
         StepBatches(dataset, batch_size=2, max_inputs=3, target_views=6, seed=0)
 
