@@ -33,6 +33,9 @@ __all__ = [
     "plot_genvs_diagram",
     "plot_losses",
     "samples_browser",
+    "trajectory_frames",
+    "write_video",
+    "show_video",
 ]
 
 LOSS_PARTS = ("loss", "denoising", "rgb", "input_rgb", "opacity")
@@ -330,3 +333,64 @@ def samples_browser(run_dir: str | Path, image_scale: float = 2.0):
         plt.show()
 
     return widgets.interactive(show, step=widgets.SelectionSlider(options=steps, value=steps[-1], description="step"))
+
+
+def _colour_map(values: Tensor, name: str = "viridis") -> Tensor:
+    """``[..., H, W]`` values in [0, 1] (NaN: white) as ``[..., 3, H, W]`` colours in [-1, 1]."""
+    rgba = torch.from_numpy(plt.get_cmap(name)(values.nan_to_num(0.0).clamp(0, 1).numpy())).float()
+    colours = torch.where(values.isnan()[..., None], torch.ones(3), rgba[..., :3])
+    return colours.movedim(-1, -3) * 2 - 1
+
+
+def trajectory_frames(result: dict, near: float, far: float, scale: int = 1) -> Tensor:
+    """Video frames of a generated trajectory: sample | field RGB | depth | opacity, side by side.
+
+    Args:
+        result: :func:`genvs.sampling.generate_trajectory`'s dict (``samples [N, 3, H, W]``,
+            ``features [N, C, s, s]``, ``depth`` and ``opacity [N, s, s]``).
+        near, far: the depth range mapped to the colour map (blank where opacity < 0.5).
+        scale: integer upscaling (nearest) of every panel.
+    Returns:
+        ``[N, 3, H * scale, 4 * W * scale]`` in [-1, 1].
+    """
+    samples = result["samples"].float()
+    size = samples.shape[-1]
+
+    def panel(images: Tensor) -> Tensor:
+        return torch.nn.functional.interpolate(images.float(), size=(size, size), mode="nearest")
+
+    depth = (masked_depth(result["depth"], result["opacity"]) - near) / (far - near)
+    panels = [samples, panel(result["features"][:, :3]).clamp(-1, 1), panel(_colour_map(depth)),
+              panel(result["opacity"][:, None].expand(-1, 3, -1, -1) * 2 - 1)]
+    frames = torch.cat(panels, dim=-1)
+    return torch.nn.functional.interpolate(frames, scale_factor=scale, mode="nearest") if scale > 1 else frames
+
+
+def write_video(frames: Tensor, path: str | Path, fps: int = 12) -> Path:
+    """Write ``frames [N, 3, H, W]`` in [-1, 1] as an H.264 mp4 (imageio + ffmpeg), or a GIF if that fails.
+
+    An mp4 needs even ``H`` and ``W``; a ``.gif`` path, or an mp4 that cannot be written (no
+    ffmpeg), gives a looping GIF next to it. Returns the path written.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pixels = (to_display(frames.float()).permute(0, 2, 3, 1).numpy() * 255 + 0.5).astype(np.uint8)
+    if path.suffix == ".mp4":
+        try:
+            iio.imwrite(path, pixels, plugin="FFMPEG", fps=fps, codec="libx264", macro_block_size=1)
+            return path
+        except (OSError, RuntimeError, ValueError) as error:
+            print(f"could not write an mp4 ({error}); writing a GIF instead")
+            path = path.with_suffix(".gif")
+    iio.imwrite(path, pixels, duration=1000 / fps, loop=0)
+    return path
+
+
+def show_video(path: str | Path, width: int = 640):
+    """Display a video (mp4 or GIF) inline in a notebook."""
+    from IPython.display import Image, Video
+
+    path = Path(path)
+    if path.suffix == ".gif":
+        return Image(filename=str(path), width=width)
+    return Video(str(path), embed=True, width=width, html_attributes="controls loop autoplay muted")

@@ -4,6 +4,7 @@ matplotlib.use("Agg")
 
 import imageio.v3 as iio
 import numpy as np
+import pytest
 import torch
 
 from genvs import cameras, viz
@@ -65,3 +66,26 @@ def test_feature_pca_colours_follow_the_dominant_directions():
     red = colours[:, 0].flatten()
     correlation = torch.corrcoef(torch.stack([red, signal.flatten()]))[0, 1]
     assert abs(correlation) > 0.99
+
+
+@pytest.mark.parametrize("suffix", [".mp4", ".gif"])
+def test_trajectory_videos_read_back_with_their_frames_and_size(tmp_path, suffix):
+    n, size, render = 7, 32, 16
+    generator = torch.Generator().manual_seed(0)
+    result = {
+        "samples": torch.rand(n, 3, size, size, generator=generator) * 2 - 1,
+        "features": torch.rand(n, 16, render, render, generator=generator) * 2 - 1,
+        "depth": 0.8 + torch.rand(n, render, render, generator=generator),
+        "opacity": torch.rand(n, render, render, generator=generator),
+    }
+    frames = viz.trajectory_frames(result, near=0.8, far=1.8, scale=2)
+    assert frames.shape == (n, 3, 2 * size, 4 * 2 * size) and frames.min() >= -1 and frames.max() <= 1
+    native = frames[:, :, ::2, ::2]  # undo the x2 nearest upscaling
+    torch.testing.assert_close(native[..., :size], result["samples"])  # panel 1 is the sample
+    empty = result["opacity"].repeat_interleave(2, -1).repeat_interleave(2, -2) < 0.5  # at the image size
+    depth_panel = native[..., 2 * size: 3 * size].permute(0, 2, 3, 1)
+    assert torch.all(depth_panel[empty] == 1.0) and not torch.all(depth_panel[~empty] == 1.0)  # blank where no hit
+    path = viz.write_video(frames, tmp_path / f"orbit{suffix}", fps=10)
+    assert path.suffix == suffix
+    video = iio.imread(path, plugin="FFMPEG") if suffix == ".mp4" else iio.imread(path, index=None)
+    assert video.shape[:3] == (n, 2 * size, 8 * size)
