@@ -35,7 +35,7 @@ from genvs.field import InputViews
 from genvs.seeding import derive_seed, seeded_rng
 
 __all__ = ["SAMPLERS", "CHURN_SAMPLERS", "karras_sigmas", "eval_mode", "sample_images", "sample_novel_views",
-           "conditioning_set", "generate_trajectory"]
+           "SAMPLING_MODES", "sampling_options", "conditioning_set", "generate_trajectory"]
 
 SAMPLERS: dict[str, Callable] = {
     "euler": K.sampling.sample_euler,
@@ -46,6 +46,32 @@ SAMPLERS: dict[str, Callable] = {
 """Sampler names and the k-diffusion functions behind them."""
 CHURN_SAMPLERS = ("euler", "heun")
 """Samplers that take EDM's churn options (``s_churn``, ``s_tmin``, ``s_tmax``)."""
+
+
+SAMPLING_MODES = ("stochastic", "deterministic", "unconditional", "guided")
+"""Named ways to sample a GeNVS view; :func:`sampling_options` turns one into sampler options."""
+
+
+def sampling_options(mode: str = "stochastic", steps: int = 25, churn: float = 0.4,
+                     guidance_scale: float = 2.0) -> dict:
+    """:func:`sample_images` options for a named sampling mode (:data:`SAMPLING_MODES`).
+
+    * ``"stochastic"`` (default, the seed reimplementation's): Euler with EDM churn, noise raised
+      by ``gamma = churn`` at every step (``s_churn = churn * steps``) and ``s_noise = 1.003``;
+    * ``"deterministic"``: Euler without churn (the seed's "deterministic");
+    * ``"unconditional"``: deterministic Euler with the null condition (what 10% dropout taught);
+    * ``"guided"``: deterministic Euler with classifier-free guidance ``guidance_scale``.
+    """
+    if mode not in SAMPLING_MODES:
+        raise ValueError(f"unknown sampling mode {mode!r}; valid modes: {SAMPLING_MODES}")
+    options = {"sampler": "euler", "steps": steps}
+    if mode == "stochastic":
+        return {**options, "s_churn": churn * steps, "s_noise": 1.003}
+    if mode == "unconditional":
+        return {**options, "unconditional": True}
+    if mode == "guided":
+        return {**options, "guidance_scale": guidance_scale}
+    return options
 
 
 def karras_sigmas(steps: int, sigma_min: float = 0.002, sigma_max: float = 80.0, rho: float = 7.0,

@@ -186,3 +186,19 @@ def test_trajectories_are_seeded_and_autoregressive_frames_join_the_inputs():
     assert independent["conditioning"] == [[0]] * 5
     torch.testing.assert_close(independent["samples"][0], first["samples"][0])  # frame 0: same views, same seed
     assert not torch.equal(independent["samples"][1], first["samples"][1])  # later frames see generated views
+
+
+def test_sampling_modes_name_the_seeds_settings():
+    from genvs.sampling import SAMPLING_MODES, sampling_options
+
+    assert sampling_options("stochastic", steps=50) == {"sampler": "euler", "steps": 50, "s_churn": 20.0,
+                                                        "s_noise": 1.003}  # gamma = 20 / 50 = 0.4 per step
+    assert sampling_options("deterministic", steps=10) == {"sampler": "euler", "steps": 10}
+    assert sampling_options("unconditional")["unconditional"] is True
+    assert sampling_options("guided", guidance_scale=3.0)["guidance_scale"] == 3.0
+    with pytest.raises(ValueError, match="valid modes"):
+        sampling_options("fast")
+    denoiser = build_denoiser(denoiser_config("smoke", cond_channels=2), seed=0)
+    cond = torch.zeros(2, 2, 16, 16)
+    for mode in SAMPLING_MODES:  # every mode runs through sample_images
+        assert sample_images(denoiser, cond, seed=0, **sampling_options(mode, steps=3)).shape == (2, 3, 16, 16)
