@@ -151,3 +151,22 @@ def test_empty_root_is_an_error(tmp_path):
 def test_too_few_views_is_an_error():
     with pytest.raises(SRNFormatError, match="fewer than 3 views"):
         SRNDataset(SAMPLE, views_per_item=3)
+
+
+def test_one_view_reads_like_the_dataset_reads_it(tmp_path):
+    from genvs.data.srn import read_view
+
+    fixture = srn_fixture_dir()
+    if fixture is None:
+        pytest.skip("the SRN fixture is not beside this checkout")
+    car = next(path for path in fixture.iterdir() if path.is_dir())
+    image_path, pose_path = sorted((car / "rgb").iterdir())[1], sorted((car / "pose").iterdir())[1]
+    view = read_view(image_path, pose_path, car / "intrinsics.txt", image_size=64)
+    item = SRNDataset(fixture, split="all", views_per_item=None, image_size=64).load_views(0, [1])
+    for key in ("images", "K", "c2w"):
+        torch.testing.assert_close(view[key], item[key])
+    per_view = tmp_path / "K.txt"  # a per-view 3x3 K of the 128 px file
+    per_view.write_text(" ".join(f"{value:.6f}" for value in (item["K"][0] * 2).flatten().tolist()[:6]) + " 0 0 1")
+    torch.testing.assert_close(read_view(image_path, pose_path, per_view, image_size=64)["K"], item["K"])
+    with pytest.raises(SRNFormatError, match="nowhere.png: no such file"):
+        read_view(tmp_path / "nowhere.png", pose_path, car / "intrinsics.txt")

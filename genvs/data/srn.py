@@ -27,7 +27,8 @@ from torch import Tensor
 
 from genvs.cameras import make_intrinsics, rescale_intrinsics
 
-__all__ = ["SRNFormatError", "SRNObject", "SRNDataset", "read_pose", "read_intrinsics", "read_image", "find_objects"]
+__all__ = ["SRNFormatError", "SRNObject", "SRNDataset", "read_pose", "read_intrinsics", "read_image", "read_view",
+           "find_objects"]
 
 SPLITS = ("train", "val", "test")
 
@@ -193,7 +194,7 @@ class SRNDataset(torch.utils.data.Dataset):
             else:
                 object_K = object_K or read_intrinsics(obj.folder / "intrinsics.txt")
                 K = _scale_to_image(*object_K, image.shape[-2:])
-            image, K = self._resize(image, K)
+            image, K = _resize(image, K, self.image_size)
             images.append(image)
             intrinsics.append(K)
         return {
@@ -203,14 +204,6 @@ class SRNDataset(torch.utils.data.Dataset):
             "object_id": obj.object_id,
             "view_ids": torch.tensor(view_ids, dtype=torch.long),
         }
-
-    def _resize(self, image: Tensor, K: Tensor) -> tuple[Tensor, Tensor]:
-        height, width = image.shape[-2:]
-        if self.image_size is None or (height, width) == (self.image_size, self.image_size):
-            return image, K
-        resized = F.interpolate(image[None], size=(self.image_size, self.image_size), mode="bilinear",
-                                antialias=True, align_corners=False)[0]
-        return resized.clamp(-1.0, 1.0), rescale_intrinsics(K, self.image_size / width, self.image_size / height)
 
 
 def _objects_for_split(root: Path, split: str, seed: int, val_fraction: float) -> list[SRNObject]:
@@ -233,6 +226,42 @@ def _objects_for_split(root: Path, split: str, seed: int, val_fraction: float) -
     n_val = int(round(len(objects) * val_fraction))
     chosen = order[:n_val] if split == "val" else order[n_val:]
     return [objects[i] for i in sorted(chosen)]
+
+
+def read_view(image_path: str | Path, pose_path: str | Path, intrinsics_path: str | Path,
+              image_size: int | None = None) -> dict[str, Tensor]:
+    """One view from SRN-format files, e.g. a user's own photo, pose and intrinsics.
+
+    Args:
+        image_path: RGB or RGBA image (RGBA composited on white).
+        pose_path: 16 numbers, the row-major camera-to-world pose (OpenCV axes).
+        intrinsics_path: an object-level ``intrinsics.txt`` (``f cx cy 0`` ... ``H W``) or a
+            per-view file of 9 numbers (a 3x3 K in pixels of this image).
+        image_size: resize to this square size, with K rescaled; None keeps the file's size.
+    Returns:
+        ``images [1, 3, H, W]`` in [-1, 1], ``K [1, 3, 3]`` and ``c2w [1, 4, 4]``.
+    """
+    image_path, intrinsics_path = Path(image_path), Path(intrinsics_path)
+    for path in (image_path, Path(pose_path), intrinsics_path):
+        if not path.is_file():
+            raise SRNFormatError(f"{path}: no such file")
+    image = read_image(image_path)
+    if _read_floats(intrinsics_path).numel() == 9:
+        K = _read_view_intrinsics(intrinsics_path)
+    else:
+        K = _scale_to_image(*read_intrinsics(intrinsics_path), image.shape[-2:])
+    image, K = _resize(image, K, image_size)
+    return {"images": image[None], "K": K[None], "c2w": read_pose(Path(pose_path))[None]}
+
+
+def _resize(image: Tensor, K: Tensor, image_size: int | None) -> tuple[Tensor, Tensor]:
+    """``image [3, H, W]`` resized to ``image_size`` square (antialiased bilinear) and K rescaled; None: as is."""
+    height, width = image.shape[-2:]
+    if image_size is None or (height, width) == (image_size, image_size):
+        return image, K
+    resized = F.interpolate(image[None], size=(image_size, image_size), mode="bilinear", antialias=True,
+                            align_corners=False)[0]
+    return resized.clamp(-1.0, 1.0), rescale_intrinsics(K, image_size / width, image_size / height)
 
 
 def _read_view_intrinsics(path: Path) -> Tensor:
