@@ -1,10 +1,11 @@
-"""Command line: ``python -m genvs make-data | train | demo``.
+"""Command line: ``python -m genvs make-data | train | sample | demo``.
 
     python -m genvs make-data --out data/generated/cars --objects 100 --views 50 --size 64 --seed 0
     python -m genvs train --data data/generated/cars --preset cpu --steps 2000 --out runs/cpu
     python -m genvs train ... --out runs/cpu --resume                 # continue after a stop
     python -m genvs train ... --set lr_denoiser=1e-5 --set model.rgb_weight=0.5
     torchrun --nproc_per_node=8 -m genvs train --preset paper ...   # 8 GPUs (DDP)
+    python -m genvs sample --checkpoint runs/cpu --image car.png --pose pose.txt --intrinsics intrinsics.txt
     python -m genvs demo --out outputs/demo
 """
 
@@ -28,21 +29,82 @@ def _make_data(args: argparse.Namespace) -> None:
           f"({n_images} images)")
 
 
+SHIPPED_CHECKPOINTS = Path(__file__).resolve().parents[1] / "data" / "checkpoints"
+
+
+def _write_orbit(model, view: dict, out: Path, args: argparse.Namespace) -> dict[str, Path]:
+    """Generate an orbit from one view; write orbit.mp4, orbit_contact_sheet.png and frames/NNN.png under ``out``."""
+    import torch
+
+    from genvs.cameras import trajectory_from
+    from genvs.sampling import generate_trajectory, sampling_options
+    from genvs.viz import save_contact_sheet, save_frames, trajectory_frames, write_video
+
+    poses = trajectory_from(view["c2w"][0], args.frames, elevation_swing_deg=args.swing)
+    result = generate_trajectory(model, view["images"], view["K"], view["c2w"], view["K"].expand(args.frames, 3, 3),
+                                 poses, seed=args.seed, **sampling_options(args.mode, args.steps))
+    field = model.config.field
+    video = write_video(trajectory_frames(result, field.near, field.far, scale=max(1, 128 // view["images"].shape[-1])),
+                        out / "orbit.mp4", fps=8)
+    frames = save_frames(result["samples"], out / "frames")[0].parent
+    shown = torch.linspace(0, args.frames - 1, min(args.frames, 8)).round().long()
+    size = view["images"].shape[-1]
+    rgb = torch.nn.functional.interpolate(result["features"][shown, :3], size=(size, size), mode="nearest")
+    sheet = save_contact_sheet([torch.cat([view["images"], result["samples"][shown]]),
+                                torch.cat([view["images"], rgb.clamp(-1, 1)])], out / "orbit_contact_sheet.png")
+    return {"video": video, "contact sheet": sheet, "frames": frames}
+
+
 def _demo(args: argparse.Namespace) -> None:
-    """Make a small synthetic dataset and write a contact sheet of objects and views."""
+    """Data, a model (shipped checkpoint, or trained for a bounded time), then an orbit of a held-out car."""
     from genvs.data import SRNDataset
     from genvs.data.synthetic import make_dataset
+    from genvs.training import PRESETS, Trainer, load_model
     from genvs.viz import save_contact_sheet
 
     start = time.perf_counter()
-    out = Path(args.out)
-    data_dir = make_dataset(out / "data", n_objects=args.objects, n_views=args.views, image_size=args.size,
-                            seed=args.seed)
+    out, config = Path(args.out), PRESETS[args.preset]
+    size = config.model.field.encoder.image_size
+    data_dir = make_dataset(out / "data", n_objects=args.objects, n_views=args.views, image_size=size, seed=args.seed)
     dataset = SRNDataset(data_dir, split="train", views_per_item=min(args.views, 8))
     sheet = save_contact_sheet([dataset[i]["images"] for i in range(min(len(dataset), 8))], out / "contact_sheet.png")
+    shipped = SHIPPED_CHECKPOINTS / args.preset
+    if (shipped / "latest.json").is_file():
+        print(f"loading the shipped checkpoint {shipped}")
+        model, _ = load_model(shipped)
+    else:
+        print(f"no shipped checkpoint in {shipped}: training the {args.preset!r} preset for at most "
+              f"{args.train_minutes:g} min in {out / 'run'} (run demo again to train it further)")
+        trainer = Trainer(config, data_dir, out / "run", args.train_steps, resume=True, sample_every=0,
+                          checkpoint_every=0)
+        trainer.run(time_limit=args.train_minutes * 60)
+        model, _ = load_model(out / "run")
+    held_out = next(SRNDataset(data_dir, split=split, views_per_item=None, image_size=size)
+                    for split in ("test", "val", "train") if (data_dir / f"cars_{split}").is_dir())
+    car = held_out[0]
+    view = {key: car[key][:1] for key in ("images", "K", "c2w")}
+    paths = _write_orbit(model, view, out, args)
     print(f"synthetic dataset: {data_dir}")
     print(f"contact sheet:     {sheet}")
+    for name, path in paths.items():
+        print(f"orbit {name + ':':<15}{path}")
     print(f"done in {time.perf_counter() - start:.1f} s")
+
+
+def _sample(args: argparse.Namespace) -> None:
+    """An orbit of novel views from the user's own SRN-format view."""
+    from genvs.checkpoint import CheckpointError
+    from genvs.data.srn import SRNFormatError, read_view
+    from genvs.training import load_model
+
+    try:
+        model, config = load_model(args.checkpoint)
+        view = read_view(args.image, args.pose, args.intrinsics, image_size=model.config.field.encoder.image_size)
+    except (CheckpointError, SRNFormatError) as error:
+        args.parser.error(str(error))
+    print(f"checkpoint step {config['step']}: {args.frames} frames, {args.mode} sampling, {args.steps} steps")
+    for name, path in _write_orbit(model, view, Path(args.out), args).items():
+        print(f"{name + ':':<15}{path}")
 
 
 def _overrides(parser: argparse.ArgumentParser, pairs: list[str]) -> dict[str, str]:
@@ -120,18 +182,38 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--workers", type=int, default=0, help="data-loading processes")
     train.set_defaults(run=_train, parser=train)
 
-    demo = commands.add_parser("demo", help="the main job: data, then a contact sheet under --out")
+    from genvs.sampling import SAMPLING_MODES
+
+    def orbit_options(command: argparse.ArgumentParser) -> None:
+        command.add_argument("--frames", type=int, default=24, help="frames of the orbit")
+        command.add_argument("--swing", type=float, default=10.0, help="elevation swing of the orbit, degrees")
+        command.add_argument("--mode", choices=SAMPLING_MODES, default="stochastic", help="sampling mode")
+        command.add_argument("--steps", type=int, default=25, help="sampler steps")
+        command.add_argument("--seed", type=int, default=0)
+
+    sample = commands.add_parser("sample", help="an orbit of novel views from one SRN-format view")
+    sample.add_argument("--checkpoint", required=True, type=Path, help="a run folder or a step_*.json checkpoint")
+    sample.add_argument("--image", required=True, type=Path, help="the input image (PNG, RGB or RGBA)")
+    sample.add_argument("--pose", required=True, type=Path, help="its camera-to-world pose (16 numbers)")
+    sample.add_argument("--intrinsics", required=True, type=Path, help="intrinsics.txt or a per-view 3x3 K file")
+    sample.add_argument("--out", type=Path, default=Path("outputs/sample"))
+    orbit_options(sample)
+    sample.set_defaults(run=_sample, parser=sample)
+
+    demo = commands.add_parser("demo", help="the main job: data, a model, an orbit video of a held-out car")
     demo.add_argument("--out", type=Path, default=Path("outputs/demo"))
-    demo.add_argument("--objects", type=int, default=20)
+    demo.add_argument("--preset", choices=sorted(TRAIN_PRESETS), default="cpu")
+    demo.add_argument("--objects", type=int, default=40)
     demo.add_argument("--views", type=int, default=24)
-    demo.add_argument("--size", type=int, default=64)
-    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--train-minutes", type=float, default=4.0, help="training time without a shipped checkpoint")
+    demo.add_argument("--train-steps", type=int, default=1000, help="length of the demo's training run")
+    orbit_options(demo)
     demo.set_defaults(run=_demo)
     return parser
 
 
 def _positive(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    for name in ("objects", "views", "size", "steps"):
+    for name in ("objects", "views", "size", "steps", "frames", "train_steps"):
         value = getattr(args, name, None)
         if value is not None and value < 1:
             parser.error(f"--{name} must be a positive integer, got {value}")

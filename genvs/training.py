@@ -398,11 +398,14 @@ class Trainer:
 
     # -- the loop ------------------------------------------------------------------------------
 
-    def run(self, until: int | None = None, callback: Callable[[dict], None] | None = None) -> list[dict]:
+    def run(self, until: int | None = None, callback: Callable[[dict], None] | None = None,
+            time_limit: float | None = None) -> list[dict]:
         """Train from the current step to ``steps`` (or to ``until``, as if stopped there).
 
         Args:
             until: stop after this step (a checkpoint is written there).
+            time_limit: stop after the first step that ends this many seconds after the start
+                (logged, sampled and checkpointed like a last step; ``resume`` continues).
             callback: called on process 0 with each log record (a dict: step, losses, learning
                 rates, images_per_s, seconds) and, at sample steps, ``record["samples"]``: the
                 sample grid as ``[rows, 3, H, W]`` tensors.
@@ -414,6 +417,7 @@ class Trainer:
         bar = tqdm(total=end, initial=self.step, desc=f"training ({self.config.stage})", disable=not self.progress)
         images_per_step = self.config.batch_size * self.config.target_views * self.config.grad_accumulation
         seconds, last_logged = 0.0, self.step
+        deadline = None if time_limit is None else time.perf_counter() + time_limit
         try:
             while self.step < end:
                 clock = time.perf_counter()
@@ -421,6 +425,9 @@ class Trainer:
                 seconds += time.perf_counter() - clock
                 bar.update(1)
                 bar.set_postfix(loss=f"{losses['loss']:.4f}")
+                if self._out_of_time(deadline):
+                    self._note(f"time limit of {time_limit:.0f} s reached at step {self.step}")
+                    end = self.step
                 if self.step % self.log_every == 0 or self.step == end:
                     record = {"step": self.step, **losses, **self._learning_rates(),
                               "images_per_s": images_per_step * self.world_size * (self.step - last_logged) / seconds,
@@ -443,6 +450,15 @@ class Trainer:
         if self._saved_step != self.step:
             self.save()
         return records
+
+    def _out_of_time(self, deadline: float | None) -> bool:
+        """Whether ``deadline`` has passed, decided by process 0 for every process (so all stop together)."""
+        if deadline is None:
+            return False
+        late = torch.tensor(float(time.perf_counter() >= deadline), device=self.device)
+        if self.world_size > 1:
+            dist.broadcast(late, src=0)
+        return bool(late)
 
     def close(self) -> None:
         """End the process group of a torchrun run (a no-op in a single process)."""

@@ -35,6 +35,7 @@ __all__ = [
     "samples_browser",
     "trajectory_frames",
     "write_video",
+    "save_frames",
     "show_video",
 ]
 
@@ -374,7 +375,7 @@ def write_video(frames: Tensor, path: str | Path, fps: int = 12) -> Path:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    pixels = (to_display(frames.float()).permute(0, 2, 3, 1).numpy() * 255 + 0.5).astype(np.uint8)
+    pixels = _pixels(frames)
     if path.suffix == ".mp4":
         try:
             iio.imwrite(path, pixels, plugin="FFMPEG", fps=fps, codec="libx264", macro_block_size=1)
@@ -384,6 +385,21 @@ def write_video(frames: Tensor, path: str | Path, fps: int = 12) -> Path:
             path = path.with_suffix(".gif")
     iio.imwrite(path, pixels, duration=1000 / fps, loop=0)
     return path
+
+
+def _pixels(images: Tensor) -> np.ndarray:
+    """``[N, 3, H, W]`` in [-1, 1] as ``[N, H, W, 3]`` uint8."""
+    return (to_display(images.detach().float().cpu()).permute(0, 2, 3, 1).numpy() * 255 + 0.5).astype(np.uint8)
+
+
+def save_frames(images: Tensor, folder: str | Path) -> list[Path]:
+    """Write ``images [N, 3, H, W]`` in [-1, 1] as ``folder/000.png, 001.png, ...`` at their own size."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = [folder / f"{index:03d}.png" for index in range(images.shape[0])]
+    for path, pixels in zip(paths, _pixels(images)):
+        iio.imwrite(path, pixels)
+    return paths
 
 
 def show_video(path: str | Path, width: int = 640):

@@ -1,11 +1,14 @@
-"""End-to-end CLI: python -m genvs make-data | train | demo, run as a learner would."""
+"""End-to-end CLI: python -m genvs make-data | train | sample | demo, run as a learner would."""
 
 import subprocess
 import sys
 
 import imageio.v3 as iio
+import pytest
 
-from genvs.data import SRNDataset
+from genvs.data import SRNDataset, srn_fixture_dir
+from genvs.data.synthetic import make_dataset
+from genvs.training import Trainer, train_config
 
 
 def _run(*args: str, cwd=None) -> subprocess.CompletedProcess:
@@ -21,12 +24,36 @@ def test_make_data_writes_an_srn_dataset_the_reader_accepts(tmp_path):
         assert item["images"].shape[1:] == (3, 16, 16)
 
 
-def test_demo_writes_a_contact_sheet(tmp_path):
-    result = _run("demo", "--out", str(tmp_path / "demo"), "--objects", "3", "--views", "3", "--size", "16")
+def test_demo_trains_then_writes_an_orbit_video(tmp_path):
+    result = _run("demo", "--out", str(tmp_path / "demo"), "--preset", "smoke", "--objects", "6", "--views", "6",
+                  "--train-minutes", "0.02", "--frames", "3", "--steps", "2")
     assert result.returncode == 0, result.stderr
     sheet = iio.imread(tmp_path / "demo" / "contact_sheet.png")
     assert sheet.ndim == 3 and sheet.shape[2] == 3
-    assert str(tmp_path / "demo" / "contact_sheet.png") in result.stdout
+    assert iio.imread(tmp_path / "demo" / "orbit.mp4", plugin="FFMPEG").shape[0] == 3
+    for name in ("contact_sheet.png", "orbit.mp4", "orbit_contact_sheet.png"):
+        assert str(tmp_path / "demo" / name) in result.stdout
+    assert "no shipped checkpoint" in result.stdout and (tmp_path / "demo" / "run" / "latest.json").is_file()
+
+
+def test_sample_turns_an_srn_view_into_an_orbit(tmp_path):
+    fixture = srn_fixture_dir()
+    if fixture is None:
+        pytest.skip("the SRN fixture is not beside this checkout")
+    data = make_dataset(tmp_path / "cars", n_objects=5, n_views=6, image_size=32, seed=0, progress=False)
+    config = train_config("smoke", batch_size=2)
+    Trainer(config, data, tmp_path / "run", 1, sample_every=0, progress=False).run()
+    car = fixture / "sample_car"
+    result = _run("sample", "--checkpoint", str(tmp_path / "run"), "--image", str(car / "rgb" / "000000.png"),
+                  "--pose", str(car / "pose" / "000000.txt"), "--intrinsics", str(car / "intrinsics.txt"),
+                  "--out", str(tmp_path / "orbit"), "--frames", "4", "--steps", "2")
+    assert result.returncode == 0, result.stderr
+    frames = sorted((tmp_path / "orbit" / "frames").glob("*.png"))
+    assert len(frames) == 4 and all(iio.imread(path).shape == (32, 32, 3) for path in frames)  # the model's size
+    assert iio.imread(tmp_path / "orbit" / "orbit.mp4", plugin="FFMPEG").shape[0] == 4
+    result = _run("sample", "--checkpoint", str(tmp_path / "run"), "--image", str(car / "rgb" / "missing.png"),
+                  "--pose", str(car / "pose" / "000000.txt"), "--intrinsics", str(car / "intrinsics.txt"))
+    assert result.returncode == 2 and "missing.png: no such file" in result.stderr
 
 
 def test_bad_arguments_get_clear_errors(tmp_path):

@@ -172,3 +172,10 @@ def test_bf16_autocast_runs_on_the_same_code_path(cars, tmp_path):
     trainer = _trainer(cars, tmp_path / "run", steps=1, config=train_config("smoke", batch_size=2, precision="bf16"))
     (record,) = trainer.run()
     assert math.isfinite(record["loss"])
+
+
+def test_a_time_limit_stops_the_run_at_a_resumable_step(cars, tmp_path):
+    records = _trainer(cars, tmp_path / "run", steps=50, log_every=10).run(time_limit=0.0)
+    assert [record["step"] for record in records] == [1]  # logged like a last step
+    assert load_checkpoint(tmp_path / "run")[0] == 1
+    assert _trainer(cars, tmp_path / "run", steps=50, resume=True).step == 1
