@@ -33,6 +33,7 @@ __all__ = [
     "orbit",
     "spiral",
     "rotation_about",
+    "rotate_around",
     "trajectory_from",
 ]
 
@@ -260,33 +261,46 @@ def rotation_about(axis: Tensor, angle: Tensor) -> Tensor:
     return torch.eye(3, dtype=axis.dtype, device=axis.device) + sin * cross + (1 - cos) * cross @ cross
 
 
-def trajectory_from(c2w: Tensor, n_views: int, sweep_deg: float = 360.0, elevation_swing_deg: float = 0.0) -> Tensor:
-    """``n_views`` poses that start exactly at ``c2w`` and move gradually around the object (world z-up, centred at 0).
+def rotate_around(c2w: Tensor, azimuth: Tensor, elevation: Tensor) -> Tensor:
+    """The camera ``c2w`` moved rigidly around the object (world z-up, centred at the origin).
 
-    Pose ``k`` is the input camera rotated rigidly about the origin: first up by
-    ``elevation_swing * sin(2 pi k / n)`` (about the horizontal axis ``normalize(p x z)``, ``p`` the
-    input camera centre), then about the world z axis by ``sweep * k / n``. With no swing it is an
-    orbit at the input's height; with a swing, a wave up and back down over one turn. The camera
-    keeps its distance to the object and its orientation relative to it.
+    First up by ``elevation`` (radians, about the horizontal axis ``normalize(p x z)``, ``p`` the
+    camera centre), then about the world z axis by ``azimuth``; the camera keeps its distance to
+    the object and its orientation relative to it.
+
+    Args:
+        c2w: ``[4, 4]``; azimuth, elevation: ``[...]`` angles in radians.
+    Returns:
+        ``[..., 4, 4]`` poses.
+    Raises:
+        ValueError: if the camera is on the z axis and an elevation change is asked for.
+    """
+    azimuth = torch.as_tensor(azimuth, dtype=c2w.dtype, device=c2w.device)
+    elevation = torch.as_tensor(elevation, dtype=c2w.dtype, device=c2w.device)
+    up = c2w.new_tensor([0.0, 0.0, 1.0])
+    rotation = rotation_about(up, azimuth)
+    if bool((elevation != 0).any()):
+        horizontal = torch.linalg.cross(c2w[:3, 3], up)
+        if horizontal.norm() < 1e-6:
+            raise ValueError("the camera is on the z axis, so its elevation cannot change")
+        rotation = rotation @ rotation_about(horizontal / horizontal.norm(), elevation)
+    poses = c2w.expand(*azimuth.shape, 4, 4).clone()
+    poses[..., :3, :] = rotation @ c2w[:3, :]
+    return poses
+
+
+def trajectory_from(c2w: Tensor, n_views: int, sweep_deg: float = 360.0, elevation_swing_deg: float = 0.0) -> Tensor:
+    """``n_views`` poses that start exactly at ``c2w`` and move gradually around the object.
+
+    Pose ``k`` is :func:`rotate_around` the input camera by azimuth ``sweep * k / n`` and
+    elevation ``elevation_swing * sin(2 pi k / n)``: with no swing an orbit at the input's
+    height, with a swing a wave up and back down over one turn.
 
     Args:
         c2w: ``[4, 4]`` the input camera's pose.
     Returns:
         ``[n_views, 4, 4]``; entry 0 equals ``c2w``.
-    Raises:
-        ValueError: if the input camera is on the z axis and a swing is asked for (no horizontal axis).
     """
     steps = torch.arange(n_views, dtype=c2w.dtype, device=c2w.device) / n_views
-    azimuth = torch.deg2rad(sweep_deg * steps)
-    up = c2w.new_tensor([0.0, 0.0, 1.0])
-    rotation = rotation_about(up, azimuth)
-    if elevation_swing_deg:
-        horizontal = torch.linalg.cross(c2w[:3, 3], up)
-        if horizontal.norm() < 1e-6:
-            raise ValueError("trajectory_from: the input camera is on the z axis, so it has no elevation to swing")
-        lift = rotation_about(horizontal / horizontal.norm(),
-                              math.radians(elevation_swing_deg) * torch.sin(2 * math.pi * steps))
-        rotation = rotation @ lift
-    poses = c2w.expand(n_views, 4, 4).clone()
-    poses[:, :3, :] = rotation @ c2w[:3, :]
-    return poses
+    return rotate_around(c2w, torch.deg2rad(sweep_deg * steps),
+                         math.radians(elevation_swing_deg) * torch.sin(2 * math.pi * steps))

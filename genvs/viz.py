@@ -6,6 +6,8 @@ Model code keeps images in [-1, 1] as ``[B, 3, H, W]`` tensors; everything here 
 
 from __future__ import annotations
 
+import math
+import time
 from pathlib import Path
 from typing import Sequence
 
@@ -17,7 +19,7 @@ import torch
 from torch import Tensor
 from torchvision.utils import make_grid
 
-from genvs.cameras import pixel_rays, unproject
+from genvs.cameras import pixel_rays, rotate_around, unproject
 from genvs.field import plane_depths
 
 __all__ = [
@@ -37,6 +39,7 @@ __all__ = [
     "write_video",
     "save_frames",
     "show_video",
+    "GenerationPanel",
 ]
 
 LOSS_PARTS = ("loss", "denoising", "rgb", "input_rgb", "opacity")
@@ -410,3 +413,68 @@ def show_video(path: str | Path, width: int = 640):
     if path.suffix == ".gif":
         return Image(filename=str(path), width=width)
     return Video(str(path), embed=True, width=width, html_attributes="controls loop autoplay muted")
+
+
+class GenerationPanel:
+    """Widgets to sample one novel view: object, camera offsets, sampler settings, a Generate button.
+
+    The target camera is the object's input camera moved by the azimuth and elevation sliders
+    (:func:`genvs.cameras.rotate_around`); Generate shows the input, the feature field's RGB,
+    depth and opacity for that camera, and the sample, side by side.
+
+    Args:
+        model: a trained :class:`genvs.model.GeNVS`.
+        objects: name -> one input view ``{"images": [1, 3, H, W], "K": [1, 3, 3], "c2w": [1, 4, 4]}``.
+    Display ``panel.widget``; ``panel.generate()`` does what the button does and keeps ``panel.result``.
+    """
+
+    def __init__(self, model, objects: dict[str, dict]):
+        import ipywidgets as widgets
+
+        from genvs.sampling import CHURN_SAMPLERS, SAMPLERS
+
+        self.model, self.objects, self.churn_samplers, self.result = model, objects, CHURN_SAMPLERS, None
+        self.controls = {
+            "object": widgets.Dropdown(options=list(objects), description="object"),
+            "azimuth": widgets.FloatSlider(value=60.0, min=-180.0, max=180.0, step=5.0, description="azimuth °"),
+            "elevation": widgets.FloatSlider(value=0.0, min=-30.0, max=30.0, step=5.0, description="elevation °"),
+            "sampler": widgets.Dropdown(options=list(SAMPLERS), value="euler", description="sampler"),
+            "steps": widgets.IntSlider(value=25, min=2, max=100, description="steps"),
+            "churn": widgets.FloatSlider(value=0.4, min=0.0, max=0.41, step=0.01, description="churn γ"),
+            "guidance": widgets.FloatSlider(value=1.0, min=0.0, max=4.0, step=0.25, description="guidance"),
+            "seed": widgets.IntText(value=0, description="seed"),
+        }
+        button = widgets.Button(description="Generate", button_style="primary")
+        self.output = widgets.Output()
+        button.on_click(lambda _: self._show())
+        self.widget = widgets.VBox([widgets.HBox(list(self.controls.values())[:4]),
+                                    widgets.HBox(list(self.controls.values())[4:] + [button]), self.output])
+
+    def generate(self) -> dict:
+        """Sample the view the controls describe; returns (and keeps) :func:`sample_novel_views`'s dict."""
+        from genvs.sampling import sample_novel_views
+
+        value = {name: control.value for name, control in self.controls.items()}
+        view = self.objects[value["object"]]
+        target = rotate_around(view["c2w"][0], math.radians(value["azimuth"]), math.radians(value["elevation"]))
+        churn = value["churn"] * value["steps"] if value["sampler"] in self.churn_samplers else 0.0
+        self.result = sample_novel_views(self.model, view["images"][None], view["K"][None], view["c2w"][None],
+                                         view["K"][None], target[None, None], sampler=value["sampler"],
+                                         steps=value["steps"], s_churn=churn, guidance_scale=value["guidance"],
+                                         seed=value["seed"])
+        return self.result
+
+    def _show(self) -> None:
+        self.output.clear_output(wait=True)
+        with self.output:
+            start = time.perf_counter()
+            result = self.generate()
+            seconds = time.perf_counter() - start
+            images = self.objects[self.controls["object"].value]["images"]
+            size = images.shape[-1]
+            rgb = torch.nn.functional.interpolate(result["features"][0, :, :3], size=(size, size), mode="nearest")
+            show_images([images[0], rgb[0].clamp(-1, 1), masked_depth(result["depth"][0, 0], result["opacity"][0, 0]),
+                         result["opacity"][0, 0], result["samples"][0, 0]],
+                        titles=["input", "field RGB", "field depth", "field opacity", f"sample ({seconds:.1f} s)"],
+                        size=2.2)
+            plt.show()

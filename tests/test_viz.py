@@ -89,3 +89,22 @@ def test_trajectory_videos_read_back_with_their_frames_and_size(tmp_path, suffix
     assert path.suffix == suffix
     video = iio.imread(path, plugin="FFMPEG") if suffix == ".mp4" else iio.imread(path, index=None)
     assert video.shape[:3] == (n, 2 * size, 8 * size)
+
+
+def test_the_generation_panel_samples_the_camera_its_sliders_describe():
+    from genvs.model import PRESETS, GeNVS
+
+    model = GeNVS(PRESETS["smoke"], seed=0)
+    size = PRESETS["smoke"].field.encoder.image_size
+    view = {"images": torch.zeros(1, 3, size, size), "K": cameras.make_intrinsics(1.0 * size, size / 2, size / 2)[None],
+            "c2w": cameras.orbit(1)}
+    panel = viz.GenerationPanel(model, {"car": view})
+    panel.controls["steps"].value = 2
+    panel.controls["azimuth"].value = 0.0
+    at_input = panel.generate()
+    panel.controls["azimuth"].value = 90.0
+    turned = panel.generate()
+    assert turned["samples"].shape == (1, 1, 3, size, size) and turned["depth"].shape == (1, 1, 16, 16)
+    assert not torch.equal(at_input["features"], turned["features"])  # the field is rendered from the new camera
+    panel.controls["seed"].value = 1
+    assert not torch.equal(panel.generate()["samples"], turned["samples"])
