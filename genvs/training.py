@@ -47,6 +47,7 @@ from genvs.checkpoint import (CheckpointError, config_differences, latest_checkp
                               prune_checkpoints, save_checkpoint)
 from genvs.config import config_from_dict, from_preset
 from genvs.data import SRNDataset
+from genvs.data.srn import require_views
 from genvs.denoiser import K as k_diffusion
 from genvs.denoiser import denoiser_config
 from genvs.field import field_config
@@ -161,10 +162,7 @@ class StepBatches(torch.utils.data.Dataset):
                  length: int = 2**62):
         self.dataset, self.batch_size, self.max_inputs, self.target_views = dataset, batch_size, max_inputs, target_views
         self.seed, self.length = seed, length
-        too_few = [obj.object_id for obj in dataset.objects if obj.n_views < max_inputs + target_views]
-        if too_few:
-            raise ValueError(f"{dataset.root}: {len(too_few)} objects have fewer than {max_inputs + target_views} "
-                             f"views (max_input_views + target_views), e.g. {too_few[:3]}")
+        require_views(dataset, max_inputs + target_views, " (max_input_views + target_views)")
 
     def __len__(self) -> int:
         return self.length
@@ -176,10 +174,10 @@ class StepBatches(torch.utils.data.Dataset):
                              for _ in range(math.ceil(self.batch_size / n_objects))])[: self.batch_size]
         n_inputs = int(torch.randint(1, self.max_inputs + 1, (1,), generator=generator))
         items = []
-        for index in objects.tolist():
-            n_views = self.dataset.objects[index].n_views
+        for object_index in objects.tolist():
+            n_views = self.dataset.objects[object_index].n_views
             views = torch.randperm(n_views, generator=generator)[: n_inputs + self.target_views].tolist()
-            items.append(self.dataset.load_views(index, views))
+            items.append(self.dataset.load_views(object_index, views))
         batch = {key: torch.stack([item[key] for item in items]) for key in ("images", "K", "c2w")}
         return {**batch, "n_inputs": torch.tensor(n_inputs)}
 

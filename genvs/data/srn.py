@@ -28,7 +28,7 @@ from torch import Tensor
 from genvs.cameras import make_intrinsics, rescale_intrinsics
 
 __all__ = ["SRNFormatError", "SRNObject", "SRNDataset", "read_pose", "read_intrinsics", "read_image", "read_view",
-           "find_objects"]
+           "require_views", "find_objects"]
 
 SPLITS = ("train", "val", "test")
 
@@ -158,9 +158,7 @@ class SRNDataset(torch.utils.data.Dataset):
         if not self.objects:
             raise SRNFormatError(f"{self.root}: no objects for split {split!r} (empty root or wrong folder?)")
         if views_per_item is not None:
-            too_few = [obj.object_id for obj in self.objects if obj.n_views < views_per_item]
-            if too_few:
-                raise SRNFormatError(f"{self.root}: objects with fewer than {views_per_item} views: {too_few[:5]}")
+            require_views(self, views_per_item)
 
     def __len__(self) -> int:
         return len(self.objects)
@@ -204,6 +202,14 @@ class SRNDataset(torch.utils.data.Dataset):
             "object_id": obj.object_id,
             "view_ids": torch.tensor(view_ids, dtype=torch.long),
         }
+
+
+def require_views(dataset: SRNDataset, n_views: int, why: str = "") -> None:
+    """Raise :class:`SRNFormatError` naming the objects of ``dataset`` with fewer than ``n_views`` views (``why``: the reason)."""
+    too_few = [obj.object_id for obj in dataset.objects if obj.n_views < n_views]
+    if too_few:
+        raise SRNFormatError(f"{dataset.root}: {len(too_few)} objects have fewer than {n_views} views{why}, "
+                             f"e.g. {too_few[:5]}")
 
 
 def _objects_for_split(root: Path, split: str, seed: int, val_fraction: float) -> list[SRNObject]:
