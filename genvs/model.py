@@ -169,9 +169,8 @@ class GeNVS(nn.Module):
             if config.input_rgb_weight > 0:
                 own = self.field.render_image(views, K[:, :1], c2w[:, :1], perturb=True, generator=generator)
                 parts["input_rgb"] = rgb_loss(own["features"], images[:, :1])
-        weights = {"rgb": config.rgb_weight, "input_rgb": config.input_rgb_weight, "opacity": config.opacity_weight}
-        if stage == "denoiser":
-            weights = {}
+        weights = {} if stage == "denoiser" else {"rgb": config.rgb_weight, "input_rgb": config.input_rgb_weight,
+                                                  "opacity": config.opacity_weight}
         if stage != "field":
             parts["denoising"] = denoising_loss(self.denoiser, images[:, targets].flatten(0, 1), cond,
                                                 config.denoiser, generator)
