@@ -38,7 +38,7 @@ def _write_orbit(model, view: dict, out: Path, args: argparse.Namespace) -> dict
 
     from genvs.cameras import trajectory_from
     from genvs.sampling import generate_trajectory, sampling_options
-    from genvs.viz import save_contact_sheet, save_frames, trajectory_frames, write_video
+    from genvs.viz import field_rgb, save_contact_sheet, save_frames, trajectory_frames, write_video
 
     poses = trajectory_from(view["c2w"][0], args.frames, elevation_swing_deg=args.swing)
     result = generate_trajectory(model, view["images"], view["K"], view["c2w"], view["K"].expand(args.frames, 3, 3),
@@ -48,10 +48,9 @@ def _write_orbit(model, view: dict, out: Path, args: argparse.Namespace) -> dict
                         out / "orbit.mp4", fps=8)
     frames = save_frames(result["samples"], out / "frames")[0].parent
     shown = torch.linspace(0, args.frames - 1, min(args.frames, 8)).round().long()
-    size = view["images"].shape[-1]
-    rgb = torch.nn.functional.interpolate(result["features"][shown, :3], size=(size, size), mode="nearest")
+    rgb = field_rgb(result["features"][shown], view["images"].shape[-1])
     sheet = save_contact_sheet([torch.cat([view["images"], result["samples"][shown]]),
-                                torch.cat([view["images"], rgb.clamp(-1, 1)])], out / "orbit_contact_sheet.png")
+                                torch.cat([view["images"], rgb])], out / "orbit_contact_sheet.png")
     return {"video": video, "contact sheet": sheet, "frames": frames}
 
 

@@ -55,7 +55,7 @@ from genvs.model import PRESETS as MODEL_PRESETS
 from genvs.model import STAGES, GeNVS, GeNVSConfig
 from genvs.sampling import sample_novel_views
 from genvs.seeding import derive_seed, seeded_rng
-from genvs.viz import save_contact_sheet
+from genvs.viz import field_rgb, save_contact_sheet
 
 __all__ = ["TrainConfig", "PRESETS", "train_config", "StepBatches", "Trainer", "load_model",
            "read_log"]
@@ -536,14 +536,12 @@ class Trainer:
         result = sample_novel_views(self.ema, batch["images"][:, :1], batch["K"][:, :1], batch["c2w"][:, :1],
                                     batch["K"][:, 1:], batch["c2w"][:, 1:], steps=self.sample_steps,
                                     seed=self.config.seed)
-        size = batch["images"].shape[-1]
-        rgb = torch.nn.functional.interpolate(result["features"][:, :, :3].flatten(0, 1).float(), size=(size, size),
-                                              mode="nearest").unflatten(0, result["samples"].shape[:2])
+        rgb = field_rgb(result["features"], batch["images"].shape[-1])
         rows = []
         for index in range(batch["images"].shape[0]):
             views = [batch["images"][index, :1]]
             for target in range(result["samples"].shape[1]):
-                views += [batch["images"][index, 1 + target, None], rgb[index, target, None].clamp(-1, 1),
+                views += [batch["images"][index, 1 + target, None], rgb[index, target, None],
                           result["samples"][index, target, None]]
             rows.append(torch.cat(views).cpu())
         save_contact_sheet(rows, self.out / "samples" / f"step_{self.step:09d}.png")

@@ -35,6 +35,7 @@ __all__ = [
     "plot_genvs_diagram",
     "plot_losses",
     "samples_browser",
+    "field_rgb",
     "trajectory_frames",
     "write_video",
     "save_frames",
@@ -346,6 +347,14 @@ def _colour_map(values: Tensor, name: str = "viridis") -> Tensor:
     return colours.movedim(-1, -3) * 2 - 1
 
 
+def field_rgb(features: Tensor, size: int) -> Tensor:
+    """The feature field's colour guess for display: channels 0-2 of ``features [..., C, s, s]``,
+    upsampled (nearest) to ``[..., 3, size, size]`` and clamped to [-1, 1]."""
+    rgb = features[..., :3, :, :].float()
+    upsampled = torch.nn.functional.interpolate(rgb.reshape(-1, *rgb.shape[-3:]), size=(size, size), mode="nearest")
+    return upsampled.reshape(*rgb.shape[:-2], size, size).clamp(-1.0, 1.0)
+
+
 def trajectory_frames(result: dict, near: float, far: float, scale: int = 1) -> Tensor:
     """Video frames of a generated trajectory: sample | field RGB | depth | opacity, side by side.
 
@@ -364,7 +373,7 @@ def trajectory_frames(result: dict, near: float, far: float, scale: int = 1) -> 
         return torch.nn.functional.interpolate(images.float(), size=(size, size), mode="nearest")
 
     depth = (masked_depth(result["depth"], result["opacity"]) - near) / (far - near)
-    panels = [samples, panel(result["features"][:, :3]).clamp(-1, 1), panel(_colour_map(depth)),
+    panels = [samples, field_rgb(result["features"], size), panel(_colour_map(depth)),
               panel(result["opacity"][:, None].expand(-1, 3, -1, -1) * 2 - 1)]
     frames = torch.cat(panels, dim=-1)
     return torch.nn.functional.interpolate(frames, scale_factor=scale, mode="nearest") if scale > 1 else frames
@@ -471,9 +480,7 @@ class GenerationPanel:
             result = self.generate()
             seconds = time.perf_counter() - start
             images = self.objects[self.controls["object"].value]["images"]
-            size = images.shape[-1]
-            rgb = torch.nn.functional.interpolate(result["features"][0, :, :3], size=(size, size), mode="nearest")
-            show_images([images[0], rgb[0].clamp(-1, 1), masked_depth(result["depth"][0, 0], result["opacity"][0, 0]),
+            show_images([images[0], field_rgb(result["features"][0, 0], images.shape[-1]), masked_depth(result["depth"][0, 0], result["opacity"][0, 0]),
                          result["opacity"][0, 0], result["samples"][0, 0]],
                         titles=["input", "field RGB", "field depth", "field opacity", f"sample ({seconds:.1f} s)"],
                         size=2.2)

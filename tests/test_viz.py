@@ -108,3 +108,11 @@ def test_the_generation_panel_samples_the_camera_its_sliders_describe():
     assert not torch.equal(at_input["features"], turned["features"])  # the field is rendered from the new camera
     panel.controls["seed"].value = 1
     assert not torch.equal(panel.generate()["samples"], turned["samples"])
+
+
+def test_field_rgb_is_the_first_three_channels_upsampled_and_clamped():
+    features = torch.linspace(-2, 2, 2 * 5 * 16 * 2 * 2).reshape(2, 5, 16, 2, 2)
+    rgb = viz.field_rgb(features, 4)
+    assert rgb.shape == (2, 5, 3, 4, 4)
+    torch.testing.assert_close(rgb[..., ::2, ::2], features[:, :, :3].clamp(-1, 1))  # nearest: each pixel a 2x2 block
+    torch.testing.assert_close(viz.field_rgb(features[0, 0], 4), rgb[0, 0])  # any leading shape, none included
