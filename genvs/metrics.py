@@ -1,15 +1,30 @@
-"""Image quality metrics.
+"""Image quality metrics: fidelity to the truth, sharpness, perceptual distance, multi-view consistency.
 
 Images follow the package convention: ``[..., 3, H, W]`` in [-1, 1] (a range of 2).
+
+- :func:`psnr`, :func:`ssim`: pixel fidelity. They reward the mean of the plausible views, so a
+  blurry regression scores well on them.
+- :func:`sharpness`: fine detail relative to the truth (1: as much; below 1: blurrier).
+- :class:`LPIPS`: distance between deep features (AlexNet), closer to what people see; it needs
+  ImageNet weights on disk and tells why when they are missing.
+- :func:`reprojection_consistency`: whether consecutive generated views agree about the same 3D
+  points, using the rendered depth; no ground truth needed.
 """
 
 from __future__ import annotations
 
+import math
+from pathlib import Path
+
 import kornia
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["psnr", "ssim"]
+from genvs.cameras import project, unproject
+
+__all__ = ["psnr", "ssim", "high_frequency_energy", "sharpness", "LPIPS", "LPIPSUnavailable",
+           "reprojection_consistency"]
 
 
 def psnr(prediction: Tensor, target: Tensor, data_range: float = 2.0) -> Tensor:
@@ -52,3 +67,125 @@ def ssim(prediction: Tensor, target: Tensor, data_range: float = 2.0, window_siz
     pair = [image.float().reshape(-1, *image_shape) for image in (prediction, target)]
     index_map = kornia.metrics.ssim(*pair, window_size=window_size, max_val=data_range, padding="valid")
     return index_map.mean(dim=(-3, -2, -1)).reshape(batch_shape)
+
+
+def high_frequency_energy(images: Tensor, sigma: float = 1.0) -> Tensor:
+    """Energy of the detail a Gaussian blur removes: ``E = mean((x - G_sigma * x)^2)`` per image.
+
+    ``G_sigma`` is a Gaussian of standard deviation ``sigma`` pixels (kernel ``2 ceil(3 sigma) + 1``
+    wide, reflected at the borders); the mean runs over channels and pixels. For white noise of
+    variance ``s^2`` the expectation is ``s^2 sum_k (delta_k - g_k)^2`` over the kernel taps ``g``.
+
+    Args:
+        images: ``[..., C, H, W]``.
+    Returns:
+        ``[...]`` energies.
+    """
+    size = 2 * math.ceil(3 * sigma) + 1
+    flat = images.float().reshape(-1, *images.shape[-3:])
+    detail = flat - kornia.filters.gaussian_blur2d(flat, (size, size), (sigma, sigma), border_type="reflect")
+    return detail.pow(2).mean(dim=(-3, -2, -1)).reshape(images.shape[:-3])
+
+
+def sharpness(prediction: Tensor, target: Tensor, sigma: float = 1.0) -> Tensor:
+    """Fine detail of a prediction relative to the truth: ``E(prediction) / E(target)``.
+
+    ``E`` is :func:`high_frequency_energy`. 1: as much high-frequency energy as the true view; below 1:
+    blurrier (a regression model averaging the possible views); above 1: more than the truth (noise,
+    speckle). It measures amount, not place: detail in the wrong place still counts as sharp.
+
+    Args:
+        prediction, target: ``[..., C, H, W]`` (broadcastable).
+    Returns:
+        ``[...]`` ratios.
+    """
+    return high_frequency_energy(prediction, sigma) / high_frequency_energy(target, sigma).clamp_min(1e-12)
+
+
+class LPIPSUnavailable(RuntimeError):
+    """LPIPS cannot run here (its backbone's ImageNet weights are not on disk); the message says where they go."""
+
+
+class LPIPS:
+    """Learned perceptual image patch similarity (Zhang et al. 2018), torchmetrics' implementation.
+
+    ``d(x, y) = sum_l mean_hw || w_l * (f_l(x) - f_l(y)) ||^2`` over unit-normalised AlexNet features
+    ``f_l`` of 5 layers, with learned channel weights ``w_l`` (shipped inside torchmetrics). 0 for
+    identical images; lower is more similar. Nothing is downloaded: the AlexNet ImageNet weights
+    must already be in torch's hub cache, else :class:`LPIPSUnavailable` says where to put them.
+
+    Args:
+        device: where the network runs.
+        hub_dir: torch's hub folder (default ``torch.hub.get_dir()``, i.e. ``$TORCH_HOME/hub``).
+    """
+
+    def __init__(self, device: torch.device | str = "cpu", hub_dir: str | Path | None = None):
+        import torchvision
+        from torchmetrics.image.lpip import LearnedPerceptualImagePatchSimilarity
+
+        url = torchvision.models.AlexNet_Weights.DEFAULT.url
+        hub_dir = Path(hub_dir) if hub_dir is not None else Path(torch.hub.get_dir())
+        self.backbone_path = hub_dir / "checkpoints" / Path(url).name
+        if not self.backbone_path.is_file():
+            raise LPIPSUnavailable(f"LPIPS skipped: its AlexNet ImageNet weights are not on this machine "
+                                   f"(looked for {self.backbone_path}; they are {url}, copy the file there to "
+                                   f"enable LPIPS)")
+        previous_hub = torch.hub.get_dir()
+        torch.hub.set_dir(str(hub_dir))
+        try:
+            self.metric = LearnedPerceptualImagePatchSimilarity(net_type="alex", reduction="none").to(device).eval()
+        finally:
+            torch.hub.set_dir(previous_hub)
+        self.device = torch.device(device)
+
+    @torch.no_grad()
+    def __call__(self, prediction: Tensor, target: Tensor) -> Tensor:
+        """``[..., 3, H, W]`` images in [-1, 1] (same shape) -> ``[...]`` LPIPS distances."""
+        batch_shape, image_shape = prediction.shape[:-3], prediction.shape[-3:]
+        pair = [image.float().reshape(-1, *image_shape).to(self.device).clamp(-1, 1) for image in (prediction, target)]
+        return self.metric(*pair).reshape(batch_shape).cpu()
+
+
+def reprojection_consistency(frames: Tensor, depth: Tensor, opacity: Tensor, K: Tensor, c2w: Tensor,
+                             opacity_threshold: float = 0.5, depth_tolerance: float = 0.03) -> dict[str, Tensor]:
+    """Do consecutive views agree about the same 3D points? Frame ``t`` warped into frame ``t + 1``.
+
+    For each pixel ``p`` of frame ``t + 1`` the rendered depth gives its 3D point
+    ``x = unproject(p, D_{t+1}(p))``; projecting ``x`` into camera ``t`` gives ``(q, z)``, and
+    ``I_t(q)`` (bilinear) should equal ``I_{t+1}(p)``. Compared pixels: covered in frame ``t + 1``
+    (opacity >= threshold), landing inside frame ``t`` on a covered pixel, and not hidden there
+    (``|D_t(q) - z| <= depth_tolerance * z``). Score per pair: ``PSNR = 10 log10(4 / MSE)`` over them.
+    Rendered depth is only approximately right, so even true views score below infinity: compare
+    methods with the same depth, or against the truth's score.
+
+    Args:
+        frames: ``[N, 3, H, W]`` in [-1, 1], in trajectory order.
+        depth, opacity: ``[N, H, W]`` rendered for the same cameras (upsample to ``H, W`` first).
+        K: ``[N, 3, 3]`` intrinsics of the ``H x W`` frames; c2w: ``[N, 4, 4]``.
+    Returns:
+        ``psnr [N - 1]`` per consecutive pair (NaN where no pixel could be compared) and
+        ``coverage [N - 1]``, the fraction of frame ``t + 1``'s pixels compared.
+    """
+    n_frames, _, height, width = frames.shape
+    if depth.shape != (n_frames, height, width) or opacity.shape != depth.shape:
+        raise ValueError(f"depth {list(depth.shape)} and opacity {list(opacity.shape)} must be "
+                         f"[N, H, W] = {[n_frames, height, width]}")
+    rows, columns = torch.meshgrid(torch.arange(height) + 0.5, torch.arange(width) + 0.5, indexing="ij")
+    pixels = torch.stack([columns, rows], dim=-1).reshape(1, -1, 2).to(frames)  # [1, H*W, 2] as (u, v)
+    points = unproject(pixels.expand(n_frames - 1, -1, -1), depth[1:].reshape(n_frames - 1, -1), K[1:], c2w[1:])
+    uv, z = project(points, K[:-1], c2w[:-1])
+    grid = (2 * uv / uv.new_tensor([width, height]) - 1).reshape(n_frames - 1, height, width, 2)
+
+    def seen_in_earlier(images: Tensor) -> Tensor:
+        return F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+    warped = seen_in_earlier(frames[:-1].float())
+    earlier_depth, earlier_opacity = seen_in_earlier(torch.stack([depth[:-1], opacity[:-1]], dim=1).float()).unbind(1)
+    z = z.reshape(n_frames - 1, height, width)
+    compared = ((grid.abs() <= 1).all(dim=-1) & (z > 0) & (opacity[1:] >= opacity_threshold)
+                & (earlier_opacity >= opacity_threshold) & ((earlier_depth - z).abs() <= depth_tolerance * z))
+    squared_error = (warped - frames[1:].float()).pow(2).mean(dim=1)
+    counts = compared.sum(dim=(1, 2))
+    mse = (squared_error * compared).sum(dim=(1, 2)) / counts.clamp_min(1)
+    score = torch.where(counts > 0, 10.0 * torch.log10(4.0 / mse), torch.full_like(mse, float("nan")))
+    return {"psnr": score, "coverage": counts / (height * width)}

@@ -1,10 +1,14 @@
 import math
 
+import kornia
 import pytest
 import torch
+import torchvision
 from skimage.metrics import structural_similarity
 
-from genvs.metrics import psnr, ssim
+from genvs.cameras import look_at, make_intrinsics, pixel_rays
+from genvs.metrics import (LPIPS, LPIPSUnavailable, high_frequency_energy, psnr, reprojection_consistency, sharpness,
+                           ssim)
 
 
 def test_identical_images_have_infinite_psnr():
@@ -51,3 +55,121 @@ def test_ssim_rejects_mismatched_or_tiny_images():
         ssim(torch.zeros(1, 3, 16, 16), torch.zeros(1, 3, 16, 17))
     with pytest.raises(ValueError, match="at least 11x11"):
         ssim(torch.zeros(1, 3, 8, 8), torch.zeros(1, 3, 8, 8))
+
+
+# --- shifted images, offsets and noise: values known in closed form ------------------------------------
+
+
+def test_checkerboard_shifted_by_one_pixel_has_zero_db():
+    # Every pixel flips between -1 and 1: MSE = 4 = range^2, so PSNR = 0 dB exactly.
+    rows, columns = torch.meshgrid(torch.arange(16), torch.arange(16), indexing="ij")
+    board = ((rows + columns) % 2 * 2 - 1).float().expand(3, 16, 16)
+    shifted = torch.roll(board, shifts=1, dims=-1)
+    assert psnr(shifted, board).item() == 0.0
+
+
+def test_ssim_of_a_constant_offset_is_the_luminance_term():
+    # Flat images a and b: the structure terms are (c2)/(c2) = 1, SSIM = (2ab + c1) / (a^2 + b^2 + c1).
+    a, b, c1 = 0.2, 0.5, (0.01 * 2.0) ** 2
+    value = ssim(torch.full((3, 16, 16), b), torch.full((3, 16, 16), a))
+    assert abs(value.item() - (2 * a * b + c1) / (a**2 + b**2 + c1)) < 1e-5
+
+
+def test_white_noise_psnr_and_high_frequency_energy_follow_its_power():
+    generator = torch.Generator().manual_seed(0)
+    std = 0.1
+    noise = std * torch.randn(3, 256, 256, generator=generator)
+    assert abs(psnr(noise, torch.zeros_like(noise)).item() - 10 * math.log10(4 / std**2)) < 0.05
+    # E(n - G * n)^2 = s^2 sum_k (delta_k - g_k)^2 for white noise n and blur taps g.
+    taps = kornia.filters.get_gaussian_kernel2d((7, 7), (1.0, 1.0))[0]
+    delta = torch.zeros(7, 7)
+    delta[3, 3] = 1.0
+    expected = std**2 * (delta - taps).pow(2).sum().item()
+    assert abs(high_frequency_energy(noise).item() / expected - 1) < 0.03
+
+
+def test_sharpness_is_one_for_the_truth_below_one_blurred_above_one_noisy():
+    generator = torch.Generator().manual_seed(1)
+    truth = kornia.filters.gaussian_blur2d(torch.rand(2, 3, 32, 32, generator=generator) * 2 - 1, (5, 5), (1.0, 1.0))
+    blurred = kornia.filters.gaussian_blur2d(truth, (7, 7), (1.5, 1.5))
+    noisy = truth + 0.2 * torch.randn(truth.shape, generator=generator)
+    torch.testing.assert_close(sharpness(truth, truth), torch.ones(2))
+    assert (sharpness(blurred, truth) < 0.5).all()
+    assert (sharpness(noisy, truth) > 1.5).all()
+    assert sharpness(truth[None].expand(4, -1, -1, -1, -1), truth).shape == (4, 2)
+
+
+# --- LPIPS: skipped with a reason when its weights are absent; runs when they are on disk --------------
+
+
+def test_lpips_without_backbone_weights_says_why_and_where(tmp_path):
+    with pytest.raises(LPIPSUnavailable, match="LPIPS skipped") as error:
+        LPIPS(hub_dir=tmp_path)
+    assert str(tmp_path / "checkpoints" / "alexnet-owt-7be5be79.pth") in str(error.value)
+
+
+def test_lpips_runs_with_local_backbone_weights(tmp_path):
+    # No ImageNet weights here: a randomly initialised AlexNet stands in for the file, so this checks the
+    # plumbing (local file found, nothing downloaded, shapes, zero for identical images), not the numbers.
+    (tmp_path / "checkpoints").mkdir()
+    torch.save(torchvision.models.alexnet(weights=None).state_dict(),
+               tmp_path / "checkpoints" / "alexnet-owt-7be5be79.pth")
+    hub_before = torch.hub.get_dir()
+    metric = LPIPS(hub_dir=tmp_path)
+    assert torch.hub.get_dir() == hub_before
+    generator = torch.Generator().manual_seed(2)
+    images = torch.rand(2, 3, 3, 64, 64, generator=generator) * 2 - 1
+    small = (images + 0.05 * torch.randn(images.shape, generator=generator)).clamp(-1, 1)
+    large = (images + 0.5 * torch.randn(images.shape, generator=generator)).clamp(-1, 1)
+    assert metric(images, images).shape == (2, 3)
+    assert metric(images, images).abs().max() < 1e-6
+    assert (metric(small, images) < metric(large, images)).all()
+
+
+# --- reprojection consistency: a textured ground plane seen from two cameras ---------------------------
+
+
+def _plane_views(azimuths_deg, texture_phase=0.0, size=64):
+    """Views of the textured plane z = 0 (world z up) from cameras at radius 1.3, 50 degrees up: exact depth."""
+    K = make_intrinsics(focal=1.2 * size, cx=size / 2, cy=size / 2)
+    frames, depths, poses = [], [], []
+    for azimuth in torch.tensor(azimuths_deg, dtype=torch.float32).deg2rad():
+        elevation = torch.tensor(50.0).deg2rad()
+        eye = 1.3 * torch.stack([elevation.cos() * azimuth.cos(), elevation.cos() * azimuth.sin(), elevation.sin()])
+        c2w = look_at(eye, torch.zeros(3), up=torch.tensor([0.0, 0.0, 1.0]))
+        origins, directions = pixel_rays(K, c2w, size, size)
+        t = -origins[..., 2] / directions[..., 2]  # ray parameter = camera depth (d_cam.z = 1)
+        x, y, _ = (origins + t[..., None] * directions).unbind(-1)
+        texture = torch.stack([torch.sin(5 * x + texture_phase), torch.cos(4 * y), torch.sin(3 * (x + y))])
+        frames.append(0.8 * texture)
+        depths.append(t)
+        poses.append(c2w)
+    return torch.stack(frames), torch.stack(depths), K.expand(len(poses), 3, 3), torch.stack(poses)
+
+
+def test_consistency_of_true_views_with_exact_depth_is_high():
+    frames, depth, K, c2w = _plane_views([0.0, 8.0, 16.0])
+    result = reprojection_consistency(frames, depth, torch.ones_like(depth), K, c2w)
+    assert result["psnr"].shape == (2,) and (result["psnr"] > 55).all()  # measured: 60 and 59 dB
+    assert (result["coverage"] > 0.6).all()
+    same = reprojection_consistency(frames[:1].expand(2, -1, -1, -1), depth[:1].expand(2, -1, -1),
+                                    torch.ones(2, 64, 64), K[:2], c2w[:1].expand(2, 4, 4))
+    assert same["psnr"].item() > 60 and same["coverage"].item() == 1.0
+
+
+def test_consistency_drops_for_views_that_disagree_or_wrong_depth():
+    frames, depth, K, c2w = _plane_views([0.0, 8.0])
+    opacity = torch.ones_like(depth)
+    good = reprojection_consistency(frames, depth, opacity, K, c2w)["psnr"].item()
+    other_texture = torch.stack([frames[0], _plane_views([8.0], texture_phase=1.5)[0][0]])
+    assert reprojection_consistency(other_texture, depth, opacity, K, c2w)["psnr"].item() < good - 10
+    wrong_depth = reprojection_consistency(frames, depth * 1.1, opacity, K, c2w)
+    assert wrong_depth["psnr"].item() < good - 15  # measured: 41 dB against 60
+
+
+def test_consistency_ignores_uncovered_pixels_and_checks_shapes():
+    frames, depth, K, c2w = _plane_views([0.0, 8.0])
+    empty = reprojection_consistency(frames, depth, torch.zeros_like(depth), K, c2w)
+    assert empty["psnr"].isnan().all() and empty["coverage"].item() == 0.0
+    with pytest.raises(ValueError, match="must be"):
+        reprojection_consistency(frames, depth[:, :32], torch.ones_like(depth), K, c2w)
