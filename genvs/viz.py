@@ -31,6 +31,7 @@ __all__ = [
     "plot_cameras",
     "plot_depth_planes",
     "feature_pca",
+    "plot_evaluation_examples",
     "dataset_browser",
     "plot_genvs_diagram",
     "plot_losses",
@@ -338,6 +339,23 @@ def samples_browser(run_dir: str | Path, image_scale: float = 2.0):
         plt.show()
 
     return widgets.interactive(show, step=widgets.SelectionSlider(options=steps, value=steps[-1], description="step"))
+
+
+def plot_evaluation_examples(examples: dict[str, Tensor], target: int = 0, size: float = 1.6):
+    """One row per evaluated object: input | truth | each method's prediction of one target view.
+
+    Args:
+        examples: :func:`genvs.evaluation.evaluate`'s ``examples``: ``input [E, 3, H, W]``,
+            ``truth [E, k, 3, H, W]`` and one ``[E, k, 3, H, W]`` per method.
+        target: which of the ``k`` kept targets to show.
+    Returns:
+        the matplotlib figure.
+    """
+    columns = ["input", "truth"] + [name for name in examples if name not in ("input", "truth")]
+    rows = [[examples["input"][row]] + [examples[name][row, target] for name in columns[1:]]
+            for row in range(examples["input"].shape[0])]
+    titles = columns + [""] * (len(columns) * (len(rows) - 1))
+    return show_images([image for row in rows for image in row], titles, n_columns=len(columns), size=size)
 
 
 def _colour_map(values: Tensor, name: str = "viridis") -> Tensor:

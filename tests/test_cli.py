@@ -1,5 +1,7 @@
-"""End-to-end CLI: python -m genvs make-data | train | sample | demo, run as a learner would."""
+"""End-to-end CLI: python -m genvs make-data | train | sample | evaluate | demo, run as a learner would."""
 
+import json
+import os
 import subprocess
 import sys
 
@@ -11,8 +13,9 @@ from genvs.data.synthetic import make_dataset
 from genvs.training import Trainer, train_config
 
 
-def _run(*args: str, cwd=None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "genvs", *args], capture_output=True, text=True, cwd=cwd)
+def _run(*args: str, cwd=None, env=None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "genvs", *args], capture_output=True, text=True, cwd=cwd,
+                          env=None if env is None else {**os.environ, **env})
 
 
 def test_make_data_writes_an_srn_dataset_the_reader_accepts(tmp_path):
@@ -54,6 +57,32 @@ def test_sample_turns_an_srn_view_into_an_orbit(tmp_path):
     result = _run("sample", "--checkpoint", str(tmp_path / "run"), "--image", str(car / "rgb" / "missing.png"),
                   "--pose", str(car / "pose" / "000000.txt"), "--intrinsics", str(car / "intrinsics.txt"))
     assert result.returncode == 2 and "missing.png: no such file" in result.stderr
+
+
+def test_evaluate_writes_every_result_and_says_why_lpips_was_skipped(tmp_path):
+    data = make_dataset(tmp_path / "cars", n_objects=20, n_views=5, image_size=32, seed=0, progress=False)
+    Trainer(train_config("smoke", batch_size=2), data, tmp_path / "run", 1, sample_every=0, progress=False).run()
+    no_weights = {"TORCH_HOME": str(tmp_path / "torch_home")}  # wherever this runs, no LPIPS backbone on disk
+    result = _run("evaluate", "--checkpoint", str(tmp_path / "run"), "--data", str(data), "--out",
+                  str(tmp_path / "eval"), "--protocol", "smoke", "--steps", "2", "--targets", "2", env=no_weights)
+    assert result.returncode == 0, result.stderr
+    results = json.loads((tmp_path / "eval" / "results.json").read_text())
+    assert set(results) == {"protocol", "data", "objects", "views", "image_size", "lpips", "metrics", "seconds",
+                            "device", "torch", "checkpoint"}
+    assert results["protocol"]["steps"] == 2 and results["protocol"]["target_views"] == 2
+    assert results["checkpoint"]["step"] == 1 and len(results["objects"]) == 2
+    assert set(results["metrics"]) == {"regression", "deterministic", "stochastic", "autoregressive", "truth"}
+    for method in ("regression", "deterministic", "stochastic", "autoregressive"):
+        for metric in ("psnr", "ssim", "sharpness", "consistency"):
+            assert set(results["metrics"][method][metric]) == {"mean", "std", "per_object"}
+    assert results["lpips"]["available"] is False
+    looked_for = str(tmp_path / "torch_home" / "hub" / "checkpoints" / "alexnet-owt-7be5be79.pth")
+    assert looked_for in results["lpips"]["reason"] and "LPIPS skipped" in result.stdout
+    assert "| stochastic |" in (tmp_path / "eval" / "results.md").read_text()
+    assert iio.imread(tmp_path / "eval" / "examples.png").ndim == 3
+    result = _run("evaluate", "--checkpoint", str(tmp_path / "run"), "--data", str(data), "--input-view", "9",
+                  "--out", str(tmp_path / "eval2"))
+    assert result.returncode == 2 and "has 5 views, no input view 9" in result.stderr
 
 
 def test_bad_arguments_get_clear_errors(tmp_path):

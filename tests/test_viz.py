@@ -116,3 +116,13 @@ def test_field_rgb_is_the_first_three_channels_upsampled_and_clamped():
     assert rgb.shape == (2, 5, 3, 4, 4)
     torch.testing.assert_close(rgb[..., ::2, ::2], features[:, :, :3].clamp(-1, 1))  # nearest: each pixel a 2x2 block
     torch.testing.assert_close(viz.field_rgb(features[0, 0], 4), rgb[0, 0])  # any leading shape, none included
+
+
+def test_evaluation_examples_show_a_row_per_object_and_a_column_per_method():
+    examples = {"input": torch.zeros(2, 3, 8, 8), "truth": torch.zeros(2, 3, 3, 8, 8),
+                "regression": torch.zeros(2, 3, 3, 8, 8), "stochastic": torch.ones(2, 3, 3, 8, 8)}
+    figure = viz.plot_evaluation_examples(examples, target=1)
+    titles = [ax.get_title() for ax in figure.axes]
+    assert titles[:4] == ["input", "truth", "regression", "stochastic"] and len(titles) == 8
+    assert figure.axes[7].images[0].get_array().min() == 1.0  # row 2, stochastic: its own images
+    matplotlib.pyplot.close(figure)

@@ -1,0 +1,229 @@
+"""Evaluation protocol: held-out objects, one input view, fixed targets and seeds, every method scored.
+
+For each held-out object (SRN layout) the model sees one input view and predicts fixed target views
+with four methods:
+
+- ``regression``: the feature field's RGB guess (channels 0-2 of the rendered features, trained with
+  an MSE loss) rendered at the image size: a pixelNeRF-style regression model sharing GeNVS's encoder;
+- ``deterministic``: GeNVS sampled without churn (an ODE: one answer per start noise);
+- ``stochastic``: GeNVS with the seed's churn (:func:`genvs.sampling.sampling_options`);
+- ``autoregressive``: stochastic, target after target, each conditioned on the input and earlier
+  generated targets (:func:`genvs.sampling.generate_trajectory`).
+
+Every method is scored per target view against the truth (:func:`genvs.metrics.psnr`, ``ssim``,
+``sharpness``, ``LPIPS`` when its weights are on disk) and, along the targets in their order, for
+multi-view consistency (:func:`genvs.metrics.reprojection_consistency`; the true views are scored too,
+as the ceiling the rendered depth allows). Scores are averaged per object, then reported as mean and
+standard deviation over objects.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from genvs.data.srn import SRNDataset, SRNFormatError
+from genvs.metrics import LPIPS, LPIPSUnavailable, psnr, reprojection_consistency, sharpness, ssim
+from genvs.sampling import eval_mode, generate_trajectory, sample_novel_views, sampling_options
+from genvs.seeding import derive_seed
+
+__all__ = ["EvaluationConfig", "PROTOCOLS", "METHODS", "METRICS", "evaluate", "results_table", "target_view_ids"]
+
+METHODS = ("regression", "deterministic", "stochastic", "autoregressive")
+METRICS = ("psnr", "ssim", "lpips", "sharpness", "consistency")
+METRIC_LABELS = {"psnr": "PSNR (dB) ↑", "ssim": "SSIM ↑", "lpips": "LPIPS ↓", "sharpness": "sharpness (truth = 1)",
+                 "consistency": "consistency (dB) ↑"}
+DIGITS = {"psnr": 2, "ssim": 3, "lpips": 3, "sharpness": 2, "consistency": 2}
+
+
+@dataclass(frozen=True)
+class EvaluationConfig:
+    """What is evaluated, and how.
+
+    Args:
+        split: the held-out split of the SRN-format data ("test" or "val").
+        max_objects: evaluate the first ``max_objects`` objects of the split (0: all).
+        input_view: index of the one input view of each object (SRN cars' 1-view protocol: 64).
+        target_views: this many targets spread evenly over the other views, in view order (0: all of them).
+        steps: sampler steps; seed: the sampling seed of object ``i`` is ``derive_seed(seed, i)``.
+        target_batch: targets sampled together (memory).
+        max_random: random earlier frames conditioning an autoregressive target (the seed: 4).
+    """
+
+    split: str = "test"
+    max_objects: int = 10
+    input_view: int = 0
+    target_views: int = 8
+    steps: int = 25
+    seed: int = 0
+    target_batch: int = 16
+    max_random: int = 4
+
+    def __post_init__(self):
+        for name in ("max_objects", "input_view", "target_views"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        for name in ("steps", "target_batch"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+
+
+PROTOCOLS = {
+    "smoke": EvaluationConfig(max_objects=2, target_views=3, steps=3),
+    "synthetic": EvaluationConfig(max_objects=10, target_views=8, steps=25),
+    # SRN cars, 1 input view: view 64 of each cars_test object in, the other 250 views out (as pixelNeRF);
+    # 250 steps of the stochastic sampler, as the seed reimplementation.
+    "srn": EvaluationConfig(max_objects=0, input_view=64, target_views=0, steps=250),
+}
+
+
+def target_view_ids(n_views: int, input_view: int, n_targets: int) -> list[int]:
+    """``n_targets`` view indices spread evenly (in order) over ``0 .. n_views - 1`` without ``input_view`` (0: all)."""
+    others = [view for view in range(n_views) if view != input_view]
+    if n_targets == 0 or n_targets >= len(others):
+        return others
+    return [others[index] for index in np.linspace(0, len(others) - 1, n_targets).round().astype(int)]
+
+
+@torch.no_grad()
+def _predict(model, views: dict[str, Tensor], config: EvaluationConfig, seed: int,
+             device: torch.device) -> dict[str, dict[str, Tensor]]:
+    """Every method's predictions ``images [T, 3, H, W]`` of one object's targets (view 0 is the input), with the
+    rendered ``depth`` and ``opacity [T, H, W]`` that go with them."""
+    inputs = [views[key][None, :1].to(device) for key in ("images", "K", "c2w")]
+    target_K, target_c2w = (views[key][None, 1:].to(device) for key in ("K", "c2w"))
+    with eval_mode(model):  # the regression: the field rendered at the image size, as pixelNeRF renders
+        field = model.field.render_image(model.field.encode(*inputs), target_K, target_c2w,
+                                         size=views["images"].shape[-1])
+    geometry = {key: field[key][0].cpu() for key in ("depth", "opacity")}
+    outputs = {"regression": {"images": field["features"][0, :, :3].clamp(-1, 1).cpu(), **geometry}}
+    for mode in ("deterministic", "stochastic"):
+        chunks = [sample_novel_views(model, *inputs, target_K[:, start:start + config.target_batch],
+                                     target_c2w[:, start:start + config.target_batch], seed=derive_seed(seed, start),
+                                     **sampling_options(mode, config.steps))["samples"][0].cpu()
+                  for start in range(0, target_c2w.shape[1], config.target_batch)]
+        outputs[mode] = {"images": torch.cat(chunks), **geometry}
+    trajectory = generate_trajectory(model, *(tensor[0] for tensor in inputs), target_K[0], target_c2w[0],
+                                     autoregressive=True, max_random=config.max_random, seed=seed, progress=False,
+                                     **sampling_options("stochastic", config.steps))
+    size = views["images"].shape[-2:]
+    outputs["autoregressive"] = {"images": trajectory["samples"], **{
+        key: F.interpolate(trajectory[key][:, None], size=size, mode="bilinear", align_corners=False)[:, 0]
+        for key in ("depth", "opacity")}}
+    return outputs
+
+
+def _object_scores(outputs: dict, truth: Tensor, K: Tensor, c2w: Tensor, lpips: LPIPS | None) -> dict[str, dict]:
+    """Per-method means over one object's targets (``truth [T, 3, H, W]``, target ``K``, ``c2w``)."""
+    scores = {}
+    for method, output in outputs.items():
+        images = output["images"]
+        method_scores = {"psnr": psnr(images, truth), "ssim": ssim(images, truth), "sharpness": sharpness(images, truth)}
+        if lpips is not None:
+            method_scores["lpips"] = lpips(images, truth)
+        if images.shape[0] > 1:
+            method_scores["consistency"] = reprojection_consistency(images, output["depth"], output["opacity"], K, c2w)["psnr"]
+        scores[method] = {name: float(values.nanmean()) for name, values in method_scores.items()}
+    if truth.shape[0] > 1:  # the truth's consistency under the field's rendered depth: the ceiling
+        field = outputs["regression"]
+        value = reprojection_consistency(truth, field["depth"], field["opacity"], K, c2w)["psnr"].nanmean()
+        scores["truth"] = {"consistency": float(value)}
+    return scores
+
+
+def _summary(per_object: list[dict[str, dict]]) -> dict[str, dict[str, dict]]:
+    """Mean, standard deviation and per-object values of every method's metrics across objects."""
+    summary = {}
+    for method in per_object[0]:
+        summary[method] = {}
+        for metric in per_object[0][method]:
+            values = np.array([scores[method][metric] for scores in per_object], dtype=float)
+            known = values[~np.isnan(values)]  # NaN: nothing to compare (e.g. no overlap between two views)
+            summary[method][metric] = {"mean": float(known.mean()) if known.size else float("nan"),
+                                       "std": float(known.std()) if known.size else float("nan"),
+                                       "per_object": values.tolist()}
+    return summary
+
+
+def evaluate(model, data: str | Path, config: EvaluationConfig = EvaluationConfig(), device: torch.device | str = "cpu",
+             lpips: bool = True, examples: int = 4, progress: bool = True) -> dict:
+    """Run the protocol (module docstring) with ``model`` on the held-out split of ``data``.
+
+    Args:
+        model: a trained :class:`genvs.model.GeNVS` (on ``device``).
+        data: SRN-format root holding ``*_{config.split}/``.
+        config: the protocol (:data:`PROTOCOLS`).
+        lpips: score LPIPS if its backbone weights are on disk (the reason is recorded if not).
+        examples: keep the predictions of this many objects' first ``min(T, 3)`` targets for a figure.
+    Returns:
+        a JSON-ready dict: ``protocol``, ``data``, ``objects`` (ids), ``views`` (input and target ids per
+        object), ``image_size``, ``lpips`` (``{"available", "reason"}``), ``metrics`` (method -> metric ->
+        ``{mean, std, per_object}``; the ``truth`` row has consistency only), ``seconds``, ``device``,
+        ``torch``; and, not JSON, ``examples``: ``{"input" [E, 3, H, W], "truth" [E, k, 3, H, W],
+        method: [E, k, 3, H, W]}``.
+    """
+    device = torch.device(device)
+    start = time.perf_counter()
+    size = model.config.field.encoder.image_size
+    dataset = SRNDataset(data, split=config.split, views_per_item=None, image_size=size)
+    n_objects = len(dataset) if config.max_objects == 0 else min(config.max_objects, len(dataset))
+    lpips_metric, reason = None, None
+    if lpips:
+        try:
+            lpips_metric = LPIPS(device)
+        except LPIPSUnavailable as error:
+            reason = str(error)
+            print(reason)
+    else:
+        reason = "LPIPS skipped: not asked for"
+    per_object, views_used, kept = [], [], []
+    for index in tqdm(range(n_objects), desc="evaluating", disable=not progress):
+        n_views = dataset.objects[index].n_views
+        if config.input_view >= n_views:
+            raise SRNFormatError(f"{dataset.objects[index].folder}: has {n_views} views, no input view "
+                                 f"{config.input_view}; choose another input view")
+        view_ids = [config.input_view] + target_view_ids(n_views, config.input_view, config.target_views)
+        views = dataset.load_views(index, view_ids)
+        outputs = _predict(model, views, config, derive_seed(config.seed, index), device)
+        per_object.append(_object_scores(outputs, views["images"][1:], views["K"][1:], views["c2w"][1:], lpips_metric))
+        views_used.append({"input": view_ids[0], "targets": view_ids[1:]})
+        if index < examples:
+            kept.append({"input": views["images"][0], "truth": views["images"][1:4],
+                         **{method: output["images"][:3] for method, output in outputs.items()}})
+    return {
+        "protocol": asdict(config),
+        "data": str(data),
+        "objects": [obj.object_id for obj in dataset.objects[:n_objects]],
+        "views": views_used,
+        "image_size": size,
+        "lpips": {"available": lpips_metric is not None, "reason": reason},
+        "metrics": _summary(per_object),
+        "seconds": time.perf_counter() - start,
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "torch": torch.__version__,
+        "examples": {key: torch.stack([example[key] for example in kept]) for key in kept[0]} if kept else {},
+    }
+
+
+def results_table(results: dict) -> str:
+    """A markdown table of ``results["metrics"]``: one row per method, ``mean ± std`` over objects."""
+    metrics = [name for name in METRICS if any(name in row for row in results["metrics"].values())]
+    lines = ["| method | " + " | ".join(METRIC_LABELS[name] for name in metrics) + " |",
+             "|---|" + "---|" * len(metrics)]
+    for method, row in results["metrics"].items():
+        cells = [f"{row[name]['mean']:.{DIGITS[name]}f} ± {row[name]['std']:.{DIGITS[name]}f}" if name in row else ""
+                 for name in metrics]
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    notes = [f"{len(results['objects'])} held-out objects, 1 input view, {len(results['views'][0]['targets'])} "
+             f"targets each, {results['image_size']} px, {results['protocol']['steps']} sampler steps; "
+             f"mean ± standard deviation over objects; {results['seconds']:.0f} s on {results['device']}."]
+    if not results["lpips"]["available"]:
+        notes.append(results["lpips"]["reason"])
+    return "\n".join(lines + [""] + notes) + "\n"

@@ -1,0 +1,84 @@
+import dataclasses
+import math
+
+import pytest
+import torch
+
+from genvs.data.srn import SRNFormatError
+from genvs.data.synthetic import make_dataset
+from genvs.evaluation import METHODS, PROTOCOLS, EvaluationConfig, evaluate, results_table, target_view_ids
+from genvs.model import GeNVS, genvs_config
+
+
+@pytest.fixture(scope="module")
+def cars(tmp_path_factory):
+    return make_dataset(tmp_path_factory.mktemp("cars"), n_objects=20, n_views=6, image_size=32, seed=0,
+                        progress=False)
+
+
+@pytest.fixture(scope="module")
+def model():
+    return GeNVS(genvs_config("smoke"), seed=0)
+
+
+def test_target_views_are_spread_in_order_without_the_input():
+    assert target_view_ids(10, 0, 3) == [1, 5, 9]
+    assert target_view_ids(10, 4, 0) == [0, 1, 2, 3, 5, 6, 7, 8, 9]
+    assert target_view_ids(251, 64, 0) == [view for view in range(251) if view != 64]  # SRN cars' protocol
+    assert target_view_ids(5, 2, 99) == [0, 1, 3, 4]
+
+
+def test_evaluation_scores_every_method_reproducibly(cars, model):
+    config = dataclasses.replace(PROTOCOLS["smoke"], target_views=3, steps=2, target_batch=2)
+    results = evaluate(model, cars, config, lpips=False, examples=1, progress=False)
+    assert list(results["metrics"]) == [*METHODS, "truth"]
+    for method in METHODS:
+        row = results["metrics"][method]
+        assert set(row) == {"psnr", "ssim", "sharpness", "consistency"}
+        assert all(len(row[name]["per_object"]) == 2 and math.isfinite(row[name]["mean"]) for name in row)
+    assert results["views"] == [{"input": 0, "targets": [1, 3, 5]}] * 2
+    assert results["examples"]["truth"].shape == (1, 3, 3, 32, 32)
+    assert results["examples"]["autoregressive"].shape == (1, 3, 3, 32, 32)
+    again = evaluate(model, cars, config, lpips=False, examples=0, progress=False)
+    assert again["metrics"] == results["metrics"]
+    other_seed = evaluate(model, cars, dataclasses.replace(config, seed=1), lpips=False, examples=0, progress=False)
+    assert other_seed["metrics"]["stochastic"] != results["metrics"]["stochastic"]
+    assert other_seed["metrics"]["regression"] == results["metrics"]["regression"]  # no randomness in regression
+
+
+def test_a_sampler_returning_the_truth_scores_perfectly(cars, model, monkeypatch):
+    # Replace the sampler by a copy of the truth: its PSNR must be infinite, SSIM 1 and sharpness 1.
+    import genvs.evaluation as evaluation
+
+    def perfect(model, images, K, c2w, target_K, target_c2w, **options):
+        return {"samples": truth_for(target_c2w)}
+
+    def truth_for(target_c2w):
+        index = [torch.equal(target_c2w[0, 0], pose) for pose in cameras].index(True)
+        return views["images"][index:index + target_c2w.shape[1]][None]
+
+    from genvs.data import SRNDataset
+    dataset = SRNDataset(cars, split="test", views_per_item=None, image_size=32)
+    views = dataset.load_views(0, [0, 1, 3, 5])
+    cameras = list(views["c2w"])
+    monkeypatch.setattr(evaluation, "sample_novel_views", perfect)
+    config = EvaluationConfig(max_objects=1, target_views=3, steps=2)
+    row = evaluate(model, cars, config, lpips=False, progress=False)["metrics"]["deterministic"]
+    assert math.isinf(row["psnr"]["mean"])
+    assert row["ssim"]["mean"] == pytest.approx(1.0) and row["sharpness"]["mean"] == pytest.approx(1.0)
+
+
+def test_results_table_has_a_row_per_method_and_says_why_lpips_is_missing(cars, model):
+    config = dataclasses.replace(PROTOCOLS["smoke"], max_objects=1, steps=1)
+    results = evaluate(model, cars, config, lpips=False, progress=False)
+    table = results_table(results)
+    for method in METHODS:
+        assert f"| {method} |" in table
+    assert "PSNR (dB)" in table and "LPIPS skipped: not asked for" in table
+
+
+def test_bad_protocols_are_refused_with_the_reason(cars, model):
+    with pytest.raises(ValueError, match="steps must be >= 1"):
+        EvaluationConfig(steps=0)
+    with pytest.raises(SRNFormatError, match="has 6 views, no input view 64"):
+        evaluate(model, cars, EvaluationConfig(max_objects=1, input_view=64), lpips=False, progress=False)
