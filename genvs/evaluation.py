@@ -58,7 +58,7 @@ class EvaluationConfig:
     """
 
     split: str = "test"
-    max_objects: int = 10
+    max_objects: int = 20
     input_view: int = 0
     target_views: int = 8
     steps: int = 25
@@ -77,7 +77,7 @@ class EvaluationConfig:
 
 PROTOCOLS = {
     "smoke": EvaluationConfig(max_objects=2, target_views=3, steps=3),
-    "synthetic": EvaluationConfig(max_objects=10, target_views=8, steps=25),
+    "synthetic": EvaluationConfig(max_objects=20, target_views=8, steps=25),
     # SRN cars, 1 input view: view 64 of each cars_test object in, the other 250 views out (as pixelNeRF);
     # 250 steps of the stochastic sampler, as the seed reimplementation.
     "srn": EvaluationConfig(max_objects=0, input_view=64, target_views=0, steps=250),

@@ -121,7 +121,6 @@ class LPIPS:
 
     def __init__(self, device: torch.device | str = "cpu", hub_dir: str | Path | None = None):
         import torchvision
-        from torchmetrics.image.lpip import LearnedPerceptualImagePatchSimilarity
 
         url = torchvision.models.AlexNet_Weights.DEFAULT.url
         hub_dir = Path(hub_dir) if hub_dir is not None else Path(torch.hub.get_dir())
@@ -130,6 +129,10 @@ class LPIPS:
             raise LPIPSUnavailable(f"LPIPS skipped: its AlexNet ImageNet weights are not on this machine "
                                    f"(looked for {self.backbone_path}; they are {url}, copy the file there to "
                                    f"enable LPIPS)")
+        try:
+            from torchmetrics.image.lpip import LearnedPerceptualImagePatchSimilarity
+        except ImportError as error:
+            raise LPIPSUnavailable(f"LPIPS skipped: torchmetrics is not installed ({error}); pip install torchmetrics")
         previous_hub = torch.hub.get_dir()
         torch.hub.set_dir(str(hub_dir))
         try:
@@ -163,8 +166,9 @@ def reprojection_consistency(frames: Tensor, depth: Tensor, opacity: Tensor, K: 
         depth, opacity: ``[N, H, W]`` rendered for the same cameras (upsample to ``H, W`` first).
         K: ``[N, 3, 3]`` intrinsics of the ``H x W`` frames; c2w: ``[N, 4, 4]``.
     Returns:
-        ``psnr [N - 1]`` per consecutive pair (NaN where no pixel could be compared) and
-        ``coverage [N - 1]``, the fraction of frame ``t + 1``'s pixels compared.
+        ``psnr [N - 1]`` per consecutive pair (NaN where no pixel could be compared), ``coverage [N - 1]``
+        (the fraction of frame ``t + 1``'s pixels compared), ``warped [N - 1, 3, H, W]`` (frame ``t`` seen
+        from camera ``t + 1``) and ``compared [N - 1, H, W]`` (the mask of compared pixels).
     """
     n_frames, _, height, width = frames.shape
     if depth.shape != (n_frames, height, width) or opacity.shape != depth.shape:
@@ -188,4 +192,4 @@ def reprojection_consistency(frames: Tensor, depth: Tensor, opacity: Tensor, K: 
     counts = compared.sum(dim=(1, 2))
     mse = (squared_error * compared).sum(dim=(1, 2)) / counts.clamp_min(1)
     score = torch.where(counts > 0, 10.0 * torch.log10(4.0 / mse), torch.full_like(mse, float("nan")))
-    return {"psnr": score, "coverage": counts / (height * width)}
+    return {"psnr": score, "coverage": counts / (height * width), "warped": warped, "compared": compared}

@@ -154,7 +154,8 @@ def test_consistency_of_true_views_with_exact_depth_is_high():
     assert (result["coverage"] > 0.6).all()
     same = reprojection_consistency(frames[:1].expand(2, -1, -1, -1), depth[:1].expand(2, -1, -1),
                                     torch.ones(2, 64, 64), K[:2], c2w[:1].expand(2, 4, 4))
-    assert same["psnr"].item() > 60 and same["coverage"].item() == 1.0
+    assert same["psnr"].item() > 60 and same["coverage"].item() == 1.0 and same["compared"].all()
+    torch.testing.assert_close(same["warped"], frames[:1], atol=1e-3, rtol=0)
 
 
 def test_consistency_drops_for_views_that_disagree_or_wrong_depth():
