@@ -150,7 +150,7 @@ class LPIPS:
 
 
 def reprojection_consistency(frames: Tensor, depth: Tensor, opacity: Tensor, K: Tensor, c2w: Tensor,
-                             opacity_threshold: float = 0.5, depth_tolerance: float = 0.03) -> dict[str, Tensor]:
+                             opacity_threshold: float = 0.5, depth_tolerance: float = 0.05) -> dict[str, Tensor]:
     """Do consecutive views agree about the same 3D points? Frame ``t`` warped into frame ``t + 1``.
 
     For each pixel ``p`` of frame ``t + 1`` the rendered depth gives its 3D point
