@@ -35,6 +35,7 @@ test: install
 
 bench: install
 	for script in benchmarks/bench_*.py; do $(PY) $$script || exit 1; done
+	$(PY) benchmarks/table.py
 
 clean:
 	rm -rf $(VENV) outputs *.egg-info
