@@ -13,7 +13,7 @@ of a view's time spent rendering features. Prints a table and writes
 ``benchmarks/results/sampling.json`` (``sampling_<device type>.json`` off the CPU).
 
     python benchmarks/bench_sampling.py                              # smoke and cpu presets
-    python benchmarks/bench_sampling.py --presets paper --repeats 1  # 128 px, ~115M U-Net
+    python benchmarks/bench_sampling.py --presets smoke cpu paper --repeats 2  # paper: 128 px, 115M U-Net
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ def main() -> None:
     def more(parser):
         parser.add_argument("--presets", nargs="+", default=["smoke", "cpu"], choices=sorted(PRESETS))
         parser.add_argument("--steps", type=int, default=25, help="sampler steps (denoiser calls)")
-        parser.add_argument("--batch", type=int, default=8, help="target views sampled together")
+        parser.add_argument("--batch", type=int, default=4, help="target views sampled together")
 
     args = device_arguments(__doc__, repeats=3, more=more)
     rows = [time_preset(preset, args.device, args.repeats, args.steps, args.batch) for preset in args.presets]

@@ -79,7 +79,8 @@ PROTOCOLS = {
     "smoke": EvaluationConfig(max_objects=2, target_views=3, steps=3),
     "synthetic": EvaluationConfig(max_objects=20, target_views=8, steps=25),
     # SRN cars, 1 input view: view 64 of each cars_test object in, the other 250 views out (as pixelNeRF);
-    # 250 steps of the stochastic sampler, as the seed reimplementation.
+    # 250 steps of the stochastic sampler, as the seed reimplementation. Long: 3 x 250 views x 250 denoiser
+    # calls per car (deterministic, stochastic, autoregressive); --max-objects / --steps for a first look.
     "srn": EvaluationConfig(max_objects=0, input_view=64, target_views=0, steps=250),
 }
 
