@@ -1,10 +1,11 @@
-"""Command line: ``python -m genvs make-data | train | sample | evaluate | demo``.
+"""Command line: ``python -m genvs make-data | train | export | sample | evaluate | demo``.
 
     python -m genvs make-data --out data/generated/cars --objects 100 --views 50 --size 64 --seed 0
     python -m genvs train --data data/generated/cars --preset cpu --steps 2000 --out runs/cpu
     python -m genvs train ... --out runs/cpu --resume                 # continue after a stop
     python -m genvs train ... --set lr_denoiser=1e-5 --set model.rgb_weight=0.5
     torchrun --nproc_per_node=8 -m genvs train --preset paper ...   # 8 GPUs (DDP)
+    python -m genvs export --checkpoint runs/cpu --out data/checkpoints/cpu   # EMA weights only, fp16
     python -m genvs sample --checkpoint runs/cpu --image car.png --pose pose.txt --intrinsics intrinsics.txt
     python -m genvs evaluate --checkpoint runs/cpu --data data/generated/cars --out outputs/eval
     python -m genvs evaluate --checkpoint runs/paper --data data/srn_cars --protocol srn --out outputs/eval_srn
@@ -29,9 +30,6 @@ def _make_data(args: argparse.Namespace) -> None:
     n_images = args.objects * args.views
     print(f"wrote {args.objects} objects x {args.views} views to {out} in {time.perf_counter() - start:.1f} s "
           f"({n_images} images)")
-
-
-SHIPPED_CHECKPOINTS = Path(__file__).resolve().parents[1] / "data" / "checkpoints"
 
 
 def _write_orbit(model, view: dict, out: Path, args: argparse.Namespace) -> dict[str, Path]:
@@ -60,21 +58,22 @@ def _demo(args: argparse.Namespace) -> None:
     """Data, a model (shipped checkpoint, or trained for a bounded time), then an orbit of a held-out car."""
     from genvs.data import SRNDataset
     from genvs.data.synthetic import make_dataset
-    from genvs.training import PRESETS, Trainer, load_model
+    from genvs.training import PRESETS, SHIPPED_CHECKPOINTS, Trainer, load_model, shipped_checkpoint
     from genvs.viz import save_contact_sheet
 
     start = time.perf_counter()
     out, config = Path(args.out), PRESETS[args.preset]
     size = config.model.field.encoder.image_size
-    data_dir = make_dataset(out / "data", n_objects=args.objects, n_views=args.views, image_size=size, seed=args.seed)
+    data_dir = make_dataset(out / "data", n_objects=args.objects, n_views=args.views, image_size=size,
+                            seed=args.data_seed)
     dataset = SRNDataset(data_dir, split="train", views_per_item=min(args.views, 8))
     sheet = save_contact_sheet([dataset[i]["images"] for i in range(min(len(dataset), 8))], out / "contact_sheet.png")
-    shipped = SHIPPED_CHECKPOINTS / args.preset
-    if (shipped / "latest.json").is_file():
-        print(f"loading the shipped checkpoint {shipped}")
+    shipped = shipped_checkpoint(args.preset)
+    if shipped is not None:
+        print(f"loading the shipped checkpoint {shipped} (its model card: {shipped / 'MODEL_CARD.md'})")
         model, _ = load_model(shipped)
     else:
-        print(f"no shipped checkpoint in {shipped}: training the {args.preset!r} preset for at most "
+        print(f"no shipped checkpoint in {SHIPPED_CHECKPOINTS / args.preset}: training the {args.preset!r} preset for at most "
               f"{args.train_minutes:g} min in {out / 'run'} (run demo again to train it further)")
         trainer = Trainer(config, data_dir, out / "run", args.train_steps, resume=True, sample_every=0,
                           checkpoint_every=0)
@@ -106,6 +105,22 @@ def _sample(args: argparse.Namespace) -> None:
     print(f"checkpoint step {config['step']}: {args.frames} frames, {args.mode} sampling, {args.steps} steps")
     for name, path in _write_orbit(model, view, Path(args.out), args).items():
         print(f"{name + ':':<15}{path}")
+
+
+def _export(args: argparse.Namespace) -> None:
+    """The EMA weights of a run, in half precision, as a small checkpoint to ship or share."""
+    import torch
+
+    from genvs.checkpoint import CheckpointError
+    from genvs.training import export_model
+
+    try:
+        path = export_model(args.checkpoint, args.out, dtype={"fp16": torch.float16, "bf16": torch.bfloat16,
+                                                               "fp32": torch.float32}[args.dtype])
+    except CheckpointError as error:
+        args.parser.error(str(error))
+    tensors = path.with_suffix(".safetensors")
+    print(f"wrote {path} and {tensors.name} ({tensors.stat().st_size / 1e6:.1f} MB, {args.dtype} EMA weights)")
 
 
 EVALUATION_OPTIONS = {"split": "split", "max_objects": "max_objects", "input_view": "input_view", "targets": "target_views",
@@ -222,6 +237,12 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--workers", type=int, default=0, help="data-loading processes")
     train.set_defaults(run=_train, parser=train)
 
+    export = commands.add_parser("export", help="a run's EMA weights alone, in fp16: a small checkpoint for sampling")
+    export.add_argument("--checkpoint", required=True, type=Path, help="a run folder or a step_*.json checkpoint")
+    export.add_argument("--out", required=True, type=Path, help="folder to write the exported checkpoint into")
+    export.add_argument("--dtype", choices=("fp16", "bf16", "fp32"), default="fp16")
+    export.set_defaults(run=_export, parser=export)
+
     from genvs.sampling import SAMPLING_MODES
 
     def orbit_options(command: argparse.ArgumentParser) -> None:
@@ -265,6 +286,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--preset", choices=sorted(TRAIN_PRESETS), default="cpu")
     demo.add_argument("--objects", type=int, default=40)
     demo.add_argument("--views", type=int, default=24)
+    demo.add_argument("--data-seed", type=int, default=1,
+                      help="seed of the synthetic cars (the shipped checkpoint was trained on seed 0's: these are new)")
     demo.add_argument("--train-minutes", type=float, default=4.0, help="training time without a shipped checkpoint")
     demo.add_argument("--train-steps", type=int, default=1000, help="length of the demo's training run")
     orbit_options(demo)

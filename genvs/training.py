@@ -57,8 +57,8 @@ from genvs.sampling import sample_novel_views
 from genvs.seeding import derive_seed, seeded_rng
 from genvs.viz import field_rgb, save_contact_sheet
 
-__all__ = ["TrainConfig", "PRESETS", "train_config", "StepBatches", "Trainer", "load_model",
-           "read_log"]
+__all__ = ["TrainConfig", "PRESETS", "train_config", "StepBatches", "Trainer", "load_model", "export_model",
+           "shipped_checkpoint", "read_log"]
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -212,9 +212,40 @@ def load_model(path: str | Path, device: torch.device | str = "cpu", ema: bool =
         the model in eval mode on ``device``, and the checkpoint's training config as a dict.
     """
     step, state, config = load_checkpoint(path, device=device)
+    weights = "ema" if ema else "model"
+    if weights not in state:
+        raise CheckpointError(f"{path}: this checkpoint holds only {sorted(state)} weights, not {weights!r} "
+                              f"(an exported checkpoint keeps the EMA weights only: load it with ema=True)")
     model = GeNVS(config_from_dict(TrainConfig, config).model)
-    model.load_state_dict(state["ema" if ema else "model"])
+    model.load_state_dict(state[weights])  # copies into the model's float32 parameters, whatever the stored dtype
     return model.to(device).eval(), {**config, "step": step}
+
+
+SHIPPED_CHECKPOINTS = Path(__file__).resolve().parents[1] / "data" / "checkpoints"
+
+
+def shipped_checkpoint(preset: str) -> Path | None:
+    """The folder of the checkpoint shipped for ``preset`` (``data/checkpoints/<preset>/``), or None if there is none."""
+    folder = SHIPPED_CHECKPOINTS / preset
+    return folder if latest_checkpoint(folder) is not None else None
+
+
+def export_model(run: str | Path, out: str | Path, dtype: torch.dtype = torch.float16) -> Path:
+    """Write a run's EMA weights alone, floating-point tensors in ``dtype``, as a checkpoint for sampling.
+
+    A training checkpoint carries the raw weights, the EMA weights and two AdamW moments (four
+    copies in float32); the export keeps the one copy sampling uses, at half the bytes in float16:
+    ``2 x parameters`` bytes. :func:`load_model` reads it like any checkpoint (``ema=True``).
+
+    Args:
+        run: a run folder (its latest checkpoint) or a checkpoint's ``.json``.
+        out: the folder to write (``step_N.safetensors``, ``step_N.json``, ``latest.json``).
+    Returns:
+        the path of the exported checkpoint's ``.json``.
+    """
+    step, state, config = load_checkpoint(run)
+    weights = {name: tensor.to(dtype) if tensor.is_floating_point() else tensor for name, tensor in state["ema"].items()}
+    return save_checkpoint(out, step, {"ema": weights}, config)
 
 
 def read_log(run_dir: str | Path) -> list[dict[str, float]]:

@@ -59,11 +59,13 @@ def test_sample_turns_an_srn_view_into_an_orbit(tmp_path):
     assert result.returncode == 2 and "missing.png: no such file" in result.stderr
 
 
-def test_evaluate_writes_every_result_and_says_why_lpips_was_skipped(tmp_path):
+def test_export_then_evaluate_writes_every_result_and_says_why_lpips_was_skipped(tmp_path):
     data = make_dataset(tmp_path / "cars", n_objects=20, n_views=5, image_size=32, seed=0, progress=False)
     Trainer(train_config("smoke", batch_size=2), data, tmp_path / "run", 1, sample_every=0, progress=False).run()
+    result = _run("export", "--checkpoint", str(tmp_path / "run"), "--out", str(tmp_path / "shipped"))
+    assert result.returncode == 0 and "fp16 EMA weights" in result.stdout, result.stderr
     no_weights = {"TORCH_HOME": str(tmp_path / "torch_home")}  # wherever this runs, no LPIPS backbone on disk
-    result = _run("evaluate", "--checkpoint", str(tmp_path / "run"), "--data", str(data), "--out",
+    result = _run("evaluate", "--checkpoint", str(tmp_path / "shipped"), "--data", str(data), "--out",
                   str(tmp_path / "eval"), "--protocol", "smoke", "--steps", "2", "--targets", "2", env=no_weights)
     assert result.returncode == 0, result.stderr
     results = json.loads((tmp_path / "eval" / "results.json").read_text())

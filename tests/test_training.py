@@ -10,7 +10,7 @@ from genvs.checkpoint import CheckpointError, load_checkpoint
 from genvs.data import SRNDataset
 from genvs.data.synthetic import make_dataset
 from genvs.model import GeNVS
-from genvs.training import StepBatches, Trainer, _lr_factor, load_model, read_log, train_config
+from genvs.training import StepBatches, Trainer, _lr_factor, export_model, load_model, read_log, train_config
 
 # the smoke model with small batches: about 0.1 s a step on one thread
 CONFIG = train_config("smoke", batch_size=2, target_views=1, warmup_steps=3)
@@ -179,3 +179,20 @@ def test_a_time_limit_stops_the_run_at_a_resumable_step(cars, tmp_path):
     assert [record["step"] for record in records] == [1]  # logged like a last step
     assert load_checkpoint(tmp_path / "run")[0] == 1
     assert _trainer(cars, tmp_path / "run", steps=50, resume=True).step == 1
+
+
+def test_an_export_keeps_the_ema_weights_in_half_the_bytes_and_loads_for_sampling(cars, tmp_path):
+    _trainer(cars, tmp_path / "run", steps=2).run()
+    exported = export_model(tmp_path / "run", tmp_path / "shipped")
+    step, state, _ = load_checkpoint(tmp_path / "shipped")
+    assert step == 2 and list(state) == ["ema"]
+    assert all(tensor.dtype == torch.float16 for tensor in state["ema"].values() if tensor.is_floating_point())
+    n_bytes = sum(tensor.numel() * tensor.element_size() for tensor in state["ema"].values())
+    assert exported.with_suffix(".safetensors").stat().st_size < n_bytes + 100_000  # tensors + a small header
+    trained, _ = load_model(tmp_path / "run")
+    shipped, config = load_model(tmp_path / "shipped")
+    assert config["step"] == 2 and next(shipped.parameters()).dtype == torch.float32
+    for name, value in shipped.state_dict().items():  # equal to the EMA weights up to fp16 rounding
+        torch.testing.assert_close(value, trained.state_dict()[name].half().to(value.dtype))
+    with pytest.raises(CheckpointError, match="only \\['ema'\\] weights"):
+        load_model(tmp_path / "shipped", ema=False)
