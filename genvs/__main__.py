@@ -283,7 +283,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser("demo", help="the main job: data, a model, an orbit video of a held-out car")
     demo.add_argument("--out", type=Path, default=Path("outputs/demo"))
-    demo.add_argument("--preset", choices=sorted(TRAIN_PRESETS), default="cpu")
+    demo.add_argument("--preset", choices=sorted(TRAIN_PRESETS), default="lesson",
+                      help="the model: a shipped checkpoint of this preset (data/checkpoints/PRESET), else trained here")
     demo.add_argument("--objects", type=int, default=40)
     demo.add_argument("--views", type=int, default=24)
     demo.add_argument("--data-seed", type=int, default=1,

@@ -196,3 +196,19 @@ def test_an_export_keeps_the_ema_weights_in_half_the_bytes_and_loads_for_samplin
         torch.testing.assert_close(value, trained.state_dict()[name].half().to(value.dtype))
     with pytest.raises(CheckpointError, match="only \\['ema'\\] weights"):
         load_model(tmp_path / "shipped", ema=False)
+
+
+def test_the_shipped_checkpoint_loads_and_samples_a_view(tmp_path):
+    from genvs.sampling import sample_novel_views
+    from genvs.training import shipped_checkpoint
+
+    folder = shipped_checkpoint("lesson")
+    assert folder is not None, "data/checkpoints/lesson/ should hold the course's reference checkpoint"
+    model, config = load_model(folder)
+    assert f"step {config['step']}" in (folder / "MODEL_CARD.md").read_text()
+    size = model.config.field.encoder.image_size
+    cars = make_dataset(tmp_path, n_objects=3, n_views=2, image_size=size, seed=1, progress=False)
+    views = SRNDataset(cars, split="test", views_per_item=2)[0]
+    result = sample_novel_views(model, views["images"][None, :1], views["K"][None, :1], views["c2w"][None, :1],
+                                views["K"][None, 1:], views["c2w"][None, 1:], steps=2, seed=0)
+    assert result["samples"].shape == (1, 1, 3, size, size) and result["samples"].isfinite().all()
