@@ -73,8 +73,8 @@ def _demo(args: argparse.Namespace) -> None:
         print(f"loading the shipped checkpoint {shipped} (its model card: {shipped / 'MODEL_CARD.md'})")
         model, _ = load_model(shipped)
     else:
-        print(f"no shipped checkpoint in {SHIPPED_CHECKPOINTS / args.preset}: training the {args.preset!r} preset for at most "
-              f"{args.train_minutes:g} min in {out / 'run'} (run demo again to train it further)")
+        print(f"no shipped checkpoint in {SHIPPED_CHECKPOINTS / args.preset}: training the {args.preset!r} preset "
+              f"for at most {args.train_minutes:g} min in {out / 'run'} (run demo again to train it further)")
         trainer = Trainer(config, data_dir, out / "run", args.train_steps, resume=True, sample_every=0,
                           checkpoint_every=0)
         trainer.run(time_limit=args.train_minutes * 60)
