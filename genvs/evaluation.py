@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 
 from genvs.data.srn import SRNDataset, SRNFormatError
 from genvs.metrics import LPIPS, LPIPSUnavailable, psnr, reprojection_consistency, sharpness, ssim
-from genvs.sampling import eval_mode, generate_trajectory, sample_novel_views, sampling_options
+from genvs.sampling import eval_mode, generate_trajectory, sample_images, sampling_options
 from genvs.seeding import derive_seed
 
 __all__ = ["EvaluationConfig", "PROTOCOLS", "METHODS", "METRICS", "evaluate", "results_table", "target_view_ids"]
@@ -100,17 +100,20 @@ def _predict(model, views: dict[str, Tensor], config: EvaluationConfig, seed: in
     rendered ``depth`` and ``opacity [T, H, W]`` that go with them."""
     inputs = [views[key][None, :1].to(device) for key in ("images", "K", "c2w")]
     target_K, target_c2w = (views[key][None, 1:].to(device) for key in ("K", "c2w"))
-    with eval_mode(model):  # the regression: the field rendered at the image size, as pixelNeRF renders
-        field = model.field.render_image(model.field.encode(*inputs), target_K, target_c2w,
-                                         size=views["images"].shape[-1])
+    samples = {"deterministic": [], "stochastic": []}
+    with eval_mode(model):
+        encoded = model.field.encode(*inputs)  # once, for the regression and both samplers
+        # the regression: the field rendered at the image size, as pixelNeRF renders
+        field = model.field.render_image(encoded, target_K, target_c2w, size=views["images"].shape[-1])
+        for start in range(0, target_c2w.shape[1], config.target_batch):
+            chunk = slice(start, start + config.target_batch)
+            cond, _ = model.condition(encoded, target_K[:, chunk], target_c2w[:, chunk])  # shared by both samplers
+            for mode, chunks in samples.items():
+                chunks.append(sample_images(model.denoiser, cond, seed=derive_seed(seed, start),
+                                            **sampling_options(mode, config.steps)).cpu())
     geometry = {key: field[key][0].cpu() for key in ("depth", "opacity")}
-    outputs = {"regression": {"images": field["features"][0, :, :3].clamp(-1, 1).cpu(), **geometry}}
-    for mode in ("deterministic", "stochastic"):
-        chunks = [sample_novel_views(model, *inputs, target_K[:, start:start + config.target_batch],
-                                     target_c2w[:, start:start + config.target_batch], seed=derive_seed(seed, start),
-                                     **sampling_options(mode, config.steps))["samples"][0].cpu()
-                  for start in range(0, target_c2w.shape[1], config.target_batch)]
-        outputs[mode] = {"images": torch.cat(chunks), **geometry}
+    outputs = {"regression": {"images": field["features"][0, :, :3].clamp(-1, 1).cpu(), **geometry},
+               **{mode: {"images": torch.cat(chunks), **geometry} for mode, chunks in samples.items()}}
     trajectory = generate_trajectory(model, *(tensor[0] for tensor in inputs), target_K[0], target_c2w[0],
                                      autoregressive=True, max_random=config.max_random, seed=seed, progress=False,
                                      **sampling_options("stochastic", config.steps))
