@@ -10,17 +10,23 @@ Conventions (see DESIGN.md, one of each everywhere):
 * Ray directions have camera-space z-component 1, so the ray parameter ``t`` is depth along the
   optical axis: ``x = o + t * d`` lies at camera depth ``t``.
 
-Every function is batched over leading dimensions and differentiable.
+Every function is batched over leading dimensions and differentiable. Rays, projection and
+unprojection always compute in (at least) float32, whatever autocast is active
+(:func:`full_precision`): in bf16 a 128 px camera's projected pixels are off by up to a pixel.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import math
+from typing import Callable, TypeVar
 
 import torch
 from torch import Tensor
 
 __all__ = [
+    "full_precision",
     "make_intrinsics",
     "rescale_intrinsics",
     "pixel_rays",
@@ -36,6 +42,36 @@ __all__ = [
     "rotate_around",
     "trajectory_from",
 ]
+
+
+Function = TypeVar("Function", bound=Callable)
+LOW_PRECISION = (torch.float16, torch.bfloat16)
+
+
+def full_precision(function: Function) -> Function:
+    """Decorator: run ``function`` with autocast off and its half-precision tensor arguments in float32.
+
+    Geometry (rays, projection, volume coordinates) needs float32 whatever autocast a training
+    step runs under: bf16 keeps 8 significant bits. Measured on SRN's 128 px camera (``f = 131.25``)
+    under CPU bf16 autocast without it: projected pixels off by up to 0.94 px, depths by 0.009
+    (0.6 of 64 depth planes over [0.8, 1.8]). float64 arguments stay float64.
+    """
+
+    @functools.wraps(function)
+    def wrapper(*args, **kwargs):
+        tensors = [value for value in (*args, *kwargs.values()) if isinstance(value, Tensor)]
+        device_type = tensors[0].device.type if tensors else "cpu"
+        no_autocast = (torch.autocast(device_type, enabled=False) if torch.amp.is_autocast_available(device_type)
+                       else contextlib.nullcontext())  # e.g. the meta device: no autocast to turn off
+        with no_autocast:
+            return function(*(_at_least_float32(value) for value in args),
+                            **{name: _at_least_float32(value) for name, value in kwargs.items()})
+
+    return wrapper
+
+
+def _at_least_float32(value):
+    return value.float() if isinstance(value, Tensor) and value.dtype in LOW_PRECISION else value
 
 
 def make_intrinsics(focal: float, cx: float, cy: float, dtype=torch.float32) -> Tensor:
@@ -61,6 +97,7 @@ def rescale_intrinsics(K: Tensor, scale_x: float, scale_y: float | None = None) 
     return K * scale
 
 
+@full_precision
 def pixel_rays(K: Tensor, c2w: Tensor, height: int, width: int) -> tuple[Tensor, Tensor]:
     """World-space rays through every pixel centre.
 
@@ -89,6 +126,7 @@ def pixel_rays(K: Tensor, c2w: Tensor, height: int, width: int) -> tuple[Tensor,
     return origins, directions
 
 
+@full_precision
 def world_to_camera(points: Tensor, c2w: Tensor) -> Tensor:
     """Camera-space coordinates ``x_cam = R^T (x - t)`` of world points.
 
@@ -103,6 +141,7 @@ def world_to_camera(points: Tensor, c2w: Tensor) -> Tensor:
     return (points - centre) @ rotation  # row-vector form of R^T (x - t)
 
 
+@full_precision
 def project(points: Tensor, K: Tensor, c2w: Tensor) -> tuple[Tensor, Tensor]:
     """Project world points into a camera: ``[u, v, 1]^T = K x_cam / z``.
 
@@ -123,6 +162,7 @@ def project(points: Tensor, K: Tensor, c2w: Tensor) -> tuple[Tensor, Tensor]:
     return uv, depth
 
 
+@full_precision
 def unproject(uv: Tensor, depth: Tensor, K: Tensor, c2w: Tensor) -> Tensor:
     """Inverse of :func:`project`: ``x = R (z K^{-1} [u, v, 1]^T) + t``.
 

@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from genvs import rendering
-from genvs.cameras import pixel_rays, project, rescale_intrinsics
+from genvs.cameras import full_precision, pixel_rays, project, rescale_intrinsics
 from genvs.config import from_preset
 from genvs.encoder import ENCODER_PRESETS, EncoderConfig, VolumeEncoder
 from genvs.seeding import draw, seeded_rng
@@ -133,6 +133,7 @@ def plane_depths(near: float, far: float, n_planes: int) -> Tensor:
     return near + (torch.arange(n_planes, dtype=torch.float32) + 0.5) * (far - near) / n_planes
 
 
+@full_precision
 def volume_coordinates(points: Tensor, K: Tensor, c2w: Tensor, image_size: int, near: float,
                        far: float) -> tuple[Tensor, Tensor]:
     """Where world points fall in input views' frustum volumes, and whether they fall inside.
@@ -140,7 +141,8 @@ def volume_coordinates(points: Tensor, K: Tensor, c2w: Tensor, image_size: int, 
     ``coords = (2u/W - 1, 2v/H - 1, 2(z - near)/(far - near) - 1)`` with ``(u, v), z`` from
     :func:`genvs.cameras.project` and ``W = H = image_size``; ``visible = all(|coords| <= 1 + 1e-5)``
     (the tolerance keeps points exactly on the boundary, such as unjittered samples at ``near``,
-    visible despite rounding; they read the border voxel).
+    visible despite rounding; they read the border voxel). Computed in float32 under any autocast
+    (:func:`genvs.cameras.full_precision`); ``F.grid_sample`` samples in float32 under autocast too.
 
     Args:
         points: ``[..., N, 3]`` world points.
