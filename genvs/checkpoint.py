@@ -7,9 +7,10 @@ A checkpoint is any nested state -- dicts and lists of tensors, numbers, strings
     step_000000N.safetensors   every tensor of the state, keyed by its path ("optimiser/state/0/exp_avg")
     step_000000N.json          the config and the state with each tensor replaced by {"__tensor__": path}
 
-and ``latest.json`` names the newest complete one. Each file is written to a temporary name and
-moved into place with ``os.replace`` (atomic on POSIX and Windows), and ``latest.json`` is
-replaced last: a crash at any moment leaves the previous checkpoint as the latest, intact.
+and ``latest.json`` names the newest complete one. Each file is written to a temporary name,
+flushed to disk (``fsync``), moved into place with ``os.replace`` (atomic on POSIX and Windows)
+and its folder flushed, and ``latest.json`` is replaced last: a crash or a power cut at any
+moment leaves the previous checkpoint as the latest, intact.
 Loading reads only safetensors and JSON, so a checkpoint cannot run code.
 """
 
@@ -74,13 +75,32 @@ def unflatten_state(skeleton: Any, tensors: dict[str, Tensor]) -> Any:
 
 
 def _write_atomically(path: Path, write) -> None:
-    """Call ``write(temporary_path)``, then move the result to ``path`` in one step."""
+    """Call ``write(temporary_path)``, then move the result to ``path`` in one step, durably.
+
+    The file's bytes reach the disk (``fsync``) before the rename, and the rename itself (the
+    folder's entry) after it: a power cut can leave the old file or the new one, never a name
+    pointing at unwritten data.
+    """
     temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         write(temporary)
+        with temporary.open("rb") as file:
+            os.fsync(file.fileno())
         os.replace(temporary, path)
+        _fsync_folder(path.parent)
     finally:
         temporary.unlink(missing_ok=True)
+
+
+def _fsync_folder(folder: Path) -> None:
+    """Flush a folder's entries to disk (POSIX; Windows cannot open a folder, and does not need it)."""
+    if os.name != "posix":
+        return
+    descriptor = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
 
 
 def save_checkpoint(run_dir: str | Path, step: int, state: dict, config: dict) -> Path:

@@ -12,6 +12,7 @@ One step, with ``A`` micro-batches of gradient accumulation and ``W`` processes:
 
     g = (1 / (A W)) sum_{processes} sum_{a < A} grad L(batch_{t, a, rank})    (DDP averages over processes)
     g <- g * min(1, grad_clip / ||g||)                                          (gradient clipping)
+         (||g|| not finite: fp16 skips the step, as its gradient scaler does; fp32 and bf16 stop the run)
     theta <- AdamW(theta, g, lr_part(t))      lr(t) = lr * warmup(t) * cosine(t)  (per part)
     theta_ema <- decay(t) theta_ema + (1 - decay(t)) theta                       (EMA, for sampling)
 
@@ -182,17 +183,28 @@ class StepBatches(torch.utils.data.Dataset):
         return {**batch, "n_inputs": torch.tensor(n_inputs)}
 
 
-def _distributed() -> tuple[int, int, int]:
-    """``(rank, world_size, local_rank)`` from torchrun's environment; starts the process group if needed."""
+def _process_device(requested: torch.device | str | None, local_rank: int) -> torch.device:
+    """This process's device: ``requested`` (a bare ``"cuda"`` is ``cuda:LOCAL_RANK``), by default
+    ``cuda:LOCAL_RANK`` when CUDA is available, else the CPU."""
+    if requested is None:
+        return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
+    device = torch.device(requested)
+    return torch.device("cuda", local_rank) if device.type == "cuda" and device.index is None else device
+
+
+def _join_processes(device: torch.device) -> tuple[int, int]:
+    """``(rank, world_size)`` from torchrun's environment, after selecting this process's GPU.
+
+    ``torch.cuda.set_device`` comes first, before anything touches CUDA (otherwise every process
+    opens a context on GPU 0); then, for more than one process, the process group starts with the
+    backend the device needs: NCCL on CUDA, gloo on the CPU (``--device cpu`` on a GPU machine too).
+    """
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
     if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    return rank, world, local_rank
-
-
-def _default_device(local_rank: int) -> torch.device:
-    return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return int(os.environ.get("RANK", "0")), world
 
 
 def _lr_factor(step: int, warmup_steps: int, total_steps: int, min_fraction: float) -> float:
@@ -269,7 +281,7 @@ class Trainer:
         resume: continue the run in ``out`` from its latest checkpoint (starts fresh if it has none).
         init: a run folder or checkpoint whose model weights start this run (the staged recipe);
             its model config must equal ``config.model``.
-        device: default: ``cuda:LOCAL_RANK`` if CUDA is available, else the CPU.
+        device: default: ``cuda:LOCAL_RANK`` if CUDA is available, else the CPU (``"cuda"``: ``cuda:LOCAL_RANK``).
         log_every, sample_every, checkpoint_every: intervals in steps (sample/checkpoint default:
             a tenth of the run); 0 turns samples or intermediate checkpoints off.
         sample_objects, sample_steps: objects in each sample grid, sampler steps (Heun).
@@ -288,8 +300,8 @@ class Trainer:
         if steps < 1:
             raise ValueError(f"steps must be >= 1, got {steps}")
         self.config, self.out, self.steps = config, Path(out), steps
-        self.rank, self.world_size, local_rank = _distributed()
-        self.device = torch.device(device) if device is not None else _default_device(local_rank)
+        self.device = _process_device(device, int(os.environ.get("LOCAL_RANK", "0")))
+        self.rank, self.world_size = _join_processes(self.device)
         self.log_every, self.keep_checkpoints = max(1, log_every), keep_checkpoints
         self.sample_objects, self.sample_steps = sample_objects, sample_steps
         self.sample_every = max(1, steps // 10) if sample_every is None else sample_every
@@ -325,10 +337,11 @@ class Trainer:
         return dataclasses.asdict(self.config)
 
     def state(self) -> dict:
-        """Everything a checkpoint holds: weights, EMA, optimiser, schedules and the run length."""
+        """Everything a checkpoint holds: weights, EMA, optimiser, schedules, the run length and the number of processes."""
         return {"model": self.model.state_dict(), "ema": self.ema.state_dict(),
                 "optimiser": self.optimiser.state_dict(), "scheduler": self.scheduler.state_dict(),
-                "ema_warmup": self.ema_warmup.state_dict(), "scaler": self.scaler.state_dict(), "steps": self.steps}
+                "ema_warmup": self.ema_warmup.state_dict(), "scaler": self.scaler.state_dict(), "steps": self.steps,
+                "world_size": self.world_size}
 
     def _start(self, resume: bool, init: str | Path | None) -> None:
         existing = latest_checkpoint(self.out)
@@ -346,6 +359,7 @@ class Trainer:
             self.scaler.load_state_dict(state["scaler"])
             self._note(f"resumed {self.out} at step {self.step}" +
                        (f" (run length {state['steps']} -> {self.steps})" if state["steps"] != self.steps else ""))
+            self._warn_if_world_size_changed(state.get("world_size", 1))  # checkpoints before this field: 1 process
         else:
             if resume:
                 self._note(f"nothing to resume in {self.out}: starting at step 0")
@@ -356,15 +370,28 @@ class Trainer:
             (self.out / "config.json").write_text(json.dumps(self._config_dict(), indent=1))
             self._truncate_log()
 
+    def _warn_if_world_size_changed(self, saved: int) -> None:
+        """Resuming with another number of processes continues, with a warning of what changes."""
+        if saved == self.world_size:
+            return
+        accumulation = self.config.grad_accumulation
+        self._note(f"warning: this run was saved by {saved} process(es) and resumes with {self.world_size}: each step "
+                   f"now averages {self.world_size} x {accumulation} micro-batches of {self.config.batch_size} objects "
+                   f"(was {saved} x {accumulation}), and the steps from here see other data than an uninterrupted run "
+                   f"would have. Resume with {saved} process(es) to continue exactly.")
+
     def _initialise_from(self, init: str | Path) -> None:
+        """Start from another run's weights (the staged recipe): its raw weights into the model, its EMA into the
+        EMA (an export holds the EMA only: it starts both)."""
         step, state, config = load_checkpoint(init, device=self.device)
         expected = json.loads(json.dumps(dataclasses.asdict(self.config.model)))
         if config.get("model") != expected:
             raise CheckpointError(f"{init}: its model config differs from this run's (the staged recipe needs the "
                                   f"same model in every stage): {config_differences(config.get('model', {}), expected)}")
-        self.model.load_state_dict(state["model"])
-        self.ema.load_state_dict(state["model"])
-        self._note(f"initialised the model from {init} (step {step})")
+        self.model.load_state_dict(state.get("model", state["ema"]))
+        self.ema.load_state_dict(state["ema"])
+        self._note(f"initialised the model from {init} (step {step}): " +
+                   ("its raw weights and its EMA" if "model" in state else "its EMA weights (an export), in both"))
 
     def _note(self, message: str) -> None:
         if self.rank == 0:
@@ -409,7 +436,13 @@ class Trainer:
         return record
 
     def train_step(self, micro_batches: Iterator[dict[str, Tensor]]) -> dict[str, float]:
-        """One optimiser step (module docstring); returns the mean losses of its micro-batches."""
+        """One optimiser step (module docstring); returns the mean losses of its micro-batches and ``grad_norm``.
+
+        A non-finite gradient never reaches the weights, the EMA or a checkpoint: in fp16 the
+        gradient scaler skips the step (weights and EMA unchanged, the loss scale halves: the
+        ``loss_scale`` column of the log); otherwise the run stops with a ``FloatingPointError``
+        naming the step and the parts whose gradients are not finite.
+        """
         accumulation = self.config.grad_accumulation
         totals: dict[str, float] = {}
         for micro in range(accumulation):
@@ -421,17 +454,41 @@ class Trainer:
                 self.scaler.scale(losses["loss"] / accumulation).backward()
             totals = {name: totals.get(name, 0.0) + value / accumulation for name, value in record.items()}
         self.scaler.unscale_(self.optimiser)
-        parameters = [p for group in self.optimiser.param_groups for p in group["params"]]
-        if self.config.grad_clip > 0:
-            totals["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(parameters, self.config.grad_clip))
-        self.scaler.step(self.optimiser)
+        parameters = [p for group in self.optimiser.param_groups for p in group["params"] if p.grad is not None]
+        grad_norm = torch.nn.utils.get_total_norm([p.grad for p in parameters])
+        totals["grad_norm"] = float(grad_norm)  # the step's one host sync for the gradients
+        finite = math.isfinite(totals["grad_norm"])
+        if not finite and not self.scaler.is_enabled():
+            message = (f"step {self.step}: non-finite gradient (norm {totals['grad_norm']}) in "
+                       f"{self._non_finite_parts()}, with a finite loss {totals['loss']:.4g}. Nothing was updated with "
+                       f"it (weights, EMA, checkpoints). The last good checkpoint is "
+                       f"{latest_checkpoint(self.out) or 'none yet'}; try a lower learning rate or --set precision=fp32, "
+                       f"then --resume")
+            self.optimiser.zero_grad(set_to_none=True)
+            raise FloatingPointError(message)
+        if finite and self.config.grad_clip > 0:
+            torch.nn.utils.clip_grads_with_norm_(parameters, self.config.grad_clip, grad_norm)
+        self.scaler.step(self.optimiser)  # fp16: skipped when a gradient is not finite
         self.scaler.update()
         self.optimiser.zero_grad(set_to_none=True)
         self.scheduler.step()
-        k_diffusion.utils.ema_update(self.model, self.ema, self.ema_warmup.get_value())
-        self.ema_warmup.step()
+        if finite:
+            k_diffusion.utils.ema_update(self.model, self.ema, self.ema_warmup.get_value())
+        self.ema_warmup.step()  # decay(t) follows the step count, skipped steps included
+        if self.scaler.is_enabled():
+            totals["loss_scale"] = self.scaler.get_scale()
         self.step += 1
         return totals
+
+    def _non_finite_parts(self) -> str:
+        """``"denoiser (2 tensors, e.g. denoiser.inner_model...)"`` for each part with non-finite gradients."""
+        names = {parameter: name for name, parameter in self.model.named_parameters()}
+        found = []
+        for group in self.optimiser.param_groups:
+            bad = [names[p] for p in group["params"] if p.grad is not None and not torch.isfinite(p.grad).all()]
+            if bad:
+                found.append(f"{group['name']} ({len(bad)} tensors, e.g. {bad[0]})")
+        return ", ".join(found) or "no single tensor (the norm itself overflowed)"
 
     # -- the loop ------------------------------------------------------------------------------
 

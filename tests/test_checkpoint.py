@@ -1,5 +1,7 @@
 import dataclasses
 import json
+import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -123,3 +125,30 @@ def test_mismatched_config_and_missing_checkpoints_give_clear_errors(tmp_path):
 def test_unsupported_values_are_refused_with_their_path():
     with pytest.raises(CheckpointError, match="model/extra: cannot store a set"):
         checkpoint.flatten_state({"model": {"extra": {1, 2}}})
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="names open files through Linux's /proc")
+def test_every_file_reaches_the_disk_before_its_rename_and_the_rename_after(tmp_path, monkeypatch):
+    """fsync(file) -> os.replace -> fsync(folder), for both files and the latest pointer, in that order."""
+    events = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(descriptor):
+        events.append(("fsync", os.readlink(f"/proc/self/fd/{descriptor}")))
+        real_fsync(descriptor)
+
+    def replace(source, target):
+        events.append(("replace", str(source), str(target)))
+        real_replace(source, target)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    save_checkpoint(tmp_path, 3, {"weights": torch.ones(2)}, {"lr": 1.0})
+    replaces = [event for event in events if event[0] == "replace"]
+    assert [Path(target).name for _, _, target in replaces] == ["step_000000003.safetensors", "step_000000003.json",
+                                                                 "latest.json"]
+    for _, temporary, target in replaces:
+        at = events.index(("replace", temporary, target))
+        assert events[at - 1] == ("fsync", str(Path(temporary).resolve())), events  # the bytes first
+        assert events[at + 1] == ("fsync", str(Path(target).parent.resolve())), events  # then the folder entry
+    assert load_checkpoint(tmp_path)[0] == 3

@@ -6,7 +6,7 @@ import sys
 import pytest
 import torch
 
-from genvs.checkpoint import CheckpointError, load_checkpoint
+from genvs.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint
 from genvs.data import SRNDataset
 from genvs.data.synthetic import make_dataset
 from genvs.model import GeNVS
@@ -85,7 +85,7 @@ def test_an_existing_run_is_never_overwritten_and_a_different_config_is_refused(
                                                                      warmup_steps=3, lr_denoiser=0.5), resume=True)
 
 
-def test_two_processes_compute_what_one_process_accumulating_two_batches_does(cars, tmp_path):
+def test_two_processes_compute_what_one_process_accumulating_two_batches_does(cars, tmp_path, capsys):
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "genvs",
                "train", "--data", str(cars), "--preset", "smoke", "--steps", "3", "--out", str(tmp_path / "ddp"),
                "--set", "batch_size=2", "--set", "target_views=1", "--set", "warmup_steps=3", "--sample-every", "0",
@@ -102,6 +102,14 @@ def test_two_processes_compute_what_one_process_accumulating_two_batches_does(ca
     assert max(differences.values()) < 1e-4, sorted(differences.items(), key=lambda item: -item[1])[:3]
     initial = GeNVS(config.model, seed=config.seed).state_dict()  # and training did move the weights
     assert not torch.equal(two["field.mlp.0.weight"], initial["field.mlp.0.weight"])
+    # the checkpoint knows it came from 2 processes; resuming it in 1 continues, and says what changes
+    assert load_checkpoint(tmp_path / "ddp")[1]["world_size"] == 2
+    capsys.readouterr()
+    resumed = _trainer(cars, tmp_path / "ddp", steps=4, config=train_config("smoke", batch_size=2, target_views=1,
+                                                                            warmup_steps=3), resume=True)
+    assert "saved by 2 process(es) and resumes with 1" in capsys.readouterr().out
+    resumed.run()
+    assert load_checkpoint(tmp_path / "ddp")[0] == 4
 
 
 def test_a_non_finite_loss_stops_the_run_before_the_weights_change(cars, tmp_path, monkeypatch):
@@ -212,3 +220,103 @@ def test_the_shipped_checkpoint_loads_and_samples_a_view(tmp_path):
     result = sample_novel_views(model, views["images"][None, :1], views["K"][None, :1], views["c2w"][None, :1],
                                 views["K"][None, 1:], views["c2w"][None, 1:], steps=2, seed=0)
     assert result["samples"].shape == (1, 1, 3, size, size) and result["samples"].isfinite().all()
+
+
+def _trained_parameters(trainer, part="model"):
+    """The trained parts' parameters of the model or the EMA, by name, as copies."""
+    module = trainer.model if part == "model" else trainer.ema
+    trained = {name for name, parameter in trainer.model.named_parameters() if parameter.requires_grad}
+    return {name: value.detach().clone() for name, value in module.named_parameters() if name in trained}
+
+
+def test_a_non_finite_gradient_with_a_finite_loss_stops_before_the_weights_the_ema_or_a_checkpoint(cars, tmp_path):
+    trainer = _trainer(cars, tmp_path / "run", steps=5, checkpoint_every=1)
+    model, ema = _trained_parameters(trainer), _trained_parameters(trainer, "ema")
+    trainer.model.field.mlp[0].weight.register_hook(lambda gradient: gradient * float("nan"))  # the loss stays finite
+    with pytest.raises(FloatingPointError, match=r"step 0: non-finite gradient .* in field \(1 tensors, e\.g\. "
+                                                 r"field\.mlp\.0\.weight\), with a finite loss .*--resume"):
+        trainer.run()
+    torch.testing.assert_close(_trained_parameters(trainer), model, rtol=0, atol=0)
+    torch.testing.assert_close(_trained_parameters(trainer, "ema"), ema, rtol=0, atol=0)
+    assert latest_checkpoint(tmp_path / "run") is None
+
+
+def test_fp16_skips_a_step_with_an_inf_gradient_and_carries_on(cars, tmp_path):
+    trainer = _trainer(cars, tmp_path / "run", steps=4, log_every=1,
+                       config=train_config("smoke", batch_size=2, target_views=1, precision="fp16"))
+    initial, initial_ema = _trained_parameters(trainer), _trained_parameters(trainer, "ema")
+    poisoned = [0]  # the first backward pass gets an inf gradient in the denoiser
+
+    def poison(gradient):
+        if poisoned[0] == 0:
+            poisoned[0] = 1
+            return gradient + float("inf")
+        return gradient
+
+    next(trainer.model.denoiser.parameters()).register_hook(poison)
+    after_step = {}
+    records = trainer.run(callback=lambda record: after_step.setdefault(
+        record["step"], (_trained_parameters(trainer), _trained_parameters(trainer, "ema"))))
+    first = records[0]
+    assert not math.isfinite(first["grad_norm"]) and math.isfinite(first["loss"])
+    assert first["loss_scale"] == 2.0**15  # GradScaler's 2^16, halved by the skipped step
+    torch.testing.assert_close(after_step[1][0], initial, rtol=0, atol=0)  # the step changed nothing
+    torch.testing.assert_close(after_step[1][1], initial_ema, rtol=0, atol=0)
+    assert any(math.isfinite(record["grad_norm"]) for record in records[1:])
+    final = _trained_parameters(trainer)
+    assert all(value.isfinite().all() for value in final.values())
+    assert any(not torch.equal(final[name], initial[name]) for name in final)  # later steps did train
+    assert all(value.isfinite().all() for value in load_checkpoint(tmp_path / "run")[1]["ema"].values())
+
+
+def test_the_ema_follows_its_decay_formula(cars, tmp_path):
+    """theta_ema(t) = d(t) theta_ema(t-1) + (1 - d(t)) theta(t), d(t) = min(ema_max, 1 - (1 + t)^-ema_power)."""
+    config = train_config("smoke", batch_size=2, target_views=1, warmup_steps=3, ema_power=0.75, ema_max=0.6)
+    trainer = _trainer(cars, tmp_path / "run", steps=5, log_every=1, config=config)
+    snapshots = [(_trained_parameters(trainer), _trained_parameters(trainer, "ema"))]
+    trainer.run(callback=lambda record: snapshots.append((_trained_parameters(trainer),
+                                                          _trained_parameters(trainer, "ema"))))
+    decays = [min(0.6, 1 - (1 + t) ** -0.75) for t in range(5)]  # 0, 0.405, 0.56, 0.6 (capped), 0.6
+    for t, decay in enumerate(decays):
+        (model, ema), previous_ema = snapshots[t + 1], snapshots[t][1]
+        for name in ema:
+            torch.testing.assert_close(ema[name], decay * previous_ema[name] + (1 - decay) * model[name],
+                                       rtol=1e-5, atol=1e-6)
+    assert any(not torch.equal(snapshots[-1][0][name], snapshots[-1][1][name]) for name in snapshots[-1][0])
+
+
+def test_init_from_an_earlier_stage_starts_the_ema_from_its_ema(cars, tmp_path):
+    field_run = _trainer(cars, tmp_path / "field", steps=3, config=train_config("smoke", stage="field", batch_size=2))
+    field_run.run()
+    raw, averaged = load_checkpoint(tmp_path / "field")[1]["model"], load_checkpoint(tmp_path / "field")[1]["ema"]
+    assert not torch.equal(raw["field.mlp.0.weight"], averaged["field.mlp.0.weight"])
+    denoiser_config = train_config("smoke", stage="denoiser", batch_size=2)
+    staged = _trainer(cars, tmp_path / "denoiser", steps=1, init=tmp_path / "field", config=denoiser_config)
+    torch.testing.assert_close(staged.model.state_dict(), raw, rtol=0, atol=0)
+    torch.testing.assert_close(staged.ema.state_dict(), averaged, rtol=0, atol=0)
+    export_model(tmp_path / "field", tmp_path / "export", dtype=torch.float32)  # EMA only: it starts both
+    from_export = _trainer(cars, tmp_path / "from_export", steps=1, init=tmp_path / "export", config=denoiser_config)
+    torch.testing.assert_close(from_export.model.state_dict(), averaged, rtol=0, atol=0)
+    torch.testing.assert_close(from_export.ema.state_dict(), averaged, rtol=0, atol=0)
+
+
+def test_each_process_selects_its_gpu_before_the_process_group_and_the_backend_follows_the_device(monkeypatch):
+    from genvs import training
+
+    calls = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "set_device", lambda device: calls.append(("set_device", str(device))))
+    monkeypatch.setattr(training.dist, "is_initialized", lambda: False)
+    monkeypatch.setattr(training.dist, "init_process_group", lambda backend: calls.append(("init", backend)))
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    monkeypatch.setenv("RANK", "3")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    for requested in (None, "cuda"):
+        calls.clear()
+        device = training._process_device(requested, local_rank=1)
+        assert training._join_processes(device) == (3, 4) and str(device) == "cuda:1"
+        assert calls == [("set_device", "cuda:1"), ("init", "nccl")]
+    calls.clear()
+    device = training._process_device("cpu", local_rank=1)  # --device cpu on a GPU machine
+    assert training._join_processes(device) == (3, 4) and device.type == "cpu"
+    assert calls == [("init", "gloo")]
