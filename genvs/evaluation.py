@@ -13,8 +13,10 @@ with four methods:
 Every method is scored per target view against the truth (:func:`genvs.metrics.psnr`, ``ssim``,
 ``sharpness``, ``LPIPS`` when its weights are on disk) and, along the targets in their order, for
 multi-view consistency (:func:`genvs.metrics.reprojection_consistency`; the true views are scored too,
-as the ceiling the rendered depth allows). Scores are averaged per object, then reported as mean and
-standard deviation over objects.
+as the ceiling the rendered depth allows). Consistency warps every method's frames with one depth, the
+input-only field's rendered at the image size, so that the methods differ in their images alone (the
+autoregressive method's own field, which also sees its generated frames, would warp its frames with
+another depth). Scores are averaged per object, then reported as mean and standard deviation over objects.
 """
 
 from __future__ import annotations
@@ -25,7 +27,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 from tqdm.auto import tqdm
 
@@ -95,9 +96,9 @@ def target_view_ids(n_views: int, input_view: int, n_targets: int) -> list[int]:
 
 @torch.no_grad()
 def _predict(model, views: dict[str, Tensor], config: EvaluationConfig, seed: int,
-             device: torch.device) -> dict[str, dict[str, Tensor]]:
-    """Every method's predictions ``images [T, 3, H, W]`` of one object's targets (view 0 is the input), with the
-    rendered ``depth`` and ``opacity [T, H, W]`` that go with them."""
+             device: torch.device) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+    """Every method's predictions ``[T, 3, H, W]`` of one object's targets (view 0 is the input), and the one
+    ``depth`` and ``opacity [T, H, W]`` that score all their consistencies: the input-only field's."""
     inputs = [views[key][None, :1].to(device) for key in ("images", "K", "c2w")]
     target_K, target_c2w = (views[key][None, 1:].to(device) for key in ("K", "c2w"))
     samples = {"deterministic": [], "stochastic": []}
@@ -111,34 +112,32 @@ def _predict(model, views: dict[str, Tensor], config: EvaluationConfig, seed: in
             for mode, chunks in samples.items():
                 chunks.append(sample_images(model.denoiser, cond, seed=derive_seed(seed, start),
                                             **sampling_options(mode, config.steps)).cpu())
-    geometry = {key: field[key][0].cpu() for key in ("depth", "opacity")}
-    outputs = {"regression": {"images": field["features"][0, :, :3].clamp(-1, 1).cpu(), **geometry},
-               **{mode: {"images": torch.cat(chunks), **geometry} for mode, chunks in samples.items()}}
     trajectory = generate_trajectory(model, *(tensor[0] for tensor in inputs), target_K[0], target_c2w[0],
                                      autoregressive=True, max_random=config.max_random, seed=seed, progress=False,
                                      **sampling_options("stochastic", config.steps))
-    size = views["images"].shape[-2:]
-    outputs["autoregressive"] = {"images": trajectory["samples"], **{
-        key: F.interpolate(trajectory[key][:, None], size=size, mode="bilinear", align_corners=False)[:, 0]
-        for key in ("depth", "opacity")}}
-    return outputs
+    predictions = {"regression": field["features"][0, :, :3].clamp(-1, 1).cpu(),
+                   **{mode: torch.cat(chunks) for mode, chunks in samples.items()},
+                   "autoregressive": trajectory["samples"]}
+    return predictions, {key: field[key][0].cpu() for key in ("depth", "opacity")}
 
 
-def _object_scores(outputs: dict, truth: Tensor, K: Tensor, c2w: Tensor, lpips: LPIPS | None) -> dict[str, dict]:
-    """Per-method means over one object's targets (``truth [T, 3, H, W]``, target ``K``, ``c2w``)."""
+def _object_scores(predictions: dict[str, Tensor], geometry: dict[str, Tensor], truth: Tensor, K: Tensor, c2w: Tensor,
+                   lpips: LPIPS | None) -> dict[str, dict]:
+    """Per-method means over one object's targets (``truth [T, 3, H, W]``, target ``K``, ``c2w``); consistency
+    warps with ``geometry``'s depth and opacity for every method and for the truth (the ceiling)."""
     scores = {}
-    for method, output in outputs.items():
-        images = output["images"]
-        method_scores = {"psnr": psnr(images, truth), "ssim": ssim(images, truth), "sharpness": sharpness(images, truth)}
-        if lpips is not None:
-            method_scores["lpips"] = lpips(images, truth)
+    for method, images in {**predictions, "truth": truth}.items():
+        method_scores = {}
+        if method != "truth":
+            method_scores = {"psnr": psnr(images, truth), "ssim": ssim(images, truth),
+                             "sharpness": sharpness(images, truth)}
+            if lpips is not None:
+                method_scores["lpips"] = lpips(images, truth)
         if images.shape[0] > 1:
-            method_scores["consistency"] = reprojection_consistency(images, output["depth"], output["opacity"], K, c2w)["psnr"]
-        scores[method] = {name: float(values.nanmean()) for name, values in method_scores.items()}
-    if truth.shape[0] > 1:  # the truth's consistency under the field's rendered depth: the ceiling
-        field = outputs["regression"]
-        value = reprojection_consistency(truth, field["depth"], field["opacity"], K, c2w)["psnr"].nanmean()
-        scores["truth"] = {"consistency": float(value)}
+            method_scores["consistency"] = reprojection_consistency(images, geometry["depth"], geometry["opacity"], K,
+                                                                    c2w)["psnr"]
+        if method_scores:
+            scores[method] = {name: float(values.nanmean()) for name, values in method_scores.items()}
     return scores
 
 
@@ -195,12 +194,13 @@ def evaluate(model, data: str | Path, config: EvaluationConfig = EvaluationConfi
                                  f"{config.input_view}; choose another input view")
         view_ids = [config.input_view] + target_view_ids(n_views, config.input_view, config.target_views)
         views = dataset.load_views(index, view_ids)
-        outputs = _predict(model, views, config, derive_seed(config.seed, index), device)
-        per_object.append(_object_scores(outputs, views["images"][1:], views["K"][1:], views["c2w"][1:], lpips_metric))
+        predictions, geometry = _predict(model, views, config, derive_seed(config.seed, index), device)
+        per_object.append(_object_scores(predictions, geometry, views["images"][1:], views["K"][1:], views["c2w"][1:],
+                                         lpips_metric))
         views_used.append({"input": view_ids[0], "targets": view_ids[1:]})
         if index < examples:
             kept.append({"input": views["images"][0], "truth": views["images"][1:4],
-                         **{method: output["images"][:3] for method, output in outputs.items()}})
+                         **{method: images[:3] for method, images in predictions.items()}})
     return {
         "protocol": asdict(config),
         "data": str(data),

@@ -77,3 +77,23 @@ def test_bad_protocols_are_refused_with_the_reason(cars, model):
         EvaluationConfig(steps=0)
     with pytest.raises(SRNFormatError, match="has 6 views, no input view 64"):
         evaluate(model, cars, EvaluationConfig(max_objects=1, input_view=64), lpips=False, progress=False)
+
+
+def test_every_method_and_the_truth_are_warped_with_one_depth(cars, model, monkeypatch):
+    """Consistency scores differences between images, not between depths: one depth and opacity for all."""
+    import genvs.evaluation as evaluation
+
+    seen = []
+
+    def recording(frames, depth, opacity, K, c2w):
+        seen.append((depth, opacity))
+        return {"psnr": torch.zeros(frames.shape[0] - 1)}
+
+    monkeypatch.setattr(evaluation, "reprojection_consistency", recording)
+    config = dataclasses.replace(PROTOCOLS["smoke"], max_objects=1, target_views=3, steps=2)
+    results = evaluate(model, cars, config, lpips=False, progress=False)
+    assert len(seen) == len(METHODS) + 1 and all("consistency" in results["metrics"][name] for name in (*METHODS, "truth"))
+    depth, opacity = seen[0]
+    assert depth.shape == (3, 32, 32)  # the image size
+    for other_depth, other_opacity in seen[1:]:
+        assert torch.equal(other_depth, depth) and torch.equal(other_opacity, opacity)
