@@ -136,11 +136,32 @@ def test_presets_have_the_expected_sizes():
         assert sum(p.numel() for p in build_denoiser(PRESETS[name]).parameters()) == counts[name]
 
 
-def test_denoiser_maps_images_and_condition_to_images():
-    config = PRESETS["smoke"]
-    denoiser = build_denoiser(config)
-    out = denoiser(torch.randn(2, 3, 16, 16), torch.tensor([0.1, 10.0]), unet_cond=torch.randn(2, 16, 16, 16))
-    assert out.shape == (2, 3, 16, 16)
+def test_denoiser_is_near_identity_at_low_noise_sees_its_condition_and_treats_samples_independently():
+    denoiser = _randomise(build_denoiser(PRESETS["smoke"])).eval()
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(3, 3, 16, 16, generator=generator)
+    cond, other_cond = torch.randn(2, 3, 16, 16, 16, generator=generator)
+    with torch.no_grad():
+        # sigma -> 0: c_skip -> 1 and c_out -> 0, so D(x) stays within c_out max|F| (+ (1 - c_skip) max|x|) of x
+        sigma = torch.full((3,), 0.002)
+        c_skip, c_out, c_in = (s[0].item() for s in _edm_scalings(sigma, 0.5))
+        raw = denoiser.inner_model(c_in * x, sigma, unet_cond=cond)  # F
+        assert raw.abs().max() > 0.1  # the randomised network's output is not negligible
+        bound = c_out * raw.abs().max() + (1 - c_skip) * x.abs().max()
+        assert c_out < 0.0021 and (denoiser(x, sigma, unet_cond=cond) - x).abs().max() <= bound + 1e-6
+        # the condition reaches the network: at sigma = 1, D depends on it
+        one = torch.ones(3)
+        denoised = denoiser(x, one, unet_cond=cond)
+        assert (denoiser(x, one, unet_cond=other_cond) - denoised).abs().max() > 1e-2
+        # samples in a batch are independent (no batch statistics, no mixing across the batch)
+        sigmas = torch.tensor([0.1, 1.0, 10.0])
+        together = denoiser(x, sigmas, unet_cond=cond)
+        for b in range(3):
+            alone = denoiser(x[b:b + 1], sigmas[b:b + 1], unet_cond=cond[b:b + 1])
+            torch.testing.assert_close(together[b:b + 1], alone, atol=1e-5, rtol=1e-5)
+        changed = x.clone()
+        changed[0] = torch.randn(3, 16, 16, generator=generator)  # changing sample 0 leaves the others alone
+        torch.testing.assert_close(denoiser(changed, sigmas, unet_cond=cond)[1:], together[1:], atol=1e-5, rtol=1e-5)
 
 
 def test_build_is_seeded_and_leaves_the_global_rng_alone():

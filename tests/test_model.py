@@ -5,7 +5,7 @@ import torch
 
 from genvs.cameras import make_intrinsics, orbit
 from genvs.denoiser import denoiser_config
-from genvs.field import field_config
+from genvs.field import InputViews, field_config
 from genvs.model import PRESETS, GeNVS, GeNVSConfig, genvs_config, rgb_loss
 
 SMOKE = PRESETS["smoke"]
@@ -43,6 +43,54 @@ def test_condition_has_the_denoisers_shape_for_every_preset(preset):
     assert cond.shape == (6, config.denoiser.cond_channels, size, size)
     assert rendered["features"].shape[-1] == config.field.render_size
     assert denoised.shape == (6, 3, size, size)
+
+
+def _upsample_2x_bilinear(image):
+    """Bilinear 2x upsampling with half-pixel centres, written out: output pixel 2i sits at source
+    coordinate i - 1/4 and 2i + 1 at i + 1/4, so they mix 3/4 of pixel i with 1/4 of its neighbour
+    (edges repeated). Separable: rows, then columns."""
+    def along(x, dim):
+        dim = dim % x.dim()
+        before = torch.cat([x.narrow(dim, 0, 1), x.narrow(dim, 0, x.shape[dim] - 1)], dim)
+        after = torch.cat([x.narrow(dim, 1, x.shape[dim] - 1), x.narrow(dim, x.shape[dim] - 1, 1)], dim)
+        even, odd = 0.75 * x + 0.25 * before, 0.75 * x + 0.25 * after
+        return torch.stack([even, odd], dim + 1).flatten(dim, dim + 1)
+    return along(along(image, -2), -1)
+
+
+def test_upsampling_reference_by_hand():
+    torch.testing.assert_close(_upsample_2x_bilinear(torch.tensor([[0.0, 4.0]])[None]),
+                               torch.tensor([[[0.0, 1.0, 3.0, 4.0]] * 2]))
+
+
+def test_condition_is_object_major_and_upsamples_each_objects_own_render():
+    """cond [B*T, C, H, W]: entry b*T + t is object b's field rendered from object b's target t
+    (computed here one object and one target at a time), upsampled bilinearly to the image size."""
+    model = GeNVS(SMOKE, seed=0).eval()
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():  # a less smooth MLP, so that the input images matter more to the render
+        for parameter in model.field.mlp.parameters():
+            parameter.add_(0.1 * torch.randn(parameter.shape, generator=generator))
+    images, K, c2w = _batch(n_objects=2, n_views=3, seed=1)
+    c2w = torch.stack([c2w[0], orbit(3, sweep_deg=120.0, start_azimuth_deg=50.0)])  # other cameras for object 1
+    inputs, targets = slice(0, 1), slice(1, 3)
+    with torch.no_grad():
+        views = model.field.encode(images[:, inputs], K[:, inputs], c2w[:, inputs])
+        cond, rendered = model.condition(views, K[:, targets], c2w[:, targets])
+        assert cond.shape == (4, SMOKE.denoiser.cond_channels, SIZE, SIZE)
+        for b in range(2):
+            alone = model.field.encode(images[b:b + 1, inputs], K[b:b + 1, inputs], c2w[b:b + 1, inputs])
+            for t in range(2):
+                target = slice(1 + t, 2 + t)
+                render = model.field.render_image(alone, K[b:b + 1, target], c2w[b:b + 1, target])["features"][0]
+                torch.testing.assert_close(cond[b * 2 + t], _upsample_2x_bilinear(render)[0], atol=1e-5, rtol=1e-5)
+                torch.testing.assert_close(rendered["features"][b, t], render[0], atol=1e-5, rtol=1e-5)
+        # teeth: the four conditions differ, and object 1's images under object 0's cameras change the render
+        distances = (cond[:, None] - cond[None]).abs().flatten(2).amax(-1)
+        assert (distances + torch.eye(4)).min() > 0.05
+        swapped = model.condition(InputViews(views.volumes.flip(0), views.K, views.c2w), K[:, targets],
+                                  c2w[:, targets])[0]
+        assert (swapped - cond).abs().max() > 1e-2
 
 
 def test_rgb_loss_compares_each_object_with_its_own_views():

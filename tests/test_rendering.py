@@ -45,17 +45,55 @@ def test_jittered_samples_approximate_the_slab_integral():
     assert out["opacity"].mean().item() == pytest.approx(1.0 - math.exp(-0.8), abs=0.01)
 
 
-def test_weights_sum_to_opacity_and_background_fills_the_rest():
+def _composite_reference(sigma, values, t, background, t_far):
+    """The DESIGN.md convention written out sample by sample in float64 (one ray at a time).
+
+    Sample i covers [t_i, t_{i+1}), the last one [t_{S-1}, t_far) (t_far None: the previous spacing).
+    """
+    sigma, values, t = sigma.double().tolist(), values.double().tolist(), t.double().tolist()
+    if t_far is None:
+        t_far = t[-1] + (t[-1] - t[-2])
+    edges = t[1:] + [t_far]
+    weights, transmittance = [], 1.0
+    for i in range(len(t)):
+        alpha = 1.0 - math.exp(-sigma[i] * (edges[i] - t[i]))
+        weights.append(alpha * transmittance)
+        transmittance *= 1.0 - alpha
+    opacity = sum(weights)
+    composited = [sum(w * value[c] for w, value in zip(weights, values)) + (1.0 - opacity) * background[c]
+                  for c in range(len(background))]
+    depth = sum(w * ti for w, ti in zip(weights, t)) / opacity
+    return {"weights": weights, "opacity": opacity, "values": composited, "depth": depth}
+
+
+@pytest.mark.parametrize("t_far", [2.5, None])
+def test_composite_matches_a_sample_by_sample_reference(t_far):
     generator = torch.Generator().manual_seed(1)
     sigma = torch.rand(10, 16, generator=generator) * 3
     values = torch.rand(10, 16, 4, generator=generator)
     t = rendering.stratified_samples(0.5, 2.5, 16, (10,), generator=generator)
-    background = torch.tensor([1.0, 0.0, 0.5, 0.25])
-    out = rendering.composite(sigma, values, t, background=background, t_far=2.5)
-    torch.testing.assert_close(out["weights"].sum(-1), out["opacity"])
-    assert torch.all(out["opacity"] <= 1.0) and torch.all(out["weights"] >= 0)
-    manual = (out["weights"].unsqueeze(-1) * values).sum(-2) + (1 - out["opacity"]).unsqueeze(-1) * background
-    torch.testing.assert_close(out["values"], manual)
+    background = [1.0, 0.0, 0.5, 0.25]
+    out = rendering.composite(sigma, values, t, background=torch.tensor(background), t_far=t_far)
+    for ray in range(10):
+        expected = _composite_reference(sigma[ray], values[ray], t[ray], background, t_far)
+        for key in ("weights", "opacity", "values", "depth"):
+            torch.testing.assert_close(out[key][ray].double(), torch.tensor(expected[key], dtype=torch.float64),
+                                       rtol=1e-5, atol=1e-6, msg=lambda m: f"ray {ray}, {key}: {m}")
+    assert 0.2 < out["opacity"].min() and out["opacity"].max() < 0.999  # the background really shows
+
+
+def test_two_samples_by_hand():
+    """t = (1, 2), t_far = 4: deltas (1, 2); sigma = ln 2 on both gives alpha = (1/2, 3/4),
+    weights (1/2, 3/8), opacity 7/8, depth (1/2 * 1 + 3/8 * 2) / (7/8) = 10/7; colours (1, 0) and
+    (0, 1) over a (-1, 1) background: (1/2 - 1/8, 3/8 + 1/8) = (3/8, 1/2)."""
+    t = torch.tensor([1.0, 2.0])
+    sigma = torch.full((2,), math.log(2.0))
+    values = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    out = rendering.composite(sigma, values, t, background=torch.tensor([-1.0, 1.0]), t_far=4.0)
+    torch.testing.assert_close(out["weights"], torch.tensor([1 / 2, 3 / 8]))
+    assert out["opacity"].item() == pytest.approx(7 / 8)
+    assert out["depth"].item() == pytest.approx(10 / 7)
+    torch.testing.assert_close(out["values"], torch.tensor([3 / 8, 1 / 2]))
 
 
 def test_opaque_surface_gives_its_colour_and_depth():
