@@ -10,6 +10,8 @@
     python -m genvs evaluate --checkpoint runs/cpu --data data/generated/cars --out outputs/eval
     python -m genvs evaluate --checkpoint runs/paper --data data/srn_cars --protocol srn --out outputs/eval_srn
     python -m genvs demo --out outputs/demo
+
+Bad arguments or input files stop with an ``error: ...`` line on stderr naming the problem, exit status 2.
 """
 
 from __future__ import annotations
@@ -18,8 +20,28 @@ import argparse
 import sys
 import time
 from pathlib import Path
+from typing import NoReturn
 
 __all__ = ["main"]
+
+
+def _input_error(message: str) -> NoReturn:
+    """Stop on bad input: ``error: <message>`` as one line on stderr, exit status 2, no usage text or traceback."""
+    print("error: " + " ".join(message.splitlines()), file=sys.stderr)
+    sys.exit(2)
+
+
+def _device(args: argparse.Namespace) -> str:
+    """The device of ``--device`` (default: cuda when available, else cpu); one it cannot use is an input error."""
+    import torch
+
+    name = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        torch.empty(0, device=name)
+    except (RuntimeError, AssertionError, NotImplementedError) as error:
+        reason = (str(error).splitlines() or [type(error).__name__])[0]
+        _input_error(f"--device {name}: torch cannot use this device here ({reason}); use cpu, cuda or cuda:N")
+    return name
 
 
 def _make_data(args: argparse.Namespace) -> None:
@@ -62,6 +84,7 @@ def _demo(args: argparse.Namespace) -> None:
     from genvs.viz import save_contact_sheet
 
     start = time.perf_counter()
+    device = _device(args)
     out, config = Path(args.out), PRESETS[args.preset]
     size = config.model.field.encoder.image_size
     data_dir = make_dataset(out / "data", n_objects=args.objects, n_views=args.views, image_size=size,
@@ -71,14 +94,14 @@ def _demo(args: argparse.Namespace) -> None:
     shipped = shipped_checkpoint(args.preset)
     if shipped is not None:
         print(f"loading the shipped checkpoint {shipped} (its model card: {shipped / 'MODEL_CARD.md'})")
-        model, _ = load_model(shipped)
+        model, _ = load_model(shipped, device=device)
     else:
         print(f"no shipped checkpoint in {SHIPPED_CHECKPOINTS / args.preset}: training the {args.preset!r} preset "
               f"for at most {args.train_minutes:g} min in {out / 'run'} (run demo again to train it further)")
-        trainer = Trainer(config, data_dir, out / "run", args.train_steps, resume=True, sample_every=0,
+        trainer = Trainer(config, data_dir, out / "run", args.train_steps, resume=True, device=device, sample_every=0,
                           checkpoint_every=0)
         trainer.run(time_limit=args.train_minutes * 60)
-        model, _ = load_model(out / "run")
+        model, _ = load_model(out / "run", device=device)
     held_out = next(SRNDataset(data_dir, split=split, views_per_item=None, image_size=size)
                     for split in ("test", "val", "train") if (data_dir / f"cars_{split}").is_dir())
     car = held_out[0]
@@ -92,16 +115,28 @@ def _demo(args: argparse.Namespace) -> None:
 
 
 def _sample(args: argparse.Namespace) -> None:
-    """An orbit of novel views from the user's own SRN-format view."""
+    """An orbit of novel views from the user's own SRN-format view.
+
+    Broken input (a missing or unreadable file, a pose that is not rigid, a camera that does not see the
+    object at the origin within the model's depth range, a bad ``--device``) stops with one line naming the
+    file and the problem, exit status 2. A non-square image is centre-cropped, with a note.
+    """
     from genvs.checkpoint import CheckpointError
     from genvs.data.srn import SRNFormatError, read_view
     from genvs.training import load_model
 
+    device = _device(args)
     try:
-        model, config = load_model(args.checkpoint)
-        view = read_view(args.image, args.pose, args.intrinsics, image_size=model.config.field.encoder.image_size)
+        model, config = load_model(args.checkpoint, device=device)
+        field = model.config.field
+        view = read_view(args.image, args.pose, args.intrinsics, image_size=field.encoder.image_size,
+                         depth_range=(field.near, field.far))
     except (CheckpointError, SRNFormatError) as error:
-        args.parser.error(str(error))
+        _input_error(str(error))
+    if view["cropped_from"] is not None:
+        height, width = view["cropped_from"]
+        side = min(height, width)
+        print(f"note: {args.image.name} is {width}x{height}: centre-cropped to {side}x{side} (K adjusted)")
     print(f"checkpoint step {config['step']}: {args.frames} frames, {args.mode} sampling, {args.steps} steps")
     for name, path in _write_orbit(model, view, Path(args.out), args).items():
         print(f"{name + ':':<15}{path}")
@@ -132,8 +167,6 @@ def _evaluate(args: argparse.Namespace) -> None:
     import dataclasses
     import json
 
-    import torch
-
     from genvs.checkpoint import CheckpointError
     from genvs.data.srn import SRNFormatError
     from genvs.evaluation import PROTOCOLS, evaluate, results_table
@@ -142,7 +175,7 @@ def _evaluate(args: argparse.Namespace) -> None:
 
     chosen = {field: getattr(args, option) for option, field in EVALUATION_OPTIONS.items()
               if getattr(args, option) is not None}
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = _device(args)
     try:
         config = dataclasses.replace(PROTOCOLS[args.protocol], **chosen)
         model, checkpoint = load_model(args.checkpoint, device=device)
@@ -206,6 +239,9 @@ def _train(args: argparse.Namespace) -> None:
         print(f"run folder: {args.out} (log.csv, samples/, checkpoints)")
 
 
+DEVICE_HELP = "where the model runs, e.g. cpu, cuda, cuda:1 (default: cuda if available, else cpu)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m genvs", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -258,6 +294,7 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--pose", required=True, type=Path, help="its camera-to-world pose (16 numbers)")
     sample.add_argument("--intrinsics", required=True, type=Path, help="intrinsics.txt or a per-view 3x3 K file")
     sample.add_argument("--out", type=Path, default=Path("outputs/sample"))
+    sample.add_argument("--device", help=DEVICE_HELP)
     orbit_options(sample)
     sample.set_defaults(run=_sample, parser=sample)
 
@@ -277,7 +314,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluation.add_argument("--steps", type=int, help="sampler steps")
     evaluation.add_argument("--seed", type=int)
     evaluation.add_argument("--target-batch", type=int, help="targets sampled together")
-    evaluation.add_argument("--device", help="default: cuda if available, else cpu")
+    evaluation.add_argument("--device", help=DEVICE_HELP)
     evaluation.add_argument("--no-lpips", action="store_true", help="skip LPIPS even if its weights are on disk")
     evaluation.set_defaults(run=_evaluate, parser=evaluation)
 
@@ -291,6 +328,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="seed of the synthetic cars (the shipped checkpoint was trained on seed 0's: these are new)")
     demo.add_argument("--train-minutes", type=float, default=4.0, help="training time without a shipped checkpoint")
     demo.add_argument("--train-steps", type=int, default=1000, help="length of the demo's training run")
+    demo.add_argument("--device", help=DEVICE_HELP)
     orbit_options(demo)
     demo.set_defaults(run=_demo)
     return parser

@@ -4,11 +4,14 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import imageio.v3 as iio
+import numpy as np
 import pytest
+from PIL import Image
 
-from genvs.data import SRNDataset, srn_fixture_dir
+from genvs.data import SRNDataset
 from genvs.data.synthetic import make_dataset
 from genvs.training import Trainer, train_config
 
@@ -16,6 +19,33 @@ from genvs.training import Trainer, train_config
 def _run(*args: str, cwd=None, env=None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "genvs", *args], capture_output=True, text=True, cwd=cwd,
                           env=None if env is None else {**os.environ, **env})
+
+
+def _flags(options: dict[str, str]) -> list[str]:
+    """``{"--pose": "p.txt"}`` -> ``["--pose", "p.txt"]``."""
+    return [item for pair in options.items() for item in pair]
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    """Tiny synthetic cars (32 px) and a smoke model trained one step on them: ``(data folder, run folder)``."""
+    root = tmp_path_factory.mktemp("smoke")
+    data = make_dataset(root / "cars", n_objects=5, n_views=6, image_size=32, seed=0, progress=False)
+    Trainer(train_config("smoke", batch_size=2), data, root / "run", 1, sample_every=0, progress=False).run()
+    return data, root / "run"
+
+
+def _held_out_view(data) -> dict[str, str]:
+    """``sample``'s input flags for view 0 of the first test car of ``data``."""
+    car = sorted((data / "cars_test").iterdir())[0]
+    return {"--image": str(car / "rgb" / "000000.png"), "--pose": str(car / "pose" / "000000.txt"),
+            "--intrinsics": str(car / "intrinsics.txt")}
+
+
+def _write_pose(path: Path, c2w: np.ndarray) -> str:
+    """Write ``c2w [4, 4]`` as a pose file (16 numbers, row-major); returns its path as a flag value."""
+    path.write_text(" ".join(repr(float(value)) for value in c2w.ravel()))
+    return str(path)
 
 
 def test_make_data_writes_an_srn_dataset_the_reader_accepts(tmp_path):
@@ -29,7 +59,7 @@ def test_make_data_writes_an_srn_dataset_the_reader_accepts(tmp_path):
 
 def test_demo_trains_then_writes_an_orbit_video(tmp_path):
     result = _run("demo", "--out", str(tmp_path / "demo"), "--preset", "smoke", "--objects", "6", "--views", "6",
-                  "--train-minutes", "0.02", "--frames", "3", "--steps", "2")
+                  "--train-minutes", "0.02", "--frames", "3", "--steps", "2", "--device", "cpu")
     assert result.returncode == 0, result.stderr
     sheet = iio.imread(tmp_path / "demo" / "contact_sheet.png")
     assert sheet.ndim == 3 and sheet.shape[2] == 3
@@ -39,24 +69,54 @@ def test_demo_trains_then_writes_an_orbit_video(tmp_path):
     assert "no shipped checkpoint" in result.stdout and (tmp_path / "demo" / "run" / "latest.json").is_file()
 
 
-def test_sample_turns_an_srn_view_into_an_orbit(tmp_path):
-    fixture = srn_fixture_dir()
-    if fixture is None:
-        pytest.skip("the SRN fixture is not beside this checkout")
-    data = make_dataset(tmp_path / "cars", n_objects=5, n_views=6, image_size=32, seed=0, progress=False)
-    config = train_config("smoke", batch_size=2)
-    Trainer(config, data, tmp_path / "run", 1, sample_every=0, progress=False).run()
-    car = fixture / "sample_car"
-    result = _run("sample", "--checkpoint", str(tmp_path / "run"), "--image", str(car / "rgb" / "000000.png"),
-                  "--pose", str(car / "pose" / "000000.txt"), "--intrinsics", str(car / "intrinsics.txt"),
-                  "--out", str(tmp_path / "orbit"), "--frames", "4", "--steps", "2")
+def test_sample_turns_a_wide_view_into_an_orbit_on_the_chosen_device(smoke_run, tmp_path):
+    data, run = smoke_run
+    view = _held_out_view(data)
+    # the 32 px car widened to 40x32 with white margins, the principal point moved with it: the crop undoes this
+    with Image.open(view["--image"]) as image:
+        pixels = np.asarray(image.convert("RGB"))
+    Image.fromarray(np.pad(pixels, ((0, 0), (4, 4), (0, 0)), constant_values=255)).save(tmp_path / "wide.png")
+    focal, cx, cy = (float(value) for value in Path(view["--intrinsics"]).read_text().split()[:3])
+    (tmp_path / "intrinsics.txt").write_text(f"{focal} {cx + 4} {cy} 0\n0. 0. 0.\n1.\n32 40\n")
+    result = _run("sample", "--checkpoint", str(run), "--image", str(tmp_path / "wide.png"), "--pose", view["--pose"],
+                  "--intrinsics", str(tmp_path / "intrinsics.txt"), "--out", str(tmp_path / "orbit"), "--frames", "4",
+                  "--steps", "2", "--device", "cpu")
     assert result.returncode == 0, result.stderr
+    assert "note: wide.png is 40x32: centre-cropped to 32x32 (K adjusted)" in result.stdout.splitlines()
     frames = sorted((tmp_path / "orbit" / "frames").glob("*.png"))
     assert len(frames) == 4 and all(iio.imread(path).shape == (32, 32, 3) for path in frames)  # the model's size
     assert iio.imread(tmp_path / "orbit" / "orbit.mp4", plugin="FFMPEG").shape[0] == 4
-    result = _run("sample", "--checkpoint", str(tmp_path / "run"), "--image", str(car / "rgb" / "missing.png"),
-                  "--pose", str(car / "pose" / "000000.txt"), "--intrinsics", str(car / "intrinsics.txt"))
-    assert result.returncode == 2 and "missing.png: no such file" in result.stderr
+
+
+def test_sample_stops_on_broken_input_with_one_line_naming_the_file(smoke_run, tmp_path):
+    data, run = smoke_run
+    view = _held_out_view(data)
+    c2w = np.array(Path(view["--pose"]).read_text().split(), dtype=np.float64).reshape(4, 4)
+    nan, sheared, turned = c2w.copy(), c2w.copy(), c2w.copy()
+    nan[0, 3] = np.nan
+    sheared[:3, :3] = c2w[:3, :3] @ np.array([[1.0, 0.5, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
+    turned[:3, :3] = c2w[:3, :3] @ np.diag([-1.0, 1.0, -1.0])  # half a turn about its own y axis: faces away
+    (tmp_path / "car.png").write_text("not an image")
+    (tmp_path / "step_000001.json").write_text("{ not json")
+    cases = {  # name: (flags that replace good ones, the file the line must name, what it must say)
+        "pose with NaN": ({"--pose": _write_pose(tmp_path / "nan.txt", nan)}, "nan.txt", "NaN"),
+        "sheared rotation": ({"--pose": _write_pose(tmp_path / "sheared.txt", sheared)}, "sheared.txt",
+                             "not a rotation"),
+        "camera turned away": ({"--pose": _write_pose(tmp_path / "turned.txt", turned)}, "turned.txt",
+                               "looks away from the object"),
+        "not an image": ({"--image": str(tmp_path / "car.png")}, "car.png", "unreadable image"),
+        "missing file": ({"--intrinsics": str(tmp_path / "missing.txt")}, "missing.txt", "no such file"),
+        "unreadable checkpoint": ({"--checkpoint": str(tmp_path / "step_000001.json")}, "step_000001.json",
+                                  "cannot read this checkpoint"),
+        "unknown device": ({"--device": "gpu7"}, "gpu7", "torch cannot use this device"),
+    }
+    for case, (changes, named, problem) in cases.items():
+        options = {"--checkpoint": str(run), **view, "--out": str(tmp_path / "orbit"), **changes}
+        result = _run("sample", *_flags(options), "--frames", "2", "--steps", "1")
+        lines = result.stderr.splitlines()
+        assert (result.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: ") and named in lines[0]
+                and problem in lines[0] and "Traceback" not in result.stderr), (case, result.returncode, result.stderr)
+    assert not (tmp_path / "orbit").exists()
 
 
 def test_export_then_evaluate_writes_every_result_and_says_why_lpips_was_skipped(tmp_path):
@@ -123,5 +183,5 @@ def test_train_runs_resumes_and_explains_bad_input(tmp_path):
     required = {"--data": str(data), "--preset": "smoke", "--steps": "1", "--out": str(tmp_path / "other")}
     for (flag, value), message in bad.items():
         arguments = {**required, flag: value}  # replaces a required value or adds an option
-        result = _run("train", *[item for pair in arguments.items() for item in pair])
+        result = _run("train", *_flags(arguments))
         assert result.returncode == 2 and message in result.stderr, (flag, value, result.stderr[-500:])

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 
-from genvs.cameras import make_intrinsics, rescale_intrinsics
+from genvs.cameras import make_intrinsics, project, rescale_intrinsics
 
 __all__ = ["SRNFormatError", "SRNObject", "SRNDataset", "read_pose", "read_intrinsics", "read_image", "read_view",
            "require_views", "find_objects"]
@@ -51,12 +51,47 @@ class SRNObject:
         return len(self.image_paths)
 
 
+ROTATION_TOLERANCE = 1e-3
+"""Largest ``|R^T R - I|`` entry accepted in a pose's rotation block (SRN's float32 files: ~3e-7)."""
+
+
 def read_pose(path: Path) -> Tensor:
-    """Read a camera-to-world pose file: 16 floats, row-major. Returns ``[4, 4]`` float32."""
+    """Read a camera-to-world pose file: 16 floats, row-major. Returns ``[4, 4]`` float32.
+
+    The matrix must be rigid, ``[[R, t], [0, 0, 0, 1]]`` with ``R`` a rotation (``R^T R = I`` to
+    :data:`ROTATION_TOLERANCE`, ``det R > 0``) and finite numbers; anything else raises
+    :class:`SRNFormatError` naming the file and what is wrong.
+    """
     numbers = _read_floats(path)
     if numbers.numel() != 16:
         raise SRNFormatError(f"{path}: a pose file needs 16 numbers (a 4x4 matrix), found {numbers.numel()}")
-    return numbers.reshape(4, 4)
+    c2w = numbers.reshape(4, 4)
+    problem = _rigid_pose_problem(c2w)
+    if problem is not None:
+        raise SRNFormatError(f"{path}: {problem}; genvs needs a rigid camera-to-world matrix [[R, t], [0, 0, 0, 1]] "
+                             f"in OpenCV axes (x right, y down, z forward)")
+    return c2w
+
+
+def _rigid_pose_problem(c2w: Tensor) -> str | None:
+    """What keeps ``c2w [4, 4]`` from being a rigid camera-to-world matrix, in words; None if it is one."""
+    if not torch.isfinite(c2w).all():
+        return "the pose holds NaN or infinite values"
+    if not torch.allclose(c2w[3], c2w.new_tensor([0.0, 0.0, 0.0, 1.0]), rtol=0.0, atol=1e-6):
+        return f"the last row is {_numbers(c2w[3])}, not 0, 0, 0, 1"
+    rotation = c2w[:3, :3].double()
+    deviation = (rotation.T @ rotation - torch.eye(3, dtype=torch.float64)).abs().max().item()
+    if deviation > ROTATION_TOLERANCE:
+        return (f"the 3x3 block R is not a rotation: its columns have lengths {_numbers(rotation.norm(dim=0))} "
+                f"and R^T R differs from the identity by up to {deviation:.3g} (a scaled or sheared matrix)")
+    if torch.linalg.det(rotation) < 0:
+        return "the 3x3 block R is a reflection (det R = -1), not a rotation (left-handed axes?)"
+    return None
+
+
+def _numbers(values: Tensor) -> str:
+    """``"2.0, 2.0, 2.0"``: the values of a 1-D tensor, rounded to 3 significant digits."""
+    return ", ".join(f"{value:.3g}" for value in values.tolist())
 
 
 def read_intrinsics(path: Path) -> tuple[Tensor, tuple[int, int]]:
@@ -96,20 +131,20 @@ def read_image(path: Path) -> Tensor:
 
 
 def find_objects(split_folder: Path) -> list[SRNObject]:
-    """List the object folders of one split folder, checking images and poses pair up."""
+    """List the object folders of one split folder; every ``rgb/NAME.png`` needs a ``pose/NAME.txt`` and back."""
     objects = []
     for folder in sorted(path for path in split_folder.iterdir() if (path / "rgb").is_dir()):
-        image_paths = tuple(sorted(p for p in (folder / "rgb").iterdir() if p.suffix.lower() in (".png", ".jpg")))
-        pose_paths = tuple(sorted((folder / "pose").glob("*.txt")))
-        if len(image_paths) != len(pose_paths):
-            raise SRNFormatError(
-                f"{folder}: {len(image_paths)} images in rgb/ but {len(pose_paths)} pose files in pose/"
-            )
-        for image_path, pose_path in zip(image_paths, pose_paths):
-            if image_path.stem != pose_path.stem:
-                raise SRNFormatError(f"{folder}: image {image_path.name} has no pose (next pose: {pose_path.name})")
-        if image_paths:
-            objects.append(SRNObject(folder.name, folder, image_paths, pose_paths))
+        images = {path.stem: path for path in (folder / "rgb").iterdir() if path.suffix.lower() in (".png", ".jpg")}
+        poses = {path.stem: path for path in (folder / "pose").glob("*.txt")}
+        without_pose, without_image = sorted(images.keys() - poses.keys()), sorted(poses.keys() - images.keys())
+        if without_pose:
+            raise SRNFormatError(f"{images[without_pose[0]]} has no pose file pose/{without_pose[0]}.txt")
+        if without_image:
+            raise SRNFormatError(f"{poses[without_image[0]]} has no image rgb/{without_image[0]}.png (or .jpg)")
+        stems = sorted(images)
+        if stems:
+            objects.append(SRNObject(folder.name, folder, tuple(images[stem] for stem in stems),
+                                     tuple(poses[stem] for stem in stems)))
     return objects
 
 
@@ -235,20 +270,33 @@ def _objects_for_split(root: Path, split: str, seed: int, val_fraction: float) -
 
 
 def read_view(image_path: str | Path, pose_path: str | Path, intrinsics_path: str | Path,
-              image_size: int | None = None) -> dict[str, Tensor]:
+              image_size: int | None = None, depth_range: tuple[float, float] | None = None) -> dict:
     """One view from SRN-format files, e.g. a user's own photo, pose and intrinsics.
+
+    The model takes square images, so a non-square image is centre-cropped to the largest
+    centred square (side ``min(H, W)``, offsets ``top = (H - side) // 2``, ``left = (W - side) // 2``)
+    rather than squashed: cropping keeps the pixels' aspect, and K stays exact by moving the
+    principal point, ``cx -= left``, ``cy -= top`` (pixels of the file, before any resize).
 
     Args:
         image_path: RGB or RGBA image (RGBA composited on white).
-        pose_path: 16 numbers, the row-major camera-to-world pose (OpenCV axes).
+        pose_path: 16 numbers, the row-major camera-to-world pose (OpenCV axes); must be rigid
+            (see :func:`read_pose`).
         intrinsics_path: an object-level ``intrinsics.txt`` (``f cx cy 0`` ... ``H W``) or a
             per-view file of 9 numbers (a 3x3 K in pixels of this image).
-        image_size: resize to this square size, with K rescaled; None keeps the file's size.
+        image_size: resize (after the crop) to this square size, with K rescaled; None keeps the size.
+        depth_range: ``(near, far)`` depths the model sees (``FieldConfig.near, .far``). When given,
+            the camera must see the object, which genvs assumes at the world origin (SRN convention):
+            the origin must project inside the image at a depth within ``[near, far]``.
     Returns:
-        ``images [1, 3, H, W]`` in [-1, 1], ``K [1, 3, 3]`` and ``c2w [1, 4, 4]``.
+        ``images [1, 3, S, S]`` in [-1, 1], ``K [1, 3, 3]`` in pixels of that image, ``c2w [1, 4, 4]``,
+        and ``cropped_from``: the file's ``(H, W)`` if it was centre-cropped, else None.
+    Raises:
+        SRNFormatError: a missing or malformed file, or (with ``depth_range``) a camera that does
+            not see the origin within the depth range; the message names the file.
     """
-    image_path, intrinsics_path = Path(image_path), Path(intrinsics_path)
-    for path in (image_path, Path(pose_path), intrinsics_path):
+    image_path, pose_path, intrinsics_path = Path(image_path), Path(pose_path), Path(intrinsics_path)
+    for path in (image_path, pose_path, intrinsics_path):
         if not path.is_file():
             raise SRNFormatError(f"{path}: no such file")
     image = read_image(image_path)
@@ -256,8 +304,43 @@ def read_view(image_path: str | Path, pose_path: str | Path, intrinsics_path: st
         K = _read_view_intrinsics(intrinsics_path)
     else:
         K = _scale_to_image(*read_intrinsics(intrinsics_path), image.shape[-2:])
-    image, K = _resize(image, K, image_size)
-    return {"images": image[None], "K": K[None], "c2w": read_pose(Path(pose_path))[None]}
+    c2w = read_pose(pose_path)
+    height, width = image.shape[-2:]
+    image, K = _resize(*_centre_crop(image, K), image_size)
+    if depth_range is not None:
+        _check_sees_origin(K, c2w, image.shape[-1], depth_range, pose_path)
+    return {"images": image[None], "K": K[None], "c2w": c2w[None],
+            "cropped_from": None if height == width else (height, width)}
+
+
+def _centre_crop(image: Tensor, K: Tensor) -> tuple[Tensor, Tensor]:
+    """``image [3, H, W]`` cut to its centred ``min(H, W)`` square, K's principal point moved by the offsets."""
+    height, width = image.shape[-2:]
+    side = min(height, width)
+    top, left = (height - side) // 2, (width - side) // 2
+    K = K.clone()
+    K[0, 2] -= left
+    K[1, 2] -= top
+    return image[:, top:top + side, left:left + side], K
+
+
+def _check_sees_origin(K: Tensor, c2w: Tensor, size: int, depth_range: tuple[float, float], pose_path: Path) -> None:
+    """Raise :class:`SRNFormatError` (naming the pose file) unless the world origin projects into the
+    ``size x size`` image at a depth within ``depth_range``."""
+    uv, depth = project(torch.zeros(1, 3), K, c2w)
+    (u, v), z = uv[0].tolist(), depth.item()
+    near, far = depth_range
+    if z <= 0:
+        raise SRNFormatError(f"{pose_path}: camera looks away from the object at the origin: the origin is "
+                             f"{-z:.2f} units behind the camera (genvs expects cameras that look at an object "
+                             f"at the world origin, as in SRN)")
+    if not (0 <= u <= size and 0 <= v <= size):
+        raise SRNFormatError(f"{pose_path}: camera looks away from the object at the origin: the origin projects "
+                             f"to pixel ({u:.1f}, {v:.1f}), outside the {size}x{size} image (genvs expects cameras "
+                             f"that look at an object at the world origin, as in SRN)")
+    if not near <= z <= far:
+        raise SRNFormatError(f"{pose_path}: the object at the origin is {z:.2f} units in front of the camera; this "
+                             f"model sees depths {near:.2f}..{far:.2f}: is the pose in another unit or scale?")
 
 
 def _resize(image: Tensor, K: Tensor, image_size: int | None) -> tuple[Tensor, Tensor]:
