@@ -29,6 +29,7 @@ __all__ = [
     "full_precision",
     "make_intrinsics",
     "rescale_intrinsics",
+    "invert_intrinsics",
     "pixel_rays",
     "project",
     "unproject",
@@ -97,6 +98,29 @@ def rescale_intrinsics(K: Tensor, scale_x: float, scale_y: float | None = None) 
     return K * scale
 
 
+def invert_intrinsics(K: Tensor) -> Tensor:
+    """``K^{-1}`` in closed form (no ``torch.linalg.inv``, which waits for the GPU).
+
+    For ``K = [[fx, s, cx], [0, fy, cy], [0, 0, 1]]`` (an upper-triangular pinhole matrix)::
+
+        K^{-1} = [[1/fx, -s/(fx fy), (s cy - cx fy)/(fx fy)],
+                  [0,     1/fy,      -cy/fy],
+                  [0,     0,          1]]
+
+    Args:
+        K: ``[..., 3, 3]`` intrinsics (the bottom row must be ``[0, 0, 1]``, below the diagonal zeros).
+    Returns:
+        ``[..., 3, 3]``.
+    """
+    fx, s, cx = K[..., 0, 0], K[..., 0, 1], K[..., 0, 2]
+    fy, cy = K[..., 1, 1], K[..., 1, 2]
+    zero, one = torch.zeros_like(fx), torch.ones_like(fx)
+    rows = [torch.stack([1 / fx, -s / (fx * fy), (s * cy - cx * fy) / (fx * fy)], dim=-1),
+            torch.stack([zero, 1 / fy, -cy / fy], dim=-1),
+            torch.stack([zero, zero, one], dim=-1)]
+    return torch.stack(rows, dim=-2)
+
+
 @full_precision
 def pixel_rays(K: Tensor, c2w: Tensor, height: int, width: int) -> tuple[Tensor, Tensor]:
     """World-space rays through every pixel centre.
@@ -118,7 +142,7 @@ def pixel_rays(K: Tensor, c2w: Tensor, height: int, width: int) -> tuple[Tensor,
         indexing="ij",
     )
     pixels = torch.stack([u, v, torch.ones_like(u)], dim=-1)  # [H, W, 3]
-    K_inv = torch.linalg.inv(K)[..., None, None, :, :]  # [..., 1, 1, 3, 3]
+    K_inv = invert_intrinsics(K)[..., None, None, :, :]  # [..., 1, 1, 3, 3]
     dirs_cam = (K_inv @ pixels.unsqueeze(-1)).squeeze(-1)  # [..., H, W, 3]
     rotation = c2w[..., None, None, :3, :3]
     directions = (rotation @ dirs_cam.unsqueeze(-1)).squeeze(-1)
@@ -173,7 +197,7 @@ def unproject(uv: Tensor, depth: Tensor, K: Tensor, c2w: Tensor) -> Tensor:
         ``[..., N, 3]`` world points.
     """
     pixels = torch.cat([uv, torch.ones_like(uv[..., :1])], dim=-1)
-    x_cam = pixels @ torch.linalg.inv(K).transpose(-1, -2) * depth.unsqueeze(-1)
+    x_cam = pixels @ invert_intrinsics(K).transpose(-1, -2) * depth.unsqueeze(-1)
     return x_cam @ c2w[..., :3, :3].transpose(-1, -2) + c2w[..., None, :3, 3]
 
 

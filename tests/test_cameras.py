@@ -185,3 +185,16 @@ def test_full_precision_keeps_float64_and_lifts_half_precision():
     uv_half, _ = cameras.project(points.bfloat16(), K, c2w)
     assert uv_half.dtype == torch.float32
     torch.testing.assert_close(uv_half, cameras.project(points.bfloat16().float(), K, c2w)[0])
+
+
+def test_intrinsics_inverse_in_closed_form_matches_a_general_inverse():
+    generator = torch.Generator().manual_seed(0)
+    K = torch.zeros(5, 4, 3, 3, dtype=torch.float64)
+    K[..., 0, 0] = 50 + 100 * torch.rand(5, 4, generator=generator, dtype=torch.float64)  # fx
+    K[..., 1, 1] = 50 + 100 * torch.rand(5, 4, generator=generator, dtype=torch.float64)  # fy
+    K[..., 0, 1] = torch.randn(5, 4, generator=generator, dtype=torch.float64)  # skew
+    K[..., :2, 2] = 64 * torch.rand(5, 4, 2, generator=generator, dtype=torch.float64)  # cx, cy
+    K[..., 2, 2] = 1.0
+    K_inv = cameras.invert_intrinsics(K)
+    torch.testing.assert_close(K_inv, torch.linalg.inv(K))
+    torch.testing.assert_close(K_inv @ K, torch.eye(3, dtype=torch.float64).expand(5, 4, 3, 3))
