@@ -419,21 +419,13 @@ class Trainer:
         with seeded_rng(seed, self.device), torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None):
             return self.network(images, K, c2w, int(batch["n_inputs"]), generator, self.config.stage)
 
-    def _check_finite(self, losses: dict[str, Tensor]) -> dict[str, float]:
-        """The losses averaged over processes, as floats; stops the run if any is not finite."""
-        names = list(losses)  # the same order in every process
-        values = torch.stack([losses[name].detach().float() for name in names])
+    def _step_record(self, names: list[str], losses: Tensor, grad_norm: Tensor) -> dict[str, float]:
+        """The step's mean ``losses [L]`` (averaged over processes) and gradient norm as floats: its one host sync."""
         if self.world_size > 1:
-            dist.all_reduce(values)
-            values /= self.world_size
-        record = dict(zip(names, values.tolist()))
-        if not all(math.isfinite(value) for value in record.values()):
-            latest = latest_checkpoint(self.out)
-            raise FloatingPointError(
-                f"step {self.step}: non-finite loss {record}. Nothing was updated with it. The last good checkpoint "
-                f"is {latest or 'none yet'}; try a lower learning rate, --set precision=fp32, or a smaller "
-                f"grad_clip, then --resume")
-        return record
+            dist.all_reduce(losses)
+            losses = losses / self.world_size
+        values = torch.cat([losses, grad_norm.detach().float().reshape(1).to(losses.device)]).tolist()
+        return dict(zip([*names, "grad_norm"], values))
 
     def train_step(self, micro_batches: Iterator[dict[str, Tensor]]) -> dict[str, float]:
         """One optimiser step (module docstring); returns the mean losses of its micro-batches and ``grad_norm``.
@@ -444,19 +436,24 @@ class Trainer:
         naming the step and the parts whose gradients are not finite.
         """
         accumulation = self.config.grad_accumulation
-        totals: dict[str, float] = {}
+        mean_losses = 0.0  # [L] on the device: no host sync between micro-batches
         for micro in range(accumulation):
             last = micro == accumulation - 1
             sync = contextlib.nullcontext() if last or self.world_size == 1 else self.network.no_sync()
             with sync:
                 losses = self._losses(next(micro_batches), self._micro_index(self.step, micro))
-                record = self._check_finite(losses)
                 self.scaler.scale(losses["loss"] / accumulation).backward()
-            totals = {name: totals.get(name, 0.0) + value / accumulation for name, value in record.items()}
+            mean_losses = mean_losses + torch.stack([value.detach().float() for value in losses.values()]) / accumulation
         self.scaler.unscale_(self.optimiser)
         parameters = [p for group in self.optimiser.param_groups for p in group["params"] if p.grad is not None]
         grad_norm = torch.nn.utils.get_total_norm([p.grad for p in parameters])
-        totals["grad_norm"] = float(grad_norm)  # the step's one host sync for the gradients
+        totals = self._step_record(list(losses), mean_losses, grad_norm)
+        if not all(math.isfinite(totals[name]) for name in losses):
+            self.optimiser.zero_grad(set_to_none=True)
+            raise FloatingPointError(
+                f"step {self.step}: non-finite loss {dict((name, totals[name]) for name in losses)}. Nothing was "
+                f"updated with it. The last good checkpoint is {latest_checkpoint(self.out) or 'none yet'}; try a "
+                f"lower learning rate, --set precision=fp32, or a smaller grad_clip, then --resume")
         finite = math.isfinite(totals["grad_norm"])
         if not finite and not self.scaler.is_enabled():
             message = (f"step {self.step}: non-finite gradient (norm {totals['grad_norm']}) in "

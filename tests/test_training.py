@@ -320,3 +320,26 @@ def test_each_process_selects_its_gpu_before_the_process_group_and_the_backend_f
     device = training._process_device("cpu", local_rank=1)  # --device cpu on a GPU machine
     assert training._join_processes(device) == (3, 4) and device.type == "cpu"
     assert calls == [("init", "gloo")]
+
+
+def test_a_step_waits_for_the_device_once_however_many_micro_batches(cars, tmp_path, monkeypatch):
+    """Losses and the gradient norm reach the host together, once per optimiser step (3 micro-batches here)."""
+    config = train_config("smoke", batch_size=2, target_views=1, warmup_steps=3, grad_accumulation=3)
+    trainer = _trainer(cars, tmp_path / "run", steps=2, config=config)
+    loader = trainer._micro_batches()
+    micro_batches = [next(loader) for _ in range(3)]  # loaded on the host first: reading them is no GPU sync
+    reads = []
+    for method in ("tolist", "item", "__float__", "__bool__"):
+        original = getattr(torch.Tensor, method)
+
+        def reading(tensor, *args, _original=original, _method=method, **kwargs):
+            caller = sys._getframe(1).f_code.co_filename
+            if not caller.endswith(os.path.join("torch", "optim", "optimizer.py")):  # AdamW's step counters: host
+                reads.append(_method)
+            return _original(tensor, *args, **kwargs)
+
+        monkeypatch.setattr(torch.Tensor, method, reading)
+    record = trainer.train_step(iter(micro_batches))
+    monkeypatch.undo()
+    assert reads == ["tolist"], reads
+    assert set(record) == {"loss", "denoising", "rgb", "opacity", "grad_norm"} and all(map(math.isfinite, record.values()))
