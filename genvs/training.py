@@ -58,15 +58,44 @@ from genvs.sampling import sample_novel_views
 from genvs.seeding import derive_seed, seeded_rng
 from genvs.viz import field_rgb, save_contact_sheet
 
-__all__ = ["TrainConfig", "PRESETS", "train_config", "StepBatches", "Trainer", "load_model", "export_model",
+__all__ = ["SpeedConfig", "TrainConfig", "PRESETS", "train_config", "StepBatches", "Trainer", "load_model", "export_model",
            "shipped_checkpoint", "read_log"]
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 @dataclass(frozen=True)
+class SpeedConfig:
+    """How fast a run computes, not what: each option changes the numbers by float rounding at most, so a
+    run may resume with other speed settings (they are not compared when resuming).
+
+    Attributes:
+        tf32: on CUDA, float32 matmuls on TF32 tensor cores (``torch.set_float32_matmul_precision("high")``,
+            cuDNN likewise; 10 mantissa bits inside the product, float32 accumulation). No effect on the CPU.
+        channels_last: the encoder and the U-Net in channels-last memory format (NHWC), which GPU
+            convolution kernels prefer.
+        compile: ``torch.compile`` the encoder, the field MLP and the U-Net (opt-in: the first steps
+            compile for minutes). k-diffusion turns dynamo's ``suppress_errors`` on when imported, which
+            would fall back to eager mode silently; genvs turns it off, so a failure stops the run.
+        fused_adamw: AdamW's fused kernel, all parameters in one launch.
+    """
+
+    tf32: bool = True
+    channels_last: bool = False
+    compile: bool = False
+    fused_adamw: bool = False
+
+
+COMPILE_BACKEND = "inductor"
+"""``torch.compile``'s backend for ``SpeedConfig.compile`` (the tests use ``"aot_eager"``: no code generation)."""
+
+GPU_SPEED = SpeedConfig(channels_last=True, fused_adamw=True)
+"""The GPU presets' speed settings (``compile`` stays opt-in: ``--set speed.compile=true``)."""
+
+
+@dataclass(frozen=True)
 class TrainConfig:
-    """Everything that decides the numbers a run computes (compared when resuming).
+    """Everything that decides the numbers a run computes (compared when resuming; ``speed`` is not).
 
     Attributes:
         model: the GeNVS model and its loss weights.
@@ -83,6 +112,7 @@ class TrainConfig:
         ema_power, ema_max: EMA decay schedule (module docstring).
         precision: "fp32", "bf16" or "fp16" autocast (fp16 with gradient scaling); GPU presets only.
         seed: model initialisation and every step's randomness.
+        speed: :class:`SpeedConfig`, how fast the same numbers are computed.
     """
 
     model: GeNVSConfig
@@ -101,6 +131,7 @@ class TrainConfig:
     ema_max: float = 0.9999
     precision: str = "fp32"
     seed: int = 0
+    speed: SpeedConfig = SpeedConfig()
 
     def __post_init__(self):
         if self.stage not in STAGES:
@@ -137,10 +168,11 @@ PRESETS: dict[str, TrainConfig] = {
                        lr_denoiser=5e-4, warmup_steps=50),
     # a Colab T4 (16 GB, no bf16): the cpu model at 64 px, bigger batches, fp16
     "colab-t4": TrainConfig(MODEL_PRESETS["cpu"], batch_size=16, target_views=2, lr_encoder=2e-4, lr_field=4e-4,
-                            lr_denoiser=2e-4, warmup_steps=500, precision="fp16"),
+                            lr_denoiser=2e-4, warmup_steps=500, precision="fp16", speed=GPU_SPEED),
     # GeNVS at 128 px (~145M parameters) on A100/H100-class GPUs, per GPU; the seed
     # reimplementation fine-tuned its pretrained denoiser at 1e-5, from scratch 1e-4 trains faster
-    "paper": TrainConfig(MODEL_PRESETS["paper"], batch_size=8, target_views=1, warmup_steps=1000, precision="bf16"),
+    "paper": TrainConfig(MODEL_PRESETS["paper"], batch_size=8, target_views=1, warmup_steps=1000, precision="bf16",
+                         speed=GPU_SPEED),
 }
 """Named training configs; get one with :func:`train_config`."""
 
@@ -205,6 +237,19 @@ def _join_processes(device: torch.device) -> tuple[int, int]:
     if world > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     return int(os.environ.get("RANK", "0")), world
+
+
+def _speed_up(model: GeNVS, device: torch.device, speed: SpeedConfig) -> None:
+    """Apply ``speed``'s TF32 and compile settings (channels-last and fused AdamW are set where the model
+    and optimiser are made). Compiling happens in place (``nn.Module.compile``): parameter names, and so
+    checkpoints, stay those of the eager model."""
+    if device.type == "cuda":
+        torch.set_float32_matmul_precision("high" if speed.tf32 else "highest")
+        torch.backends.cudnn.allow_tf32 = speed.tf32
+    if speed.compile:
+        torch._dynamo.config.suppress_errors = False  # k-diffusion sets it to True on import: fail loudly instead
+        for part in (model.field.encoder, model.field.mlp, model.denoiser.inner_model):
+            part.compile(backend=COMPILE_BACKEND)
 
 
 def _lr_factor(step: int, warmup_steps: int, total_steps: int, min_fraction: float) -> float:
@@ -286,7 +331,9 @@ class Trainer:
             a tenth of the run); 0 turns samples or intermediate checkpoints off.
         sample_objects, sample_steps: objects in each sample grid, sampler steps (Heun).
         keep_checkpoints: newest checkpoints kept on disk.
-        workers: data-loading processes (0: load in the training process).
+        workers: data-loading processes (0: load in the training process). Default: 4 (at most the CPU count)
+            on CUDA, where decoding PNGs in the training process would starve the GPU; 0 on the CPU, where
+            the same cores would do both. The loader lives for the whole ``run``, so its workers persist.
         progress: show a tqdm progress bar.
     Raises:
         FileExistsError: ``out`` already holds a run and ``resume`` is False (nothing is overwritten).
@@ -296,7 +343,7 @@ class Trainer:
     def __init__(self, config: TrainConfig, data: str | Path, out: str | Path, steps: int, *, resume: bool = False,
                  init: str | Path | None = None, device: torch.device | str | None = None, log_every: int = 10,
                  sample_every: int | None = None, checkpoint_every: int | None = None, sample_objects: int = 4,
-                 sample_steps: int = 20, keep_checkpoints: int = 2, workers: int = 0, progress: bool = True):
+                 sample_steps: int = 20, keep_checkpoints: int = 2, workers: int | None = None, progress: bool = True):
         if steps < 1:
             raise ValueError(f"steps must be >= 1, got {steps}")
         self.config, self.out, self.steps = config, Path(out), steps
@@ -306,13 +353,17 @@ class Trainer:
         self.sample_objects, self.sample_steps = sample_objects, sample_steps
         self.sample_every = max(1, steps // 10) if sample_every is None else sample_every
         self.checkpoint_every = max(1, steps // 10) if checkpoint_every is None else checkpoint_every
-        self.workers, self.progress = workers, progress and self.rank == 0
+        self.workers = (min(4, os.cpu_count() or 1) if self.device.type == "cuda" else 0) if workers is None else workers
+        self.progress = progress and self.rank == 0
 
         image_size = config.model.field.encoder.image_size
         self.dataset = SRNDataset(data, split="train", views_per_item=None, image_size=image_size)
         self.batches = StepBatches(self.dataset, config.batch_size, config.model.max_input_views,
                                    config.target_views, config.seed)
         self.model = GeNVS(config.model, seed=config.seed).to(self.device)
+        if config.speed.channels_last:
+            for part in (self.model.field.encoder, self.model.denoiser):
+                part.to(memory_format=torch.channels_last)
         trained = self.model.trainable_parts(config.stage)
         self.model.requires_grad_(False).eval()  # frozen parts: no gradients, no batch-norm statistics updates
         for part in trained.values():
@@ -320,7 +371,8 @@ class Trainer:
         self.ema = copy.deepcopy(self.model).requires_grad_(False)
         self.optimiser = torch.optim.AdamW(
             [{"params": list(part.parameters()), "lr": getattr(config, f"lr_{name}"), "name": name}
-             for name, part in trained.items()], weight_decay=config.weight_decay)
+             for name, part in trained.items()], weight_decay=config.weight_decay, fused=config.speed.fused_adamw)
+        _speed_up(self.model, self.device, config.speed)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimiser, lambda step: _lr_factor(step, config.warmup_steps, steps, config.min_lr_fraction))
         self.ema_warmup = k_diffusion.utils.EMAWarmup(power=config.ema_power, max_value=config.ema_max)
@@ -349,7 +401,8 @@ class Trainer:
             raise FileExistsError(f"{self.out} already holds a run (latest checkpoint {existing.name}); pass "
                                   f"resume=True (--resume) to continue it, or choose another output folder")
         if existing is not None:
-            self.step, state, _ = load_checkpoint(existing, self._config_dict(), self.device)
+            self.step, state, stored = load_checkpoint(existing, device=self.device)
+            self._check_same_numbers(existing, stored)
             self._saved_step = self.step
             self.model.load_state_dict(state["model"])
             self.ema.load_state_dict(state["ema"])
@@ -369,6 +422,13 @@ class Trainer:
             self.out.mkdir(parents=True, exist_ok=True)
             (self.out / "config.json").write_text(json.dumps(self._config_dict(), indent=1))
             self._truncate_log()
+
+    def _check_same_numbers(self, checkpoint: Path, stored: dict) -> None:
+        """Refuse to resume a run whose config differs from this one in anything but ``speed``."""
+        expected = json.loads(json.dumps(self._config_dict()))  # as stored: tuples become lists
+        stored, expected = ({key: value for key, value in config.items() if key != "speed"} for config in (stored, expected))
+        if stored != expected:
+            raise CheckpointError(f"{checkpoint}: its config does not match: {config_differences(stored, expected)}")
 
     def _warn_if_world_size_changed(self, saved: int) -> None:
         """Resuming with another number of processes continues, with a warning of what changes."""

@@ -343,3 +343,88 @@ def test_a_step_waits_for_the_device_once_however_many_micro_batches(cars, tmp_p
     monkeypatch.undo()
     assert reads == ["tolist"], reads
     assert set(record) == {"loss", "denoising", "rgb", "opacity", "grad_norm"} and all(map(math.isfinite, record.values()))
+
+
+@pytest.mark.parametrize("option", ["tf32", "compile"])
+def test_each_speed_option_computes_the_losses_and_gradients_of_the_plain_path(cars, tmp_path, monkeypatch, option):
+    """One micro-batch's losses and gradients with a speed option on equal the plain path's up to float rounding
+    (compile with the aot_eager backend: dynamo's graph capture and autograd tracing, without inductor's minutes
+    of C++ code generation on a CPU)."""
+    import dataclasses
+
+    from genvs import training
+
+    monkeypatch.setattr(training, "COMPILE_BACKEND", "aot_eager")
+    plain = train_config("smoke", batch_size=2, target_views=1, speed=training.SpeedConfig(tf32=False))
+    fast = dataclasses.replace(plain, speed=dataclasses.replace(plain.speed, **{option: True}))
+    results = {}
+    for name, config in (("plain", plain), ("fast", fast)):
+        trainer = _trainer(cars, tmp_path / name, steps=1, config=config)
+        parts = (trainer.model.field.encoder, trainer.model.field.mlp, trainer.model.denoiser.inner_model)
+        assert all((part._compiled_call_impl is not None) == (config.speed.compile) for part in parts)
+        losses = trainer._losses(trainer.batches[0], 0)
+        losses["loss"].backward()
+        results[name] = ({key: value.item() for key, value in losses.items()},
+                         {key: p.grad.clone() for key, p in trainer.model.named_parameters() if p.grad is not None})
+    (plain_losses, plain_grads), (fast_losses, fast_grads) = results["plain"], results["fast"]
+    assert fast_losses == pytest.approx(plain_losses, rel=1e-5)
+    assert fast_grads.keys() == plain_grads.keys() and len(plain_grads) > 10
+    for key, gradient in plain_grads.items():
+        torch.testing.assert_close(fast_grads[key], gradient, rtol=1e-3, atol=1e-6, msg=lambda text: f"{key}: {text}")
+
+
+def test_fused_adamw_makes_the_plain_update(cars, tmp_path):
+    """One optimiser step from the same weights and gradients: the fused kernel moves every weight as the plain one."""
+    import dataclasses
+
+    from genvs.training import SpeedConfig
+
+    plain = train_config("smoke", batch_size=2, target_views=1, warmup_steps=1, speed=SpeedConfig(tf32=False))
+    fused = dataclasses.replace(plain, speed=SpeedConfig(tf32=False, fused_adamw=True))
+    weights = {}
+    for name, config in (("plain", plain), ("fused", fused)):
+        trainer = _trainer(cars, tmp_path / name, steps=1, config=config)
+        initial = _trained_parameters(trainer)
+        trainer.run()
+        weights[name] = _trained_parameters(trainer)
+    moved = [key for key in initial if not torch.equal(weights["plain"][key], initial[key])]
+    assert len(moved) > 10
+    for key, value in weights["plain"].items():
+        torch.testing.assert_close(weights["fused"][key], value, rtol=1e-5, atol=1e-7, msg=key)
+
+
+def test_channels_last_computes_the_plain_models_losses_and_gradients(cars, tmp_path):
+    """The encoder and U-Net in NHWC give the plain model's losses and gradients up to float rounding.
+
+    In eval mode: in training mode the smoke encoder's batch norm normalises layer4's 1x1 maps over 2
+    images, 2 values per channel, which turns any rounding difference (another layout, another kernel)
+    into O(1) changes of the output.
+    """
+    import dataclasses
+
+    from genvs.training import SpeedConfig
+
+    plain = train_config("smoke", batch_size=2, target_views=1, speed=SpeedConfig(tf32=False))
+    results = {}
+    for channels_last in (False, True):
+        config = dataclasses.replace(plain, speed=SpeedConfig(tf32=False, channels_last=channels_last))
+        model = _trainer(cars, tmp_path / str(channels_last), steps=1, config=config).model.eval()
+        conv = model.field.encoder.backbone.conv1.weight
+        assert conv.is_contiguous(memory_format=torch.channels_last) == channels_last
+        batch = StepBatches(SRNDataset(cars, split="train", views_per_item=None), 2, 3, 1, seed=0)[0]
+        losses = model.losses(batch["images"], batch["K"], batch["c2w"], int(batch["n_inputs"]),
+                              torch.Generator().manual_seed(0))
+        losses["loss"].backward()
+        results[channels_last] = ({key: value.item() for key, value in losses.items()},
+                                  torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None]))
+    (plain_losses, plain_grads), (fast_losses, fast_grads) = results[False], results[True]
+    assert fast_losses == pytest.approx(plain_losses, rel=1e-5)
+    assert ((fast_grads - plain_grads).norm() / plain_grads.norm()).item() < 1e-4
+
+
+def test_data_loading_workers_deliver_the_batches_of_the_training_process(cars, tmp_path):
+    in_process = _trainer(cars, tmp_path / "a", steps=2)
+    assert in_process.workers == 0  # the CPU default
+    with_workers = _trainer(cars, tmp_path / "b", steps=2, workers=2)
+    for expected, loaded in zip(in_process._micro_batches(), with_workers._micro_batches()):
+        torch.testing.assert_close(loaded, expected, rtol=0, atol=0)
