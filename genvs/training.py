@@ -509,20 +509,11 @@ class Trainer:
         grad_norm = torch.nn.utils.get_total_norm([p.grad for p in parameters])
         totals = self._step_record(list(losses), mean_losses, grad_norm)
         if not all(math.isfinite(totals[name]) for name in losses):
-            self.optimiser.zero_grad(set_to_none=True)
-            raise FloatingPointError(
-                f"step {self.step}: non-finite loss {dict((name, totals[name]) for name in losses)}. Nothing was "
-                f"updated with it. The last good checkpoint is {latest_checkpoint(self.out) or 'none yet'}; try a "
-                f"lower learning rate, --set precision=fp32, or a smaller grad_clip, then --resume")
+            self._stop(f"non-finite loss {dict((name, totals[name]) for name in losses)}")
         finite = math.isfinite(totals["grad_norm"])
         if not finite and not self.scaler.is_enabled():
-            message = (f"step {self.step}: non-finite gradient (norm {totals['grad_norm']}) in "
-                       f"{self._non_finite_parts()}, with a finite loss {totals['loss']:.4g}. Nothing was updated with "
-                       f"it (weights, EMA, checkpoints). The last good checkpoint is "
-                       f"{latest_checkpoint(self.out) or 'none yet'}; try a lower learning rate or --set precision=fp32, "
-                       f"then --resume")
-            self.optimiser.zero_grad(set_to_none=True)
-            raise FloatingPointError(message)
+            self._stop(f"non-finite gradient (norm {totals['grad_norm']}) in {self._non_finite_parts()}, with a "
+                       f"finite loss {totals['loss']:.4g}")
         if finite and self.config.grad_clip > 0:
             torch.nn.utils.clip_grads_with_norm_(parameters, self.config.grad_clip, grad_norm)
         self.scaler.step(self.optimiser)  # fp16: skipped when a gradient is not finite
@@ -536,6 +527,14 @@ class Trainer:
             totals["loss_scale"] = self.scaler.get_scale()
         self.step += 1
         return totals
+
+    def _stop(self, problem: str) -> None:
+        """Drop this step's gradients and stop the run with a ``FloatingPointError`` naming the step and ``problem``."""
+        self.optimiser.zero_grad(set_to_none=True)
+        raise FloatingPointError(
+            f"step {self.step}: {problem}. Nothing was updated with it (weights, EMA, checkpoints). The last good "
+            f"checkpoint is {latest_checkpoint(self.out) or 'none yet'}; try a lower learning rate, --set "
+            f"precision=fp32, or a smaller grad_clip, then --resume")
 
     def _non_finite_parts(self) -> str:
         """``"denoiser (2 tensors, e.g. denoiser.inner_model...)"`` for each part with non-finite gradients."""
