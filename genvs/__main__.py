@@ -159,7 +159,7 @@ def _export(args: argparse.Namespace) -> None:
 
 
 EVALUATION_OPTIONS = {"split": "split", "max_objects": "max_objects", "input_view": "input_view", "targets": "target_views",
-                      "steps": "steps", "seed": "seed", "target_batch": "target_batch"}
+                      "steps": "steps", "seed": "seed", "target_batch": "target_batch", "object_batch": "object_batch"}
 
 
 def _evaluate(args: argparse.Namespace) -> None:
@@ -314,6 +314,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluation.add_argument("--steps", type=int, help="sampler steps")
     evaluation.add_argument("--seed", type=int)
     evaluation.add_argument("--target-batch", type=int, help="targets sampled together")
+    evaluation.add_argument("--object-batch", type=int,
+                            help="objects whose autoregressive trajectories are generated together (memory)")
     evaluation.add_argument("--device", help=DEVICE_HELP)
     evaluation.add_argument("--no-lpips", action="store_true", help="skip LPIPS even if its weights are on disk")
     evaluation.set_defaults(run=_evaluate, parser=evaluation)

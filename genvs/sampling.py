@@ -19,12 +19,26 @@ Starting from ``x_0 = sigma_max * n``, every sampler integrates the probability-
 Classifier-free guidance with scale ``w`` replaces the denoiser by
 ``D_w(x) = D(x; null) + w * (D(x; c) - D(x; null))`` where ``null`` is
 :func:`genvs.denoiser.null_condition` (``w = 1``: conditional, ``w = 0``: unconditional).
+
+Random numbers: the start noise ``n`` and every later draw (churn ``eps``, ancestral noise) come from
+explicit generators, never from the global RNG. One int seed gives the whole batch one stream (draws of
+shape ``[B, C, H, W]``, as ``torch.randn`` under that seed); a list of seeds gives image ``b`` its own
+stream from ``seeds[b]`` (draws of ``[1, C, H, W]``), so image ``b`` gets the same numbers as when sampled
+alone with ``seed=seeds[b]``, whatever else is in the batch: that is how :func:`generate_trajectory`
+batches objects. Euler and Heun steps are therefore written here (:func:`sample_karras`, the arithmetic
+of ``k_diffusion.sampling.sample_euler`` / ``sample_heun``, which draw from the global RNG);
+``euler_ancestral`` takes its noise through k-diffusion's ``noise_sampler``.
+
+Precision (:data:`PRECISIONS`): ``"bf16"`` runs the denoiser calls under ``torch.autocast`` in bfloat16 (about
+3 significant digits) and casts their output back to float32; the sampler's state ``x``, the noise levels and
+the ODE arithmetic stay float32.
 """
 
 from __future__ import annotations
 
 import contextlib
-from typing import Callable, Iterator
+import functools
+from typing import Callable, Iterator, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -32,20 +46,71 @@ from tqdm.auto import tqdm
 
 from genvs.denoiser import K, null_condition  # K: k_diffusion, imported there without its warnings
 from genvs.field import InputViews
-from genvs.seeding import derive_seed, seeded_rng
+from genvs.seeding import derive_seed, draw
 
-__all__ = ["SAMPLERS", "CHURN_SAMPLERS", "karras_sigmas", "eval_mode", "sample_images", "sample_novel_views",
-           "SAMPLING_MODES", "sampling_options", "conditioning_set", "generate_trajectory"]
+__all__ = ["SAMPLERS", "CHURN_SAMPLERS", "PRECISIONS", "karras_sigmas", "sample_karras", "eval_mode",
+           "sample_images", "sample_novel_views", "SAMPLING_MODES", "sampling_options", "conditioning_set",
+           "generate_trajectory"]
+
+Noise = Callable[[tuple[int, ...]], Tensor]
+"""``noise(shape)``: a draw ``[B, C, H, W] ~ N(0, I)`` from the sampling's seeds (module docstring)."""
+
+
+@torch.no_grad()
+def sample_karras(denoise: Callable[[Tensor, Tensor], Tensor], x: Tensor, sigmas: Tensor, noise: Noise, *,
+                  heun: bool = False, callback: Callable[[dict], None] | None = None, s_churn: float = 0.0,
+                  s_tmin: float = 0.0, s_tmax: float = float("inf"), s_noise: float = 1.0) -> Tensor:
+    """Karras et al.'s Algorithm 2 from ``x [B, C, H, W]`` at ``sigmas[0]`` down to ``sigmas[-1] = 0``: Euler steps,
+    or Heun steps (the last one Euler) when ``heun``; returns ``x`` at sigma 0 (module docstring).
+
+    The arithmetic, step for step, of ``k_diffusion.sampling.sample_euler`` and ``sample_heun`` (tested equal),
+    which draw ``eps`` with ``torch.randn_like``; here ``eps = noise(x.shape) * s_noise`` is drawn at every step
+    (used where ``s_tmin <= sigma_i <= s_tmax``), as they draw it, so one seed gives both the same numbers.
+    ``denoise(x, sigma [B])`` is ``D``; ``callback`` gets k-diffusion's dict after each step's first call.
+    """
+    s_in = x.new_ones([x.shape[0]])
+    for i in range(len(sigmas) - 1):
+        gamma = min(s_churn / (len(sigmas) - 1), 2 ** 0.5 - 1) if s_tmin <= sigmas[i] <= s_tmax else 0.0
+        eps = noise(x.shape) * s_noise
+        sigma_hat = sigmas[i] * (gamma + 1)
+        if gamma > 0:
+            x = x + eps * (sigma_hat ** 2 - sigmas[i] ** 2) ** 0.5
+        denoised = denoise(x, sigma_hat * s_in)
+        d = K.sampling.to_d(x, sigma_hat, denoised)
+        if callback is not None:
+            callback({"x": x, "i": i, "sigma": sigmas[i], "sigma_hat": sigma_hat, "denoised": denoised})
+        dt = sigmas[i + 1] - sigma_hat
+        if not heun or sigmas[i + 1] == 0:
+            x = x + d * dt
+        else:
+            x_2 = x + d * dt
+            d_2 = K.sampling.to_d(x_2, sigmas[i + 1], denoise(x_2, sigmas[i + 1] * s_in))
+            x = x + (d + d_2) / 2 * dt
+    return x
+
+
+def _sample_euler_ancestral(denoise, x: Tensor, sigmas: Tensor, noise: Noise, **options) -> Tensor:
+    """k-diffusion's Euler ancestral sampler, its noise drawn by ``noise``."""
+    return K.sampling.sample_euler_ancestral(denoise, x, sigmas, disable=True,
+                                             noise_sampler=lambda sigma, sigma_next: noise(x.shape), **options)
+
+
+def _sample_dpmpp_2m(denoise, x: Tensor, sigmas: Tensor, noise: Noise, **options) -> Tensor:
+    """k-diffusion's DPM-Solver++(2M): deterministic, ``noise`` is not used."""
+    return K.sampling.sample_dpmpp_2m(denoise, x, sigmas, disable=True, **options)
+
 
 SAMPLERS: dict[str, Callable] = {
-    "euler": K.sampling.sample_euler,
-    "heun": K.sampling.sample_heun,
-    "euler_ancestral": K.sampling.sample_euler_ancestral,
-    "dpmpp_2m": K.sampling.sample_dpmpp_2m,
+    "euler": sample_karras,
+    "heun": functools.partial(sample_karras, heun=True),
+    "euler_ancestral": _sample_euler_ancestral,
+    "dpmpp_2m": _sample_dpmpp_2m,
 }
-"""Sampler names and the k-diffusion functions behind them."""
+"""Sampler names and their functions ``sampler(denoise, x, sigmas, noise, callback=..., **options)``."""
 CHURN_SAMPLERS = ("euler", "heun")
 """Samplers that take EDM's churn options (``s_churn``, ``s_tmin``, ``s_tmax``)."""
+PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16}
+"""Precisions of the denoiser calls during sampling (module docstring), by name."""
 
 
 SAMPLING_MODES = ("stochastic", "deterministic", "unconditional", "guided")
@@ -96,7 +161,19 @@ def eval_mode(module: nn.Module) -> Iterator[nn.Module]:
             submodule.training = training
 
 
-def _guided(denoiser: nn.Module, cond: Tensor, guidance_scale: float) -> Callable[[Tensor, Tensor], Tensor]:
+def _in_precision(denoiser: nn.Module, precision: str, device: torch.device) -> Callable[..., Tensor]:
+    """``denoiser(x, sigma, unet_cond=c)`` under autocast to ``precision`` (none for fp32), its output in float32."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; valid precisions: {tuple(PRECISIONS)}")
+
+    def call(x: Tensor, sigma: Tensor, unet_cond: Tensor) -> Tensor:
+        with torch.autocast(device.type, dtype=PRECISIONS[precision], enabled=precision != "fp32"):
+            return denoiser(x, sigma, unet_cond=unet_cond).float()
+
+    return call
+
+
+def _guided(denoiser: Callable[..., Tensor], cond: Tensor, guidance_scale: float) -> Callable[[Tensor, Tensor], Tensor]:
     """``D_w(x, sigma)`` of the module docstring; conditional and unconditional calls share one batch."""
     if guidance_scale == 1.0:
         return lambda x, sigma: denoiser(x, sigma, unet_cond=cond)
@@ -128,6 +205,19 @@ def _seed_value(seed: int | torch.Generator | None) -> int:
     return int(torch.randint(2**62, (1,), generator=seed, device=device))
 
 
+def _noise(seed: int | torch.Generator | Sequence[int] | None, batch: int, device: torch.device) -> Noise:
+    """``noise(shape)`` drawing ``[B, ...] ~ N(0, I)`` on ``device``: from one generator seeded with ``seed`` (an
+    int, or drawn from a generator or the global RNG), or image ``b`` from its own generator seeded with
+    ``seed[b]`` (a sequence of ``B`` ints)."""
+    if not isinstance(seed, Sequence):
+        generator = torch.Generator(device).manual_seed(_seed_value(seed))
+        return lambda shape: draw(torch.randn, shape, generator)
+    if len(seed) != batch:
+        raise ValueError(f"{len(seed)} seeds for a batch of {batch} images: give one seed per image, or one int")
+    generators = [torch.Generator(device).manual_seed(image_seed) for image_seed in seed]
+    return lambda shape: torch.cat([draw(torch.randn, (1, *shape[1:]), generator) for generator in generators])
+
+
 @torch.no_grad()
 def sample_images(
     denoiser: nn.Module,
@@ -146,7 +236,8 @@ def sample_images(
     s_noise: float = 1.0,
     guidance_scale: float = 1.0,
     unconditional: bool = False,
-    seed: int | torch.Generator | None = None,
+    seed: int | torch.Generator | Sequence[int] | None = None,
+    precision: str = "fp32",
     callback: Callable[[dict], None] | None = None,
 ) -> Tensor:
     """Sample images ``[B, C, H, W]`` in [-1, 1] from ``denoiser`` given ``cond`` (see the module docstring).
@@ -167,7 +258,9 @@ def sample_images(
         unconditional: sample with :func:`genvs.denoiser.null_condition` as the condition.
         seed: an int, or a generator to draw one from; every random number of the sampling (start
             noise, churn, ancestral noise) follows from it, and the caller's global RNG is left
-            unchanged. None draws the seed from the global RNG.
+            unchanged. None draws the seed from the global RNG. A sequence of ``B`` ints: image ``b``'s
+            random numbers follow from ``seed[b]`` alone, exactly as when it is sampled alone with that seed.
+        precision: of the denoiser calls, one of :data:`PRECISIONS` (module docstring).
         callback: called after each step's first denoiser call with k-diffusion's dict:
             ``x`` (current noisy images), ``i`` (step), ``sigma``, ``sigma_hat`` and ``denoised``
             (the guided estimate ``D(x; sigma_hat)`` of the clean images, ``[B, C, H, W]``).
@@ -181,11 +274,12 @@ def sample_images(
         if guidance_scale != 1.0:
             raise ValueError(f"guidance_scale={guidance_scale} needs conditional sampling (unconditional=False)")
         cond = null_condition(torch.empty(shape[0], denoiser.inner_model.unet_cond_dim, *shape[2:], device=device))
+    denoise = _guided(_in_precision(denoiser, precision, device), cond, guidance_scale)
     sigmas = karras_sigmas(steps, sigma_min, sigma_max, rho, device)
-    with eval_mode(denoiser), seeded_rng(_seed_value(seed), device):
-        x = (torch.randn(shape, device=device) if noise is None else noise.to(device)) * sigmas[0]
-        x = SAMPLERS[sampler](_guided(denoiser, cond, guidance_scale), x, sigmas, callback=callback,
-                              disable=True, **options)
+    draw_noise = _noise(seed, shape[0], device)
+    with eval_mode(denoiser):
+        x = (draw_noise(shape) if noise is None else noise.to(device)) * sigmas[0]
+        x = SAMPLERS[sampler](denoise, x, sigmas, draw_noise, callback=callback, **options)
     return x.clamp(-1.0, 1.0)
 
 
@@ -198,7 +292,7 @@ def sample_novel_views(model: nn.Module, images: Tensor, K: Tensor, c2w: Tensor,
         model: a :class:`genvs.model.GeNVS` (run in eval mode, given back in its modes).
         images: ``[B, V, 3, H, W]`` input views in [-1, 1]; K ``[B, V, 3, 3]``; c2w ``[B, V, 4, 4]``.
         target_K: ``[B, T, 3, 3]``; target_c2w: ``[B, T, 4, 4]`` the cameras to sample.
-        options: :func:`sample_images`'s keyword arguments (sampler, steps, seed, guidance_scale, ...).
+        options: :func:`sample_images`'s keyword arguments (sampler, steps, seed, guidance_scale, precision, ...).
     Returns:
         ``samples [B, T, 3, H, W]`` and the field's render at ``render_size``: ``features
         [B, T, C, s, s]`` (channels 0-2 are its RGB guess), ``depth`` and ``opacity [B, T, s, s]``.
@@ -229,52 +323,75 @@ def conditioning_set(frame: int, n_inputs: int, max_random: int, generator: torc
 
 @torch.no_grad()
 def generate_trajectory(model: nn.Module, images: Tensor, K: Tensor, c2w: Tensor, target_K: Tensor,
-                        target_c2w: Tensor, *, autoregressive: bool = True, max_random: int = 4, seed: int = 0,
-                        progress: bool = True, **options) -> dict:
-    """Generate one object's views along a trajectory, one frame after the other.
+                        target_c2w: Tensor, *, autoregressive: bool = True, max_random: int = 4,
+                        seed: int | Sequence[int] = 0, progress: bool = True, **options) -> dict:
+    """Generate the views of ``B`` objects along their trajectories, frame ``f`` of every object in one batch.
 
-    Autoregressive (GeNVS): every generated frame joins the pool of views, and frame ``f`` is
+    Autoregressive (GeNVS): every generated frame joins its object's pool of views, and frame ``f`` is
     sampled given :func:`conditioning_set`'s views, so later frames stay consistent with earlier
     ones. Otherwise every frame is sampled from the real inputs alone (to compare). Each view is
-    encoded once; frame ``f``'s sampling noise comes from ``derive_seed(seed, f)`` and its random
-    conditioning frames from a generator seeded with ``seed``: the same seed gives the same
-    trajectory.
+    encoded once.
+
+    Seeds: object ``b`` has one seed ``s_b``; its frame ``f``'s sampling noise comes from
+    ``derive_seed(s_b, f)`` (:func:`sample_images` with one seed per image) and its random conditioning
+    frames from a generator seeded with ``s_b``. So object ``b``'s random numbers are those of generating it
+    alone with seed ``s_b``, whatever the batch; its images equal those up to the float rounding of batched
+    matrix products (which may sum in another order for another batch size), bitwise where the model's
+    arithmetic does not depend on the batch size.
 
     Args:
         model: a :class:`genvs.model.GeNVS` (run in eval mode, given back in its modes).
-        images: ``[V, 3, H, W]`` real input views in [-1, 1]; K ``[V, 3, 3]``; c2w ``[V, 4, 4]``.
-        target_K: ``[N, 3, 3]``; target_c2w: ``[N, 4, 4]`` the trajectory, e.g.
-            :func:`genvs.cameras.trajectory_from` of the input camera.
+        images: ``[B, V, 3, H, W]`` real input views in [-1, 1]; K ``[B, V, 3, 3]``; c2w ``[B, V, 4, 4]``.
+            One object's ``[V, 3, H, W]``, ``[V, 3, 3]``, ``[V, 4, 4]`` also works: the outputs then have no
+            leading ``B`` either.
+        target_K: ``[B, N, 3, 3]``; target_c2w: ``[B, N, 4, 4]`` the trajectories, e.g.
+            :func:`genvs.cameras.trajectory_from` of each input camera (``[N, 3, 3]``, ``[N, 4, 4]`` for one object).
         max_random: most random earlier frames in a conditioning set (the seed: 4).
-        options: :func:`sample_images`'s sampler options (sampler, steps, s_churn, guidance_scale, ...).
+        seed: one int per object (a sequence of ``B``); or one int, which is the seed of a single unbatched
+            object, and for a batch gives object ``b`` the seed ``derive_seed(seed, b)``.
+        options: :func:`sample_images`'s sampler options (sampler, steps, s_churn, guidance_scale, precision, ...).
     Returns:
-        dict with ``samples [N, 3, H, W]``; the field's ``features [N, C, s, s]``, ``depth`` and
-        ``opacity [N, s, s]`` for the same cameras (from the views that conditioned each frame);
-        and ``conditioning``, the pool indices used for each frame.
+        dict with ``samples [B, N, 3, H, W]``; the field's ``features [B, N, C, s, s]``, ``depth`` and
+        ``opacity [B, N, s, s]`` for the same cameras (from the views that conditioned each frame);
+        and ``conditioning``, per object the pool indices used for each frame (``B`` lists of ``N`` lists).
     """
+    if images.dim() == 4:
+        seeds = [seed] if isinstance(seed, int) else seed
+        result = generate_trajectory(model, images[None], K[None], c2w[None], target_K[None], target_c2w[None],
+                                     autoregressive=autoregressive, max_random=max_random, seed=seeds,
+                                     progress=progress, **options)
+        return {name: value[0] for name, value in result.items()}
     device = next(model.parameters()).device
-    n_inputs, n_frames = images.shape[0], target_c2w.shape[0]
-    choices = torch.Generator().manual_seed(seed)
-    pool_K, pool_c2w = torch.cat([K, target_K]).to(device), torch.cat([c2w, target_c2w]).to(device)
-    outputs = {"samples": [], "features": [], "depth": [], "opacity": [], "conditioning": []}
+    (n_objects, n_inputs), n_frames = images.shape[:2], target_c2w.shape[1]
+    seeds = [derive_seed(seed, index) for index in range(n_objects)] if isinstance(seed, int) else list(seed)
+    if len(seeds) != n_objects:
+        raise ValueError(f"{len(seeds)} seeds for {n_objects} objects: give one seed per object, or one int")
+    choices = [torch.Generator().manual_seed(object_seed) for object_seed in seeds]
+    pool_K, pool_c2w = torch.cat([K, target_K], 1).to(device), torch.cat([c2w, target_c2w], 1).to(device)
+    objects = torch.arange(n_objects, device=device)[:, None]
+    outputs = {"samples": [], "features": [], "depth": [], "opacity": []}
+    conditioning = [[] for _ in range(n_objects)]
     with eval_mode(model):
-        volumes = list(model.field.encode(images[None].to(device), K[None].to(device), c2w[None].to(device))
-                       .volumes.unbind(1))
+        inputs = model.field.encode(images.to(device), K.to(device), c2w.to(device)).volumes  # [B, V, C, D, h, w]
+        volumes = inputs.new_empty(n_objects, n_inputs + (n_frames if autoregressive else 0), *inputs.shape[2:])
+        volumes[:, :n_inputs] = inputs
         for frame in tqdm(range(n_frames), desc="generating", disable=not progress):
-            chosen = conditioning_set(frame, n_inputs, max_random, choices) if autoregressive else list(range(n_inputs))
-            views = InputViews(torch.stack([volumes[index] for index in chosen], dim=1), pool_K[None, chosen],
-                               pool_c2w[None, chosen])
+            chosen = [conditioning_set(frame, n_inputs, max_random, generator) if autoregressive
+                      else list(range(n_inputs)) for generator in choices]
+            index = torch.tensor(chosen, device=device)  # [B, V_f]: every object conditions on as many views
+            views = InputViews(volumes[objects, index], pool_K[objects, index], pool_c2w[objects, index])
             target = slice(n_inputs + frame, n_inputs + frame + 1)
-            cond, rendered = model.condition(views, pool_K[None, target], pool_c2w[None, target])
-            sample = sample_images(model.denoiser, cond, seed=derive_seed(seed, frame), **options)
+            cond, rendered = model.condition(views, pool_K[:, target], pool_c2w[:, target])
+            frame_seeds = [derive_seed(object_seed, frame) for object_seed in seeds]
+            sample = sample_images(model.denoiser, cond, seed=frame_seeds, **options)
             if autoregressive:
-                volumes.append(model.field.encode(sample[None], pool_K[None, target], pool_c2w[None, target])
-                               .volumes[:, 0])
+                volumes[:, target] = model.field.encode(sample[:, None], pool_K[:, target], pool_c2w[:, target]).volumes
             for name, value in (("samples", sample), *((key, rendered[key][:, 0]) for key in
                                                        ("features", "depth", "opacity"))):
                 outputs[name].append(value.cpu())
-            outputs["conditioning"].append(chosen)
-    return {name: torch.cat(values) if name != "conditioning" else values for name, values in outputs.items()}
+            for object_sets, object_chosen in zip(conditioning, chosen):
+                object_sets.append(object_chosen)
+    return {**{name: torch.stack(values, dim=1) for name, values in outputs.items()}, "conditioning": conditioning}
 
 
 def _image_shape(denoiser: nn.Module, cond: Tensor | None, shape, noise: Tensor | None,

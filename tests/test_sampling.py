@@ -5,22 +5,27 @@ import pytest
 import torch
 from torch import nn
 
-from genvs.denoiser import build_denoiser, denoiser_config
-from genvs.sampling import CHURN_SAMPLERS, SAMPLERS, eval_mode, karras_sigmas, sample_images
+from genvs.denoiser import K, build_denoiser, denoiser_config
+from genvs.sampling import CHURN_SAMPLERS, SAMPLERS, eval_mode, karras_sigmas, sample_images, sampling_options
+from genvs.seeding import derive_seed, seeded_rng
 
 STEPS = 4
 
 
-@pytest.fixture(scope="module")
-def denoiser() -> nn.Module:
-    """A smoke-sized denoiser with every weight perturbed, so the condition matters (k-diffusion
-    zero-initialises output layers) and dropout would show if left on."""
-    model = build_denoiser(denoiser_config("smoke", dropout=0.3))
+def perturbed(denoiser: nn.Module) -> nn.Module:
+    """``denoiser`` with 0.05 N(0, 1) added to every weight (seed 0), in place: k-diffusion zero-initialises its
+    output layers, so untrained, D would ignore its input's details and its condition."""
     generator = torch.Generator().manual_seed(0)
     with torch.no_grad():
-        for parameter in model.parameters():
+        for parameter in denoiser.parameters():
             parameter.add_(0.05 * torch.randn(parameter.shape, generator=generator))
-    return model
+    return denoiser
+
+
+@pytest.fixture(scope="module")
+def denoiser() -> nn.Module:
+    """A smoke-sized denoiser, :func:`perturbed`, so the condition matters and dropout would show if left on."""
+    return perturbed(build_denoiser(denoiser_config("smoke", dropout=0.3)))
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +42,8 @@ class _Oracle(nn.Module):
     zeros (checked sample by sample, independently of ``null_condition``) and ``z`` otherwise.
 
     ``y``, ``z``: ``[B, 3, H, W]``; a batch of ``n * B`` (guidance stacks two) gets them repeated.
-    It records every condition it is given. ``sample_images`` reads the device from its dummy
+    It records every condition it is given, and the dtype of the CPU autocast it runs under (None: none);
+    like a network, it answers in that dtype. ``sample_images`` reads the device from its dummy
     parameter and the channels from ``inner_model``, as from a k-diffusion ``Denoiser``.
     """
 
@@ -46,13 +52,65 @@ class _Oracle(nn.Module):
         self.y, self.z = y, y if z is None else z
         self.dummy = nn.Parameter(torch.zeros(()))
         self.inner_model = SimpleNamespace(unet_cond_dim=cond_channels, c_in=y.shape[1])
-        self.seen_conds = []
+        self.seen_conds, self.autocast = [], []
 
     def forward(self, x, sigma, unet_cond=None):
         self.seen_conds.append(unet_cond)
+        autocast = torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else None
+        self.autocast.append(autocast)
         repeats = x.shape[0] // self.y.shape[0]
         is_null = (unet_cond == 0).flatten(1).all(1)[:, None, None, None]
-        return torch.where(is_null, self.y.repeat(repeats, 1, 1, 1), self.z.repeat(repeats, 1, 1, 1))
+        answer = torch.where(is_null, self.y.repeat(repeats, 1, 1, 1), self.z.repeat(repeats, 1, 1, 1))
+        return answer if autocast is None else answer.to(autocast)
+
+
+class BatchInvariantDenoiser(nn.Module):
+    """An EDM-shaped denoiser computed pixel by pixel with correctly rounded operations only:
+    ``D = c_skip x + c_out softsign(w c_in x + c_0..2)`` (``c``: the condition's first 3 channels; ``sd = 0.5``).
+
+    Image ``b``'s output is the same bits whatever else is in the batch; k-diffusion's U-Net does not promise that
+    (its matrix products may sum in another order for another number of rows). Sampling with it shows what the
+    sampler's bookkeeping (seeds, noise streams, conditioning sets) does, free of float rounding.
+    """
+
+    def __init__(self, cond_channels=16):
+        super().__init__()
+        self.weight = nn.Parameter(torch.tensor(1.5))
+        self.inner_model = SimpleNamespace(unet_cond_dim=cond_channels, c_in=3)
+
+    def forward(self, x, sigma, unet_cond=None):
+        variance = sigma[:, None, None, None] ** 2 + 0.25
+        raw = self.weight * x / variance.sqrt() + unet_cond[:, :3]
+        return 0.25 / variance * x + sigma[:, None, None, None] * 0.5 / variance.sqrt() * (raw / (1 + raw.abs()))
+
+
+class BatchInvariantEncoder(nn.Module):
+    """An image-to-volume encoder ``[N, 3, H, W] -> [N, C, D, h, w]`` computed image by image without matrix
+    products: feature ``c`` of plane ``d`` is ``softsign(w_cd * a_(c mod 3))``, ``a`` the image area-averaged to
+    ``h x w``. The same bits for an image whatever else is in the batch (the ResNet encoder does not promise that)."""
+
+    def __init__(self, channels: int, depth_planes: int, size: int):
+        super().__init__()
+        self.size = size
+        generator = torch.Generator().manual_seed(0)
+        self.weight = nn.Parameter(torch.randn(channels, depth_planes, 1, 1, generator=generator))
+        self.register_buffer("colour", torch.arange(channels) % 3)
+
+    def forward(self, images):
+        raw = torch.nn.functional.adaptive_avg_pool2d(images, self.size)[:, self.colour, None] * self.weight
+        return raw / (1 + raw.abs())
+
+
+def batch_invariant(model: nn.Module) -> nn.Module:
+    """A copy of a GeNVS with :class:`BatchInvariantEncoder` and :class:`BatchInvariantDenoiser` in place of its
+    networks: object b's computations (its field's MLP and rendering are kept) give the same bits in any batch."""
+    import copy
+
+    config = model.config.field.encoder
+    invariant = copy.deepcopy(model)
+    invariant.field.encoder = BatchInvariantEncoder(config.feature_channels, config.depth_planes, config.volume_size)
+    invariant.denoiser = BatchInvariantDenoiser(config.feature_channels)
+    return invariant
 
 
 def _clean_images(seed, scale=0.9):
@@ -70,6 +128,78 @@ def _oracle_cond():
 SAMPLER_VARIANTS = [pytest.param(name, {}, id=name) for name in sorted(SAMPLERS)] \
     + [pytest.param(name, {"s_churn": 1.0}, id=f"{name}-churn") for name in CHURN_SAMPLERS] \
     + [pytest.param("euler_ancestral", {"s_noise": 1.5}, id="euler_ancestral-s_noise")]
+# churn at some steps only (sigma in [0.1, 5]): the noise is drawn at every step all the same
+WINDOWED_CHURN = [pytest.param(name, {"s_churn": 2.0, "s_tmin": 0.1, "s_tmax": 5.0, "s_noise": 1.003},
+                               id=f"{name}-churn-window") for name in CHURN_SAMPLERS]
+
+
+@pytest.mark.parametrize("sampler,options", SAMPLER_VARIANTS + WINDOWED_CHURN)
+def test_samplers_compute_k_diffusions_samplers_bit_for_bit(denoiser, cond, sampler, options):
+    """The oracle: k-diffusion's own sampler, drawing from the global RNG seeded with the same seed (what
+    ``sample_images`` called before it drew from explicit generators), gives the same images bit for bit."""
+    sigmas = karras_sigmas(STEPS)
+    with eval_mode(denoiser), seeded_rng(11, torch.device("cpu")), torch.no_grad():
+        start = torch.randn(2, 3, 16, 16) * sigmas[0]
+        expected = getattr(K.sampling, f"sample_{sampler}")(lambda x, sigma: denoiser(x, sigma, unet_cond=cond), start,
+                                                            sigmas, disable=True, **options).clamp(-1, 1)
+    assert torch.equal(_sample(denoiser, cond, sampler=sampler, seed=11, **options), expected)
+
+
+@pytest.mark.parametrize("sampler,options", SAMPLER_VARIANTS)
+def test_per_image_seeds_give_each_image_the_numbers_it_gets_alone(sampler, options):
+    """Image b of a batch sampled with seeds [s_0, s_1, s_2] is, bit for bit, image b sampled alone with seed s_b
+    (a denoiser independent of the batch: only the random numbers can differ); one int seed is one stream for the
+    whole batch instead, so its image 1 is not image 1 sampled alone."""
+    denoiser = BatchInvariantDenoiser()
+    cond = torch.randn(3, 16, 8, 8, generator=torch.Generator().manual_seed(2))
+    seeds = [5, 17, 5]  # a seed repeated with another condition
+    together = sample_images(denoiser, cond, sampler=sampler, steps=STEPS, seed=seeds, **options)
+    alone = [sample_images(denoiser, cond[b:b + 1], sampler=sampler, steps=STEPS, seed=seed, **options)
+             for b, seed in enumerate(seeds)]
+    for b in range(3):
+        assert torch.equal(together[b:b + 1], alone[b]), b
+    one_stream = sample_images(denoiser, cond, sampler=sampler, steps=STEPS, seed=17, **options)
+    assert (one_stream[1] - alone[1][0]).abs().max() > 1e-3
+
+
+def test_per_image_seeds_with_the_unet_match_sampling_alone_to_rounding(denoiser, cond):
+    """With k-diffusion's U-Net a batch of 2 equals its images sampled alone up to float rounding (measured: 2e-6),
+    and seeds [s] for one image are seed s bit for bit."""
+    options = {"sampler": "euler", "s_churn": 1.0}
+    together = _sample(denoiser, cond, seed=[3, 4], **options)
+    for b, seed in enumerate((3, 4)):
+        alone = _sample(denoiser, cond[b:b + 1], seed=seed, **options)
+        torch.testing.assert_close(together[b:b + 1], alone, atol=1e-5, rtol=0)
+        assert torch.equal(_sample(denoiser, cond[b:b + 1], seed=[seed], **options), alone)
+
+
+@pytest.mark.parametrize("sampler,options", SAMPLER_VARIANTS)
+def test_bf16_sampling_is_fp32_sampling_to_bf16s_precision(denoiser, cond, sampler, options):
+    """bf16 keeps 8 significant bits (rounding 2^-9 = 0.2% per value); one call of this U-Net in bf16 differs from
+    fp32 by up to 0.0043 on outputs up to 0.47 (1%, roundings compounded through its layers), and the steps add
+    these up: measured, the images differ by at most 0.018 (heun, 4 steps) and 0.0011 on average. The bounds
+    0.05 and 0.005 leave 3-5x room; a difference of 0 would mean bf16 was not used."""
+    fp32 = _sample(denoiser, cond, sampler=sampler, seed=2, **options)
+    bf16_steps = []
+    bf16 = _sample(denoiser, cond, sampler=sampler, seed=2, precision="bf16", callback=bf16_steps.append, **options)
+    error = (bf16 - fp32).abs()
+    assert 0 < error.max() <= 0.05 and error.mean() <= 0.005
+    assert all(info["x"].dtype == info["denoised"].dtype == torch.float32 for info in bf16_steps)
+
+
+def test_bf16_runs_the_denoiser_under_autocast_and_the_sampler_in_float32():
+    """The oracle answers in bf16 under autocast, as a network does; y and z are exact in bf16. Every call must run
+    under bf16 autocast, and the guided combination y + w (z - y) and the ODE stay float32: the result lands on it
+    to float32 rounding (in bf16 it would be off by up to 2^-9 of its size)."""
+    y, z = (_clean_images(seed, scale=0.2).bfloat16().float() for seed in (1, 2))
+    expected = {"deterministic": z, "stochastic": z, "guided": y + 2.5 * (z - y)}  # |guided| <= 0.8: not clamped
+    for mode, answer in expected.items():
+        for precision, autocast in (("bf16", torch.bfloat16), ("fp32", None)):
+            oracle = _Oracle(y, z)
+            out = sample_images(oracle, _oracle_cond(), seed=0, precision=precision,
+                                **sampling_options(mode, steps=STEPS, guidance_scale=2.5))
+            assert out.dtype == torch.float32 and oracle.autocast == [autocast] * STEPS, (mode, precision)
+            torch.testing.assert_close(out, answer, atol=1e-5, rtol=0, msg=lambda m: f"{mode} {precision}: {m}")
 
 
 @pytest.mark.parametrize("sampler,options", SAMPLER_VARIANTS)
@@ -206,6 +336,10 @@ def test_bad_arguments_are_reported(denoiser, cond):
         _sample(denoiser, cond, shape=(3, 3, 16, 16))
     with pytest.raises(ValueError, match="steps must be at least 1"):
         sample_images(denoiser, cond, steps=0)
+    with pytest.raises(ValueError, match=r"unknown precision 'fp16'; valid precisions: \('fp32', 'bf16'\)"):
+        _sample(denoiser, cond, precision="fp16")
+    with pytest.raises(ValueError, match="3 seeds for a batch of 2 images"):
+        _sample(denoiser, cond, seed=[1, 2, 3])
 
 
 def test_the_conditioning_set_follows_the_seed_rule():
@@ -227,24 +361,38 @@ def test_the_conditioning_set_follows_the_seed_rule():
         conditioning_set(20, 1, 4, torch.Generator().manual_seed(3))
 
 
-def test_trajectories_are_seeded_and_autoregressive_frames_join_the_inputs():
-    from genvs.cameras import make_intrinsics, orbit, trajectory_from
+@pytest.fixture(scope="module")
+def genvs_model() -> nn.Module:
+    """The smoke GeNVS with its denoiser :func:`perturbed`."""
     from genvs.model import PRESETS as MODEL_PRESETS
     from genvs.model import GeNVS
-    from genvs.sampling import generate_trajectory
 
     model = GeNVS(MODEL_PRESETS["smoke"], seed=0)
-    generator = torch.Generator().manual_seed(0)
-    with torch.no_grad():  # k-diffusion zero-initialises its output layer: untrained, D would ignore its condition
-        for parameter in model.denoiser.parameters():
-            parameter.add_(0.05 * torch.randn(parameter.shape, generator=generator))
-    size = MODEL_PRESETS["smoke"].field.encoder.image_size
-    K, c2w = make_intrinsics(1.0 * size, size / 2, size / 2)[None], orbit(1)
-    image = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(0)) * 2 - 1
-    poses = trajectory_from(c2w[0], 5, sweep_deg=90.0)
+    perturbed(model.denoiser)
+    return model
+
+
+def _trajectory_inputs(n_objects: int, n_frames: int, size: int = 32) -> tuple[torch.Tensor, ...]:
+    """``n_objects`` objects, each one random input view from its own camera on an orbit and a 90-degree sweep of
+    ``n_frames`` poses from it: images ``[B, 1, 3, H, W]``, K ``[B, 1, 3, 3]``, c2w ``[B, 1, 4, 4]``, target_K
+    ``[B, N, 3, 3]``, target_c2w ``[B, N, 4, 4]``."""
+    from genvs.cameras import make_intrinsics, orbit, trajectory_from
+
+    c2w = orbit(n_objects, start_azimuth_deg=10.0)
+    images = torch.rand(n_objects, 1, 3, size, size, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    K = make_intrinsics(1.0 * size, size / 2, size / 2).expand(n_objects, 1, 3, 3)
+    poses = torch.stack([trajectory_from(pose, n_frames, sweep_deg=90.0) for pose in c2w])
+    return images, K, c2w[:, None], K.expand(n_objects, n_frames, 3, 3), poses
+
+
+def test_trajectories_are_seeded_and_autoregressive_frames_join_the_inputs(genvs_model):
+    from genvs.sampling import generate_trajectory
+
+    images, K, c2w, target_K, poses = (tensor[0] for tensor in _trajectory_inputs(1, 5))  # one object, unbatched
+    size = images.shape[-1]
 
     def generate(**options):
-        return generate_trajectory(model, image, K, c2w, K.expand(5, 3, 3), poses, steps=3, progress=False, **options)
+        return generate_trajectory(genvs_model, images, K, c2w, target_K, poses, steps=3, progress=False, **options)
 
     state = torch.get_rng_state()
     first, again, other = generate(seed=1), generate(seed=1), generate(seed=2)
@@ -259,8 +407,39 @@ def test_trajectories_are_seeded_and_autoregressive_frames_join_the_inputs():
     assert not torch.equal(independent["samples"][1], first["samples"][1])  # later frames see generated views
 
 
+@pytest.mark.parametrize("autoregressive", [True, False])
+def test_a_batch_of_trajectories_is_each_object_generated_alone(genvs_model, autoregressive):
+    """Object b of a batch generated with seeds [s_0, s_1, s_2] is object b generated alone (unbatched) with seed
+    s_b: bit for bit with an encoder and a denoiser independent of the batch (then only seeds, noise streams,
+    conditioning sets and view pools could differ); to float rounding with the ResNet encoder and the U-Net, whose
+    matrix products may sum in another order for another number of rows (measured: 2e-6). One int seed s for a
+    batch is the seeds derive_seed(s, b)."""
+    from genvs.sampling import generate_trajectory
+
+    inputs = _trajectory_inputs(3, 5)
+    seeds = [4, 9, 4]  # seed 4 twice, for two different objects
+    options = {"autoregressive": autoregressive, "max_random": 1, "progress": False,
+               **sampling_options("stochastic", steps=3)}
+    for model, exact in ((batch_invariant(genvs_model), True), (genvs_model, False)):
+        together = generate_trajectory(model, *inputs, seed=seeds, **options)
+        assert together["samples"].shape == (3, 5, 3, 32, 32) and together["depth"].shape == (3, 5, 16, 16)
+        for b, seed in enumerate(seeds):
+            alone = generate_trajectory(model, *(tensor[b] for tensor in inputs), seed=seed, **options)
+            assert together["conditioning"][b] == alone["conditioning"]
+            for key in ("samples", "features", "depth", "opacity"):
+                if exact:
+                    assert torch.equal(together[key][b], alone[key]), (b, key)
+                else:
+                    torch.testing.assert_close(together[key][b], alone[key], atol=1e-5, rtol=0)
+    if autoregressive:  # frames 3 and 4 draw one earlier frame at random: seeds 4 and 9 draw differently
+        assert together["conditioning"][0] != together["conditioning"][1]
+    one_seed = generate_trajectory(genvs_model, *inputs, seed=7, **options)
+    derived = generate_trajectory(genvs_model, *inputs, seed=[derive_seed(7, b) for b in range(3)], **options)
+    torch.testing.assert_close(one_seed, derived, rtol=0, atol=0)
+
+
 def test_sampling_modes_name_the_seeds_settings():
-    from genvs.sampling import SAMPLING_MODES, sampling_options
+    from genvs.sampling import SAMPLING_MODES
 
     assert sampling_options("stochastic", steps=50) == {"sampler": "euler", "steps": 50, "s_churn": 20.0,
                                                         "s_noise": 1.003}  # gamma = 20 / 50 = 0.4 per step
@@ -290,7 +469,7 @@ def test_sampling_modes_name_the_seeds_settings():
 
 def test_only_the_stochastic_mode_draws_noise_after_the_start(denoiser, cond):
     """With the start noise fixed, the seed changes the stochastic mode's result (churn) and no other's."""
-    from genvs.sampling import SAMPLING_MODES, sampling_options
+    from genvs.sampling import SAMPLING_MODES
 
     noise = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(0))
     for mode in SAMPLING_MODES:
@@ -301,8 +480,6 @@ def test_only_the_stochastic_mode_draws_noise_after_the_start(denoiser, cond):
 
 def test_churn_is_capped_as_in_k_diffusion():
     """gamma = min(s_churn / steps, sqrt(2) - 1): asking for churn 0.5 per step gives sqrt(2) - 1."""
-    from genvs.sampling import sampling_options
-
     y = _clean_images(0)
     for churn, gamma in ((0.2, 0.2), (0.5, math.sqrt(2) - 1)):
         steps = []
