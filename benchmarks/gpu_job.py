@@ -1,0 +1,784 @@
+"""All of this project's GPU work in one command, sized for a short lease of one GPU.
+
+    python benchmarks/gpu_job.py --out DIR [--minutes 8] [--dry-run]
+
+Phases, in order; each gets a time budget, a share of ``--minutes`` (:data:`BUDGET`), and what does not fit is
+recorded as ``"skipped: out of time"``; a phase that reaches its budget is stopped (``"interrupted: out of time
+after N s"``), keeping what it measured. ``DIR/results.json`` is rewritten after every phase, so a killed job
+still leaves its figures.
+
+0. setup: on a machine without k-diffusion, pip-install the wheels carried in ``.whl/`` (written here by
+   ``benchmarks/fetch_wheels.py``) into a temporary folder put first on ``sys.path``; device facts and a
+   measured bf16 matrix-product ceiling.
+1. data: synthetic cars in parallel processes (:func:`genvs.data.synthetic.make_dataset`, one chunk of cars
+   per task): a small 128 px set for the paper preset's benchmark and a large 64 px set to train on.
+2. training_benchmark: for each preset, fp32 eager (TF32 matmuls), bf16 eager and bf16 + ``torch.compile``,
+   with the GPU speed settings (:data:`genvs.training.GPU_SPEED`): warm-up steps (until every number of input
+   views of the timed steps has been seen, so that no timed step compiles), then timed steps; FLOPs of a step
+   (forward + backward, :class:`torch.utils.flop_counter.FlopCounterMode`, on the same steps in fp32 eager) and
+   the model FLOPs utilisation against the GPU's datasheet peak (:data:`PEAK_FLOPS`).
+3. sampling_benchmark: seconds per 128 px view of the paper preset's model (random weights: the time does
+   not depend on them), one view per call and several per call, 25 and 250 stochastic Euler steps, fp32 and bf16.
+4. final_training: the ``cpu`` preset's model at 64 px with GPU batches (:data:`FINAL_64`), bf16, compiled if
+   compiling paid off in phase 2, for the time that is left (``Trainer.run(time_limit=...)``).
+5. export: its EMA weights in fp16 (:func:`genvs.training.export_model`), packed as ``model_fp16.tar`` in parts
+   of at most 15 MiB (the device tool brings back files of at most 16 MiB).
+6. evaluation: the held-out protocol (``PROTOCOLS["synthetic"]``) on the exported model.
+7. figure: ``samples.png``, the evaluation's examples.
+
+``--dry-run`` runs the same code on the CPU with the smoke preset, a few cars, a few steps and the "aot_eager"
+compile backend (no code generation), in under a minute. ``DIR`` stays flat: ``results.json``, ``gpu_job.log``,
+``samples.png`` and ``model_fp16.tar.part0..N`` (reassemble: ``cat model_fp16.tar.part* | tar x``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import datetime
+import gc
+import importlib.util
+import json
+import math
+import multiprocessing
+import os
+import platform
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+START = time.perf_counter()
+REPO = Path(__file__).resolve().parents[1]
+WHEELS = Path(os.environ.get("GENVS_WHEELS", REPO / ".whl"))
+SITE = Path(tempfile.gettempdir()) / "genvs_site"
+
+
+def install_wheels(wheels: Path, target: Path) -> dict:
+    """pip-install every wheel in ``wheels`` into ``target`` (offline, no dependencies) and put ``target`` first on
+    ``sys.path`` and ``PYTHONPATH`` (for worker processes). setuptools is skipped where ``pkg_resources`` is
+    already importable, so the machine's own stays in use. Returns what was installed and the command."""
+    found = sorted(wheels.glob("*.whl"))
+    if not found:
+        raise SystemExit(f"k_diffusion is not installed and {wheels} holds no wheels: run "
+                         f"`.venv/bin/python benchmarks/fetch_wheels.py` where pip reaches PyPI, and carry .whl")
+    if importlib.util.find_spec("pkg_resources") is not None:
+        found = [wheel for wheel in found if not wheel.name.startswith("setuptools-")]
+    command = [sys.executable, "-m", "pip", "install", "-q", "--no-index", "--no-deps", "--no-compile",
+               "--no-cache-dir", "--upgrade", "--target", str(target), *map(str, found)]
+    subprocess.run(command, check=True)
+    sys.path.insert(0, str(target))
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(target), os.environ.get("PYTHONPATH")]))
+    importlib.invalidate_caches()
+    return {"installed": [wheel.name for wheel in found], "target": str(target), "command": " ".join(command)}
+
+
+def make_importable() -> dict:
+    """Put the repository on ``sys.path`` (genvs is not pip-installed on the GPU machine) and, where k-diffusion
+    is missing, the carried wheels (:func:`install_wheels`). Returns what was done and how long it took."""
+    sys.path.insert(0, str(REPO))
+    start = time.perf_counter()
+    if importlib.util.find_spec("k_diffusion") is not None:
+        return {"wheels": "none installed: k_diffusion is importable", "seconds": time.perf_counter() - start}
+    return {**install_wheels(WHEELS, SITE), "seconds": time.perf_counter() - start}
+
+
+SETUP = make_importable()
+os.environ.setdefault("MPLBACKEND", "Agg")  # no display on the GPU machine
+
+import matplotlib.pyplot as plt  # noqa: E402  (after make_importable: these need the carried wheels)
+import torch  # noqa: E402
+from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
+
+import genvs.training  # noqa: E402
+from genvs.checkpoint import latest_checkpoint  # noqa: E402
+from genvs.data import SRNDataset  # noqa: E402
+from genvs.data.synthetic import make_dataset  # noqa: E402
+from genvs.evaluation import PROTOCOLS, EvaluationConfig, evaluate, results_table  # noqa: E402
+from genvs.model import GeNVS  # noqa: E402
+from genvs.sampling import sample_novel_views, sampling_options  # noqa: E402
+from genvs.seeding import derive_seed  # noqa: E402
+from genvs.training import (GPU_SPEED, StepBatches, TrainConfig, Trainer, export_model, load_model,  # noqa: E402
+                            read_log, train_config)
+from genvs.viz import plot_evaluation_examples  # noqa: E402
+
+SETUP["ready_after_s"] = time.perf_counter() - START  # interpreter, wheels and imports
+
+BUDGET = {"data": 0.10, "training_benchmark": 0.40, "sampling_benchmark": 0.07, "export": 0.02, "evaluation": 0.12,
+          "figure": 0.02}
+"""Each phase's share of ``--minutes``; final_training gets what is left once the phases after it are reserved.
+Time a phase does not use goes to the next ones."""
+AFTER_TRAINING = ("export", "evaluation", "figure")
+
+PEAK_FLOPS = (  # (name contains, dense bf16, dense TF32) in FLOP/s per GPU, vendors' datasheets (no sparsity)
+    ("H100 PCIe", 756.0e12, 378.0e12),
+    ("H100", 989.4e12, 494.7e12),  # SXM
+    ("H200", 989.4e12, 494.7e12),  # SXM: the H100's tensor cores
+    ("A100", 312.0e12, 156.0e12),
+    ("L4", 121.0e12, 60.0e12),
+)
+"""Peak FLOP/s for the model FLOPs utilisation; the first entry whose text is in the device's name is used."""
+
+MODES = {"fp32_eager": ("fp32", False), "bf16_eager": ("bf16", False), "bf16_compile": ("bf16", True)}
+"""Training benchmark modes: (precision, compile); all with :data:`genvs.training.GPU_SPEED` (TF32,
+channels-last, fused AdamW)."""
+
+FINAL_64 = train_config("cpu", batch_size=32, precision="bf16", speed=GPU_SPEED)
+FINAL_64_WHY = (
+    "the cpu preset's model (ResNet-34 encoder, 3.5M-parameter U-Net, 64 px): the 64 px model the course documents, "
+    "which one CPU thread could not train (500 steps in 33 minutes gave grey blobs); 32 objects x 2 targets per step "
+    "instead of 4 x 2, so that a step keeps the GPU busy (at 4 objects it is launch-bound) and a few minutes see "
+    "each of ~1900 training cars many times; the preset's learning rates, stable here at batch 4 (a larger batch "
+    "only lowers the gradient noise), and its 50-step warm-up (the colab-t4 preset's lower rates and 500-step "
+    "warm-up suit runs of tens of thousands of steps, not a thousand); bf16, the GPU speed settings")
+"""The model trained in the job, and why (``results.json``: ``final_training.choice``)."""
+
+PART_BYTES = 15 * 2**20
+"""Largest file written into DIR: the device tool brings back files of at most 16 MiB, 8 of them."""
+
+UNITS = {
+    "step_s": "seconds per optimiser step (forward, backward, clipping, AdamW, EMA, data loading)",
+    "images_per_s": "target images per second: batch_size x target_views per step",
+    "flops_per_step": "FLOPs of one step's forward and backward (a multiply-add is 2), counted by "
+                      "torch.utils.flop_counter.FlopCounterMode on the timed steps in fp32 eager mode",
+    "mfu": "model FLOPs utilisation: flops_per_step / step_s / peak (a fraction); peak: device.peak_flops_per_s, "
+           "tf32 for fp32 modes, bf16 for bf16 modes",
+    "warmup_s": "seconds of the warm-up steps (compile mode: compiling included)",
+    "seconds_per_view": "seconds of sample_novel_views per target view (encode, render, denoise): "
+                        "precision -> steps -> views per call",
+    "seconds": "wall-clock seconds",
+}
+
+
+# -- time --------------------------------------------------------------------------------------
+
+
+class OutOfTime(KeyboardInterrupt):
+    """Raised by the time box's alarm. A ``KeyboardInterrupt``, so that library code that catches ``Exception``
+    lets it through, and ``Trainer.run`` saves a checkpoint before passing it on, as on Ctrl-C."""
+
+
+class Clock:
+    """The job's end and nested time boxes; the innermost box's deadline is armed as a SIGALRM timer."""
+
+    def __init__(self, total_s: float):
+        self.total_s, self.end = total_s, START + total_s
+        self._deadlines: list[float] = []
+
+    def left(self) -> float:
+        """Seconds until the innermost box's deadline (the job's end outside any box)."""
+        return (self._deadlines[-1] if self._deadlines else self.end) - time.perf_counter()
+
+    @contextlib.contextmanager
+    def box(self, seconds: float):
+        """Raise :class:`OutOfTime` in the block ``seconds`` from now (or at an outer box's deadline if sooner)."""
+        outer = self._deadlines[-1] if self._deadlines else self.end
+        self._deadlines.append(min(outer, time.perf_counter() + seconds))
+        previous = signal.signal(signal.SIGALRM, _ring)
+        self._arm()
+        try:
+            yield
+        finally:
+            self._deadlines.pop()
+            self._arm()
+            signal.signal(signal.SIGALRM, previous)
+
+    def _arm(self) -> None:
+        """Set the timer to the innermost deadline; a deadline already past is not armed (the loops check it)."""
+        remaining = self._deadlines[-1] - time.perf_counter() if self._deadlines else 0.0
+        signal.setitimer(signal.ITIMER_REAL, max(remaining, 0.0))
+
+
+def _ring(signum, frame):
+    raise OutOfTime()
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+# -- the plan ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """``chunks`` x ``cars_per_chunk`` synthetic cars of ``views`` views at ``image_size`` px; chunk ``i`` is
+    ``make_dataset(seed=derive_seed(seed, i))`` with its own 80/10/10 train/val/test split."""
+
+    image_size: int
+    cars_per_chunk: int
+    chunks: int
+    views: int
+    seed: int
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What the job runs: the GPU plan or the dry run's tiny one."""
+
+    device: torch.device
+    compile_backend: str
+    data: dict[str, DataSpec]
+    bench: dict[str, tuple[TrainConfig, str]]  # name -> (config, data key)
+    min_warmup: int
+    max_warmup: int
+    timed_steps: int
+    sampling_preset: str
+    sampling_data: str
+    sampling_steps: tuple[int, ...]
+    sampling_views: tuple[int, ...]
+    final: TrainConfig
+    final_why: str
+    final_bench: str
+    final_data: str
+    final_max_steps: int | None
+    log_every: int
+    protocol: EvaluationConfig
+    workers: int
+    processes: int
+    matmul_size: int
+    precisions: tuple[str, ...] = ("fp32", "bf16")
+
+
+def gpu_plan() -> Plan:
+    """The plan for one GPU (an H200: 16 CPU cores, minutes of GPU time)."""
+    return Plan(device=torch.device("cuda"), compile_backend="inductor",
+                data={"bench": DataSpec(128, 48, 1, 10, seed=1), "train": DataSpec(64, 50, 48, 16, seed=0)},
+                bench={"cpu64": (FINAL_64, "train"), "paper": (train_config("paper"), "bench")},
+                min_warmup=2, max_warmup=8, timed_steps=5,
+                sampling_preset="paper", sampling_data="bench", sampling_steps=(25, 250), sampling_views=(1, 8),
+                final=FINAL_64, final_why=FINAL_64_WHY, final_bench="cpu64", final_data="train", final_max_steps=None,
+                log_every=25, protocol=PROTOCOLS["synthetic"], workers=8, processes=os.cpu_count() or 1,
+                matmul_size=8192)
+
+
+def dry_plan() -> Plan:
+    """The same phases on the CPU at the smoke preset's sizes: seconds each."""
+    smoke = train_config("smoke", speed=GPU_SPEED)
+    return Plan(device=torch.device("cpu"), compile_backend="aot_eager",
+                data={"bench": DataSpec(32, 8, 1, 6, seed=1), "train": DataSpec(32, 10, 2, 6, seed=0)},
+                bench={"smoke": (smoke, "bench")}, min_warmup=1, max_warmup=4, timed_steps=2,
+                sampling_preset="smoke", sampling_data="bench", sampling_steps=(2, 4), sampling_views=(1, 2),
+                final=dataclasses.replace(smoke, precision="bf16"), final_why="dry run: the smoke preset, bf16",
+                final_bench="smoke", final_data="train", final_max_steps=3,
+                log_every=1, protocol=PROTOCOLS["smoke"], workers=0, processes=2, matmul_size=128)
+
+
+@dataclass
+class State:
+    """What later phases need from earlier ones."""
+
+    data: dict[str, Path] = field(default_factory=dict)
+    bench: dict[str, dict] = field(default_factory=dict)
+    run_dir: Path | None = None
+    model_dir: Path | None = None
+    examples: dict | None = None
+
+
+# -- results and log ---------------------------------------------------------------------------
+
+
+class Job:
+    """The output folder, the log and ``results.json`` (rewritten atomically after every phase)."""
+
+    def __init__(self, out: Path, work: Path, plan: Plan, clock: Clock, results: dict):
+        self.out, self.work, self.plan, self.clock, self.results = out, work, plan, clock, results
+        self.state = State()
+        self._log = (out / "gpu_job.log").open("a")
+
+    def log(self, message: str) -> None:
+        """Print ``message`` with the job's elapsed seconds, and append it to ``gpu_job.log``."""
+        line = f"[{time.perf_counter() - START:6.1f} s] {message}"
+        print(line, flush=True)
+        self._log.write(line + "\n")
+        self._log.flush()
+
+    def write(self) -> None:
+        self.results["job"]["seconds"] = time.perf_counter() - START
+        path = self.out / "results.json"
+        path.with_suffix(".tmp").write_text(json.dumps(_finite(self.results), indent=1) + "\n")
+        path.with_suffix(".tmp").replace(path)
+
+    def phase(self, name: str, function: Callable[[dict], None], budget_s: float, needs: tuple[bool, str] = (True, "")):
+        """Run ``function(record)`` in a time box of ``budget_s``, recording its status, figures and seconds."""
+        record = {"budget_s": round(budget_s, 1)}
+        self.results[name] = record
+        ready, missing = needs
+        if not ready:
+            record["status"] = f"skipped: needs {missing}"
+        elif budget_s < self.min_phase_s:
+            record["status"] = "skipped: out of time"
+        else:
+            self.log(f"== {name} (budget {budget_s:.0f} s)")
+            start = time.perf_counter()
+            try:
+                with self.clock.box(budget_s):
+                    function(record)
+                record["status"] = "done"
+            except OutOfTime:
+                record["status"] = f"interrupted: out of time after {time.perf_counter() - start:.0f} s"
+            except Exception as error:  # one phase failing must not cost the others' figures
+                record["status"] = f"failed: {type(error).__name__}: {error}"
+                self.log(traceback.format_exc())
+            record["seconds"] = time.perf_counter() - start
+        self.log(f"{name}: {record['status']}")
+        self.write()
+
+    @property
+    def min_phase_s(self) -> float:
+        return 1.0 if self.plan.device.type == "cpu" else 5.0
+
+    def budget(self, name: str) -> float:
+        """``name``'s share of the job, at most what is left once the phases after final training are reserved."""
+        reserve = 0.0 if name in AFTER_TRAINING else sum(BUDGET[later] for later in AFTER_TRAINING)
+        return max(0.0, min(BUDGET[name] * self.clock.total_s, self.clock.left() - reserve * self.clock.total_s))
+
+
+def _finite(value):
+    """``value`` with non-finite floats as None (JSON has no NaN)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(item) for item in value]
+    return value
+
+
+# -- setup -------------------------------------------------------------------------------------
+
+
+def peak_flops(name: str) -> dict | None:
+    """Datasheet peaks of the device called ``name`` (:data:`PEAK_FLOPS`), or None if it is not in the table."""
+    for text, bf16, tf32 in PEAK_FLOPS:
+        if text in name:
+            return {"bf16": bf16, "tf32": tf32, "source": f"datasheet, dense, table entry {text!r}"}
+    return None
+
+
+def matmul_tflops(device: torch.device, size: int, repeats: int = 10) -> float:
+    """Measured bf16 TFLOP/s of ``size``-cubed matrix products (after 3 warm-ups): the attainable ceiling."""
+    a = torch.randn(size, size, generator=torch.Generator(device).manual_seed(0), device=device, dtype=torch.bfloat16)
+    for _ in range(3):
+        a @ a
+    synchronize(device)
+    start = time.perf_counter()
+    for _ in range(repeats):
+        a @ a
+    synchronize(device)
+    return 2 * size ** 3 * repeats / (time.perf_counter() - start) / 1e12
+
+
+def device_facts(device: torch.device, matmul_size: int) -> dict:
+    """Name, versions, memory, datasheet peak and measured bf16 matmul ceiling of ``device``."""
+    cuda = device.type == "cuda"
+    name = torch.cuda.get_device_name(device) if cuda else f"cpu ({platform.processor() or platform.machine()})"
+    peak = peak_flops(name) if cuda else None
+    return {"name": name, "type": device.type, "torch": torch.__version__, "torch_cuda_build": torch.version.cuda,
+            "python": platform.python_version(), "cpu_count": os.cpu_count(),
+            "memory_gib": torch.cuda.get_device_properties(device).total_memory / 2**30 if cuda else None,
+            "peak_flops_per_s": peak,
+            "peak_note": "" if peak else ("no peak FLOP/s known for the CPU: MFU is null" if not cuda else
+                                          f"{name} is not in gpu_job.PEAK_FLOPS: MFU is null"),
+            "matmul_bf16_tflops_measured": matmul_tflops(device, matmul_size),
+            "matmul_size": matmul_size}
+
+
+# -- phase 1: data -----------------------------------------------------------------------------
+
+
+def render_chunk(task: tuple[str, int, DataSpec, Path]) -> tuple[str, int, Path, float]:
+    """Render chunk ``index`` of data set ``key`` (a worker process); returns its folder and seconds."""
+    key, index, spec, folder = task
+    start = time.perf_counter()
+    make_dataset(folder, n_objects=spec.cars_per_chunk, n_views=spec.views, image_size=spec.image_size,
+                 seed=derive_seed(spec.seed, index), progress=False)
+    return key, index, folder, time.perf_counter() - start
+
+
+def merge_chunks(chunks: list[tuple[int, Path]], root: Path) -> Path:
+    """Move the cars of ``chunks`` (index, folder) into one SRN root: ``cars_{split}/{chunk:03d}_car_NNNNN``."""
+    for split in ("train", "val", "test"):
+        (root / f"cars_{split}").mkdir(parents=True, exist_ok=True)
+        for index, folder in sorted(chunks):
+            for car in sorted((folder / f"cars_{split}").iterdir()):
+                car.rename(root / f"cars_{split}" / f"{index:03d}_{car.name}")
+    return root
+
+
+def make_data(job: Job, record: dict) -> None:
+    """Phase 1: every chunk of every data set, in parallel processes; at the deadline the chunks done are kept."""
+    plan, tasks = job.plan, []
+    for key, spec in plan.data.items():
+        tasks += [(key, index, spec, job.work / "chunks" / f"{key}_{index:03d}") for index in range(spec.chunks)]
+    done: dict[str, list[tuple[int, Path]]] = {key: [] for key in plan.data}
+    seconds: list[float] = []
+    processes = min(plan.processes, len(tasks))
+    job.log(f"data: {len(tasks)} chunks of cars on {processes} processes")
+    try:
+        with multiprocessing.get_context("fork").Pool(processes) as pool:
+            for key, index, folder, chunk_seconds in pool.imap_unordered(render_chunk, tasks):
+                done[key].append((index, folder))
+                seconds.append(chunk_seconds / plan.data[key].cars_per_chunk)
+    finally:  # also when out of time: keep the chunks rendered so far
+        record["processes"], record["sets"] = processes, {}
+        record["seconds_per_car_per_process"] = statistics.median(seconds) if seconds else None
+        for key, spec in plan.data.items():
+            if done[key]:
+                job.state.data[key] = merge_chunks(done[key], job.work / f"cars_{key}")
+            record["sets"][key] = {"image_size": spec.image_size, "views": spec.views, "cars": len(done[key]) *
+                                   spec.cars_per_chunk, "chunks": len(done[key]), "chunks_planned": spec.chunks}
+            job.log(f"data: {key}: {len(done[key]) * spec.cars_per_chunk} cars of {spec.views} views at "
+                    f"{spec.image_size} px ({len(done[key])}/{spec.chunks} chunks)")
+
+
+# -- phase 2: training benchmark ---------------------------------------------------------------
+
+
+def warmup_steps(config: TrainConfig, data: Path, plan: Plan) -> tuple[int, list[int]]:
+    """The fewest warm-up steps (``min_warmup`` .. ``max_warmup``) whose numbers of input views include every
+    number the timed steps draw, so that no timed step meets a new shape (a compiled model would recompile).
+    Step ``t``'s micro-batch is ``StepBatches`` item ``t`` (one micro-batch per step, one process).
+    Returns the warm-up and the number of input views of each step."""
+    dataset = SRNDataset(data, split="train", views_per_item=None, image_size=config.model.field.encoder.image_size)
+    batches = StepBatches(dataset, config.batch_size, config.model.max_input_views, config.target_views, config.seed)
+    n_inputs = [int(batches[step]["n_inputs"]) for step in range(plan.max_warmup + plan.timed_steps)]
+    for warmup in range(plan.min_warmup, plan.max_warmup + 1):
+        if set(n_inputs[warmup:warmup + plan.timed_steps]) <= set(n_inputs[:warmup]):
+            break
+    return warmup, n_inputs[:warmup + plan.timed_steps]
+
+
+def time_mode(job: Job, config: TrainConfig, data: Path, folder: Path, warmup: int, count_flops: bool,
+              entry: dict) -> None:
+    """Warm up, then time ``plan.timed_steps`` steps of a fresh trainer one by one; with ``count_flops``, count the
+    FLOPs of the same steps again afterwards (same micro-batches, under FlopCounterMode). Fills ``entry``."""
+    plan, device = job.plan, job.plan.device
+    timed = plan.timed_steps
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    trainer = Trainer(config, data, folder, warmup + timed, device=device, log_every=10**9, sample_every=0,
+                      checkpoint_every=0, workers=plan.workers, progress=False)
+    batches = trainer._micro_batches()
+    synchronize(device)
+    start = time.perf_counter()
+    for _ in range(warmup):
+        trainer.train_step(batches)
+    synchronize(device)
+    entry.update(warmup_steps=warmup, warmup_s=time.perf_counter() - start)
+    times = []
+    for _ in range(timed):
+        start = time.perf_counter()
+        trainer.train_step(batches)
+        synchronize(device)
+        times.append(time.perf_counter() - start)
+    step_s = statistics.mean(times)
+    images = config.batch_size * config.target_views * config.grad_accumulation
+    entry.update(timed_steps=timed, step_s=step_s, step_s_median=statistics.median(times), step_s_all=times,
+                 steps_per_s=1 / step_s, images_per_s=images / step_s,
+                 max_memory_gib=torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None)
+    del batches
+    if count_flops:
+        trainer.step = warmup  # the timed steps again: same micro-batches, same shapes
+        batches = trainer._micro_batches()
+        with FlopCounterMode(display=False) as counter:
+            for _ in range(timed):
+                trainer.train_step(batches)
+        entry["flops_per_step"] = counter.get_total_flops() / timed
+
+
+def bench_preset(job: Job, name: str, config: TrainConfig, data: Path, entry: dict) -> None:
+    """The three :data:`MODES` of one preset, each in the time left for it; fills ``entry``."""
+    warmup, n_inputs = warmup_steps(config, data, job.plan)
+    entry.update(image_size=config.model.field.encoder.image_size, batch_size=config.batch_size,
+                 target_views=config.target_views, input_views_per_step=n_inputs, modes={})
+    peak = job.results["device"]["peak_flops_per_s"]
+    for mode, (precision, compiled) in MODES.items():
+        result = entry["modes"][mode] = {"precision": precision, "compile": compiled}
+        if job.clock.left() < 1.0:
+            result["status"] = "skipped: out of time"
+            continue
+        mode_config = dataclasses.replace(config, precision=precision,
+                                          speed=dataclasses.replace(config.speed, compile=compiled))
+        start = time.perf_counter()
+        try:
+            time_mode(job, mode_config, data, job.work / f"bench_{name}_{mode}", warmup, mode == "fp32_eager", result)
+            result["status"] = "done"
+        except OutOfTime:
+            result["status"] = f"interrupted: out of time after {time.perf_counter() - start:.0f} s"
+        except Exception as error:  # e.g. a compile failure: the other modes and presets still run
+            result["status"] = f"failed: {type(error).__name__}: {error}"
+            job.log(traceback.format_exc())
+        finally:
+            gc.collect()
+            if compiled:
+                torch._dynamo.reset()
+            if job.plan.device.type == "cuda":
+                torch.cuda.empty_cache()
+        flops = entry["modes"]["fp32_eager"].get("flops_per_step")
+        if flops and "step_s" in result:
+            result["flops_per_step"] = flops
+            kind = "bf16" if precision == "bf16" else "tf32"
+            result["mfu"] = flops / result["step_s"] / peak[kind] if peak else None
+            result["peak_used"] = f"{kind}: {peak[kind] / 1e12:.1f} TFLOP/s" if peak else None
+        job.log(f"training_benchmark: {name} {mode}: {result['status']}" + (
+            f"; warm-up {result['warmup_steps']} steps {result['warmup_s']:.1f} s; {result['step_s']:.3f} s/step, "
+            f"{result['images_per_s']:.1f} images/s, MFU {_percent(result.get('mfu'))}" if "step_s" in result else ""))
+    modes = entry["modes"]
+    if "warmup_s" in modes["bf16_compile"] and "warmup_s" in modes["bf16_eager"]:
+        entry["compile_warmup_extra_s"] = modes["bf16_compile"]["warmup_s"] - modes["bf16_eager"]["warmup_s"]
+
+
+def _percent(value: float | None) -> str:
+    return "n/a" if value is None else f"{100 * value:.1f}%"
+
+
+def training_benchmark(job: Job, record: dict) -> None:
+    """Phase 2: each preset gets an equal share of the time left for the phase."""
+    record.update(compile_backend=job.plan.compile_backend, speed=dataclasses.asdict(GPU_SPEED), presets={})
+    names = list(job.plan.bench)
+    for index, name in enumerate(names):
+        config, data_key = job.plan.bench[name]
+        entry = record["presets"][name] = {}
+        if data_key not in job.state.data:
+            entry["status"] = f"skipped: needs the {data_key} data set"
+            continue
+        share = job.clock.left() / (len(names) - index)
+        job.log(f"training_benchmark: {name} ({share:.0f} s)")
+        with job.clock.box(share):
+            bench_preset(job, name, config, job.state.data[data_key], entry)
+        job.state.bench[name] = entry["modes"]
+        job.write()
+
+
+# -- phase 3: sampling benchmark ---------------------------------------------------------------
+
+
+def sample_seconds(model: GeNVS, views: dict, n_views: int, steps: int, precision: str, device: torch.device) -> float:
+    """Seconds of one ``sample_novel_views`` call: object 0's view 0 in, ``n_views`` target views out."""
+    images, K, c2w = (views[key][None].to(device) for key in ("images", "K", "c2w"))
+    synchronize(device)
+    start = time.perf_counter()
+    sample_novel_views(model, images[:, :1], K[:, :1], c2w[:, :1], K[:, 1:1 + n_views], c2w[:, 1:1 + n_views],
+                       seed=0, precision=precision, **sampling_options("stochastic", steps))
+    synchronize(device)
+    return time.perf_counter() - start
+
+
+def sampling_benchmark(job: Job, record: dict) -> None:
+    """Phase 3: seconds per view for each precision, views per call and steps; a measurement whose estimate (from
+    the fewer steps) does not fit in the time left is skipped."""
+    plan, device = job.plan, job.plan.device
+    config = train_config(plan.sampling_preset)
+    model = GeNVS(config.model, seed=0).to(device).eval()
+    size = config.model.field.encoder.image_size
+    dataset = SRNDataset(job.state.data[plan.sampling_data], split="train", views_per_item=None, image_size=size)
+    views = dataset.load_views(0, list(range(1 + max(plan.sampling_views))))
+    torch.set_float32_matmul_precision("high")  # fp32 as the GPU presets train: TF32 matmuls
+    record.update(preset=plan.sampling_preset, image_size=size, weights="random (the time does not depend on them)",
+                  sampler="stochastic Euler (sampling_options('stochastic'))", fp32_matmuls="TF32",
+                  seconds_per_view={})
+    for precision in plan.precisions:
+        table = record["seconds_per_view"][precision] = {str(steps): {} for steps in plan.sampling_steps}
+        for n_views in plan.sampling_views:
+            sample_seconds(model, views, n_views, 2, precision, device)  # warm-up: kernels, cuDNN, allocator
+            per_step = 0.0  # seconds per sampler step of the last measurement: estimates the next one
+            for steps in plan.sampling_steps:
+                if per_step * steps > job.clock.left():
+                    table[str(steps)][str(n_views)] = f"skipped: out of time (estimated {per_step * steps:.0f} s)"
+                    continue
+                seconds = sample_seconds(model, views, n_views, steps, precision, device)
+                per_step = seconds / steps
+                table[str(steps)][str(n_views)] = seconds / n_views
+                job.log(f"sampling_benchmark: {precision}, {steps} steps, {n_views} view(s) per call: "
+                        f"{seconds / n_views:.3f} s/view")
+            job.write()
+
+
+# -- phase 4: final training -------------------------------------------------------------------
+
+
+def choose_compile(modes: dict | None, seconds: float) -> tuple[bool, str]:
+    """Whether compiling the final run gives more steps in ``seconds`` than eager bf16, from the benchmark's figures
+    (its compile warm-up counted in full, though the on-disk compile cache makes a second compile shorter)."""
+    eager, compiled = (modes or {}).get("bf16_eager", {}), (modes or {}).get("bf16_compile", {})
+    if eager.get("status") != "done" or compiled.get("status") != "done":
+        return False, "eager: no complete bf16 eager and bf16 + compile figures to compare"
+    eager_steps = seconds * eager["steps_per_s"]
+    compiled_steps = max(0.0, seconds - compiled["warmup_s"]) * compiled["steps_per_s"]
+    choice = compiled_steps > eager_steps
+    return choice, (f"{'compile' if choice else 'eager'}: in {seconds:.0f} s, compiled ~{compiled_steps:.0f} steps "
+                    f"(after {compiled['warmup_s']:.0f} s of warm-up) vs eager ~{eager_steps:.0f}")
+
+
+def final_training(job: Job, record: dict) -> None:
+    """Phase 4: train :attr:`Plan.final` for the time left, its cosine schedule sized from the measured speed."""
+    plan = job.plan
+    seconds = job.clock.left() - (2.0 if plan.device.type == "cpu" else 15.0)  # the last checkpoint's write
+    modes = job.state.bench.get(plan.final_bench, {})
+    compiled, reason = choose_compile(modes, seconds)
+    config = dataclasses.replace(plan.final, speed=dataclasses.replace(plan.final.speed, compile=compiled))
+    measured = modes.get("bf16_compile" if compiled else "bf16_eager", {})
+    if "steps_per_s" in measured:
+        steps = int(0.9 * measured["steps_per_s"] * (seconds - (measured["warmup_s"] if compiled else 0.0)))
+    else:
+        steps = 1000  # no speed measured: the time limit stops the run, before the schedule ends
+    steps = max(1, min(steps, plan.final_max_steps or steps))
+    data = job.state.data[plan.final_data]
+    record.update(config={key: value for key, value in dataclasses.asdict(config).items() if key != "model"},
+                  choice=plan.final_why, compile=compiled, compile_decision=reason, planned_steps=steps,
+                  time_limit_s=seconds, cars=len(SRNDataset(data, split="train", views_per_item=None)))
+    job.log(f"final_training: {steps} steps planned in {seconds:.0f} s ({reason})")
+    job.state.run_dir = job.work / "final_run"
+    if plan.device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(plan.device)
+    trainer = Trainer(config, data, job.state.run_dir, steps, device=plan.device, log_every=plan.log_every,
+                      sample_every=0, checkpoint_every=0, workers=plan.workers, progress=False)
+    record["parameters"] = sum(parameter.numel() for parameter in trainer.model.parameters())
+    start = time.perf_counter()
+    try:
+        trainer.run(time_limit=seconds)
+    finally:  # also when out of time: the trainer has saved a checkpoint, its log holds the losses
+        record.update(steps=trainer.step, minutes=(time.perf_counter() - start) / 60,
+                      max_memory_gib=torch.cuda.max_memory_allocated(plan.device) / 2**30
+                      if plan.device.type == "cuda" else None)
+        record_losses(record, read_log(job.state.run_dir))
+        losses = f", loss {record['first_losses']['loss']:.3f} -> {record['final_losses']['loss']:.3f}" \
+            if "final_losses" in record else ""
+        job.log(f"final_training: {trainer.step} steps in {record['minutes']:.1f} min{losses}")
+
+
+def record_losses(record: dict, rows: list[dict]) -> None:
+    """The first and last logged losses, the loss curve and the median images/s of a run's log rows."""
+    if not rows:
+        return
+    parts = [name for name in ("loss", "denoising", "rgb", "input_rgb", "opacity") if name in rows[-1]]
+    record.update(images_per_s_median=statistics.median(row["images_per_s"] for row in rows),
+                  first_losses={name: rows[0][name] for name in parts},
+                  final_losses={name: rows[-1][name] for name in parts},
+                  loss_curve=[{"step": int(row["step"]), **{name: row[name] for name in parts}} for row in rows])
+
+
+# -- phases 5-7: export, evaluation, figure ----------------------------------------------------
+
+
+def write_parts(path: Path, out: Path) -> list[str]:
+    """Copy ``path`` into ``out`` as ``<name>.part0``, ``.part1``, ... of at most :data:`PART_BYTES` each."""
+    names = []
+    with path.open("rb") as source:
+        while chunk := source.read(PART_BYTES):
+            names.append(f"{path.name}.part{len(names)}")
+            (out / names[-1]).write_bytes(chunk)
+    return names
+
+
+def export(job: Job, record: dict) -> None:
+    """Phase 5: the fp16 export of the final run, tarred, in parts that the device tool brings back."""
+    folder = job.work / "model_fp16"
+    export_model(job.state.run_dir, folder)
+    job.state.model_dir = folder
+    archive = job.work / "model_fp16.tar"
+    with tarfile.open(archive, "w") as tar:
+        tar.add(folder, arcname=folder.name)
+    record.update(bytes=archive.stat().st_size, parts=write_parts(archive, job.out),
+                  reassemble="cat model_fp16.tar.part* | tar x  # -> model_fp16/, load with genvs.training.load_model",
+                  note=f"one file of {archive.stat().st_size / 2**20:.1f} MiB; the device tool brings back files of at "
+                       f"most 16 MiB, so it is split into parts of {PART_BYTES / 2**20:.0f} MiB")
+    job.log(f"export: {record['bytes'] / 2**20:.1f} MiB in {len(record['parts'])} part(s)")
+
+
+def evaluation(job: Job, record: dict) -> None:
+    """Phase 6: the held-out protocol on the exported model (the run's EMA weights if the export was skipped)."""
+    model, _ = load_model(job.state.model_dir or job.state.run_dir, device=job.plan.device)
+    results = evaluate(model, job.state.data[job.plan.final_data], job.plan.protocol, device=job.plan.device,
+                       progress=False)
+    job.state.examples = results.pop("examples")
+    record.update(protocol=results["protocol"], objects=len(results["objects"]), lpips=results["lpips"],
+                  metrics={method: {metric: {"mean": row["mean"], "std": row["std"]} for metric, row in scores.items()}
+                           for method, scores in results["metrics"].items()},
+                  table=results_table(results))
+    job.log("evaluation:\n" + record["table"])
+
+
+def figure(job: Job, record: dict) -> None:
+    """Phase 7: ``samples.png``, input | truth | each method, one row per held-out car."""
+    fig = plot_evaluation_examples(job.state.examples)
+    fig.savefig(job.out / "samples.png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    record["path"] = "samples.png"
+
+
+# -- the job -----------------------------------------------------------------------------------
+
+
+def run(job: Job) -> None:
+    """Every phase in order, each in its time box, ``results.json`` written after each."""
+    state = job.state
+    job.phase("data", lambda record: make_data(job, record), job.budget("data"))
+    job.phase("training_benchmark", lambda record: training_benchmark(job, record), job.budget("training_benchmark"),
+              needs=(bool(state.data), "synthetic data"))
+    job.phase("sampling_benchmark", lambda record: sampling_benchmark(job, record), job.budget("sampling_benchmark"),
+              needs=(job.plan.sampling_data in state.data, f"the {job.plan.sampling_data} data set"))
+    reserve = sum(BUDGET[name] for name in AFTER_TRAINING) * job.clock.total_s
+    job.phase("final_training", lambda record: final_training(job, record), job.clock.left() - reserve,
+              needs=(job.plan.final_data in state.data, f"the {job.plan.final_data} data set"))
+    trained = state.run_dir is not None and latest_checkpoint(state.run_dir) is not None
+    job.phase("export", lambda record: export(job, record), job.budget("export"), needs=(trained, "a trained model"))
+    job.phase("evaluation", lambda record: evaluation(job, record), job.budget("evaluation"),
+              needs=(trained, "a trained model"))
+    job.phase("figure", lambda record: figure(job, record), job.budget("figure"),
+              needs=(bool(state.examples), "the evaluation's examples"))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, required=True, help="results folder (flat: results.json, gpu_job.log, "
+                                                                "samples.png, model_fp16.tar.part*)")
+    parser.add_argument("--minutes", type=float, default=None,
+                        help="the whole job's time, wheel install included (default: 8; dry run: 2)")
+    parser.add_argument("--dry-run", action="store_true", help="the same phases on the CPU at tiny sizes")
+    parser.add_argument("--work", type=Path, default=None,
+                        help="scratch folder for data and runs (default: a temporary folder, removed at the end)")
+    args = parser.parse_args()
+    if not args.dry_run and not torch.cuda.is_available():
+        parser.error("no CUDA device here: --dry-run runs the job's code on the CPU at tiny sizes")
+    minutes = args.minutes if args.minutes is not None else (2.0 if args.dry_run else 8.0)
+    plan = dry_plan() if args.dry_run else gpu_plan()
+    genvs.training.COMPILE_BACKEND = plan.compile_backend
+    torch.manual_seed(0)
+    args.out.mkdir(parents=True, exist_ok=True)
+    work = args.work or Path(tempfile.mkdtemp(prefix="genvs_gpu_job_"))
+    work.mkdir(parents=True, exist_ok=True)
+    clock = Clock(minutes * 60)
+    results = {"job": {"dry_run": args.dry_run, "minutes": minutes, "argv": sys.argv[1:], "budget_shares": BUDGET,
+                       "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")},
+               "units": UNITS, "setup": SETUP, "device": device_facts(plan.device, plan.matmul_size)}
+    job = Job(args.out, work, plan, clock, results)
+    device = results["device"]
+    job.log(f"gpu_job: {device['name']}, torch {device['torch']}, {minutes:g} min, "
+            f"{'dry run' if args.dry_run else 'GPU plan'}; wheels: {SETUP.get('wheels') or len(SETUP['installed'])}; "
+            f"ready after {SETUP['ready_after_s']:.1f} s; bf16 matmul {device['matmul_bf16_tflops_measured']:.3g} "
+            f"TFLOP/s measured")
+    job.write()
+    try:
+        run(job)
+    finally:
+        if args.work is None:
+            shutil.rmtree(work, ignore_errors=True)
+    failed = [name for name, value in results.items() if str(value.get("status", "")).startswith("failed")]
+    job.log(f"gpu_job: finished in {time.perf_counter() - START:.0f} s" + (f"; failed: {failed}" if failed else ""))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,151 @@
+"""benchmarks/gpu_job.py: the dry run on the CPU (the GPU job's code path at tiny sizes), its time budgets, and
+the offline install of carried wheels."""
+
+import importlib.util
+import io
+import json
+import math
+import os
+import subprocess
+import sys
+import tarfile
+import time
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from genvs.training import load_model
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPT = REPO / "benchmarks" / "gpu_job.py"
+PHASES = ("data", "training_benchmark", "sampling_benchmark", "final_training", "export", "evaluation", "figure")
+
+
+def _job(*args: str) -> tuple[subprocess.CompletedProcess, float]:
+    start = time.perf_counter()
+    result = subprocess.run([sys.executable, str(SCRIPT), "--dry-run", *args], capture_output=True, text=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    return result, time.perf_counter() - start
+
+
+def _finite_number(value) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value)
+
+
+@pytest.fixture(scope="module")
+def dry_run(tmp_path_factory):
+    """``gpu_job.py --dry-run`` with its default budget: ``(out folder, results)``."""
+    root = tmp_path_factory.mktemp("gpu_job")
+    result, _ = _job("--out", str(root / "out"), "--work", str(root / "work"))
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return root / "out", json.loads((root / "out" / "results.json").read_text())
+
+
+def test_dry_run_completes_every_phase_with_finite_figures(dry_run):
+    out, results = dry_run
+    statuses = {phase: results[phase]["status"] for phase in PHASES}
+    assert set(statuses.values()) == {"done"}, statuses
+    assert results["device"]["torch"] and results["device"]["name"].startswith("cpu")
+    assert results["device"]["peak_flops_per_s"] is None and "MFU is null" in results["device"]["peak_note"]
+    for preset in results["training_benchmark"]["presets"].values():
+        assert set(preset["modes"]) == {"fp32_eager", "bf16_eager", "bf16_compile"}
+        for mode in preset["modes"].values():
+            assert mode["status"] == "done"
+            for key in ("step_s", "images_per_s", "warmup_s", "flops_per_step"):
+                assert _finite_number(mode[key]) and mode[key] > 0, (key, mode)
+            assert mode["mfu"] is None  # no peak known for the CPU
+        assert _finite_number(preset["compile_warmup_extra_s"])
+    for precision in ("fp32", "bf16"):
+        by_steps = results["sampling_benchmark"]["seconds_per_view"][precision]
+        assert all(_finite_number(seconds) and seconds > 0 for views in by_steps.values() for seconds in views.values())
+    final = results["final_training"]
+    assert final["steps"] >= 1 and _finite_number(final["final_losses"]["loss"]) and final["loss_curve"]
+    metrics = results["evaluation"]["metrics"]
+    assert set(metrics) >= {"regression", "deterministic", "stochastic", "autoregressive"}
+    assert _finite_number(metrics["stochastic"]["psnr"]["mean"])
+
+
+def test_dry_run_folder_is_flat_and_small_and_its_export_loads(dry_run, tmp_path):
+    out, results = dry_run
+    files = sorted(path.name for path in out.iterdir())
+    assert all(path.is_file() for path in out.iterdir()) and len(files) <= 8, files
+    assert {"results.json", "gpu_job.log", "samples.png"} <= set(files)
+    assert all(path.stat().st_size <= 16 * 2**20 for path in out.iterdir())
+    parts = results["export"]["parts"]
+    assert parts == [name for name in files if name.startswith("model_fp16.tar.part")]
+    archive = b"".join((out / name).read_bytes() for name in parts)
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(tmp_path, filter="data")
+    model, config = load_model(tmp_path / "model_fp16")
+    assert config["step"] == results["final_training"]["steps"]
+    assert "final_training:" in (out / "gpu_job.log").read_text()
+
+
+def test_too_few_minutes_skip_phases_instead_of_overrunning(tmp_path):
+    minutes = 0.1
+    result, seconds = _job("--out", str(tmp_path / "out"), "--minutes", str(minutes))
+    assert result.returncode == 0, result.stderr[-3000:]
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    statuses = [results[phase]["status"] for phase in PHASES]
+    assert all(status.startswith(("skipped", "interrupted", "done")) for status in statuses), statuses
+    assert "skipped: out of time" in statuses
+    ready = results["setup"]["ready_after_s"]  # the interpreter and imports, before any phase can stop
+    assert seconds < max(minutes * 60, ready) + 15
+
+
+@pytest.fixture(scope="module")
+def gpu_job():
+    spec = importlib.util.spec_from_file_location("gpu_job", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["gpu_job"] = module  # its dataclasses look their module up
+    spec.loader.exec_module(module)
+    yield module
+    sys.modules.pop("gpu_job")
+
+
+def test_a_phase_past_its_budget_is_interrupted_and_recorded(gpu_job, tmp_path):
+    clock = gpu_job.Clock(total_s=600)
+    job = gpu_job.Job(tmp_path, tmp_path, gpu_job.dry_plan(), clock, {"job": {}})
+    job.phase("slow", lambda record: (record.update(started=True), time.sleep(5)), budget_s=1.2)
+    job.phase("late", lambda record: None, budget_s=0.5)
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["slow"]["status"].startswith("interrupted: out of time") and results["slow"]["started"]
+    assert results["slow"]["seconds"] < 3
+    assert results["late"]["status"] == "skipped: out of time"
+
+
+def test_peak_flops_come_from_the_first_matching_datasheet_entry(gpu_job):
+    assert gpu_job.peak_flops("NVIDIA H200")["bf16"] == 989.4e12
+    assert gpu_job.peak_flops("NVIDIA H100 PCIe")["tf32"] == 378e12
+    assert gpu_job.peak_flops("NVIDIA A100-SXM4-80GB")["bf16"] == 312e12
+    assert gpu_job.peak_flops("Tesla T4") is None
+
+
+def _wheel(folder: Path, name: str) -> Path:
+    """A minimal pure-Python wheel of module ``name`` (``VALUE = 42``)."""
+    path = folder / f"{name}-0.1-py3-none-any.whl"
+    info = f"{name}-0.1.dist-info"
+    files = {f"{name}/__init__.py": "VALUE = 42\n",
+             f"{info}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: 0.1\n",
+             f"{info}/WHEEL": "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n"}
+    files[f"{info}/RECORD"] = "".join(f"{file},,\n" for file in [*files, f"{info}/RECORD"])
+    with zipfile.ZipFile(path, "w") as wheel:
+        for file, text in files.items():
+            wheel.writestr(file, text)
+    return path
+
+
+def test_carried_wheels_install_offline_and_become_importable(gpu_job, tmp_path, monkeypatch):
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    monkeypatch.setenv("PYTHONPATH", os.environ.get("PYTHONPATH", ""))
+    (tmp_path / "wheels").mkdir()
+    _wheel(tmp_path / "wheels", "genvs_carried_demo")
+    done = gpu_job.install_wheels(tmp_path / "wheels", tmp_path / "site")
+    assert done["installed"] == ["genvs_carried_demo-0.1-py3-none-any.whl"] and "--no-index" in done["command"]
+    assert sys.path[0] == str(tmp_path / "site") and os.environ["PYTHONPATH"].startswith(str(tmp_path / "site"))
+    import genvs_carried_demo
+    assert genvs_carried_demo.VALUE == 42
+    sys.modules.pop("genvs_carried_demo")
+    with pytest.raises(SystemExit, match="fetch_wheels"):
+        gpu_job.install_wheels(tmp_path / "empty", tmp_path / "site")
