@@ -296,7 +296,7 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--out", type=Path, default=Path("outputs/sample"))
     sample.add_argument("--device", help=DEVICE_HELP)
     orbit_options(sample)
-    sample.set_defaults(run=_sample, parser=sample)
+    sample.set_defaults(run=_sample)
 
     from genvs.evaluation import PROTOCOLS
 

@@ -3,7 +3,7 @@ global RNG is never disturbed.
 
 Two tools: :func:`draw` takes numbers from an explicit ``torch.Generator`` (the package's own
 code), and :func:`seeded_rng` fixes the global RNG for a block of library code that uses it
-(k-diffusion's samplers call ``torch.randn_like``), restoring it afterwards.
+(weight initialisation, the dropout masks of a training step), restoring it afterwards.
 """
 
 from __future__ import annotations
@@ -34,8 +34,7 @@ def draw(kind: Callable[..., Tensor], shape: tuple[int, ...], generator: torch.G
 def seeded_rng(seed: int, device: torch.device) -> Iterator[None]:
     """Seed the global RNGs of the CPU and of ``device`` with ``seed``; restore both states on exit.
 
-    For library code that draws from the global RNG (k-diffusion's samplers call
-    ``torch.randn_like``): inside, such draws are fixed by ``seed``; outside, the caller's RNG
+    For library code that draws from the global RNG (``nn.Module`` initialisation, dropout): inside, such draws are fixed by ``seed``; outside, the caller's RNG
     streams are as if nothing happened. Other devices' RNGs are neither used nor changed.
     """
     accelerators = [] if device.type == "cpu" else [device]
