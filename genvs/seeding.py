@@ -38,7 +38,7 @@ def seeded_rng(seed: int, device: torch.device) -> Iterator[None]:
     streams are as if nothing happened. Other devices' RNGs are neither used nor changed.
     """
     accelerators = [] if device.type == "cpu" else [device]
-    with torch.random.fork_rng(devices=accelerators, device_type=device.type if accelerators else None):
+    with torch.random.fork_rng(devices=accelerators, device_type=device.type):
         torch.default_generator.manual_seed(seed)
         for accelerator in accelerators:
             state = torch.Generator(accelerator).manual_seed(seed).get_state()

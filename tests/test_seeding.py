@@ -29,3 +29,19 @@ def test_derived_seeds_are_fixed_distinct_and_fit_a_generator():
     assert len(set(seeds)) == len(seeds) and all(0 <= value < 2**63 for value in seeds)
     assert derive_seed(7, 3) == derive_seed(7, 3)
     torch.Generator().manual_seed(max(seeds))  # accepted by torch
+
+
+def test_seeded_rng_names_the_device_type_for_older_torch(monkeypatch):
+    """torch before 2.15 calls ``torch.device(device_type)`` in ``fork_rng`` and fails on None (the GPU machine's
+    torch 2.11 did, on CPU-seeded initialisation); seeded_rng must always pass a type."""
+    fork_rng = torch.random.fork_rng
+
+    def strict_fork_rng(devices=None, enabled=True, _caller="fork_rng", _devices_kw="devices", device_type="cuda"):
+        torch.device(device_type)  # what torch 2.11 does first
+        return fork_rng(devices=devices, enabled=enabled, device_type=device_type)
+
+    monkeypatch.setattr(torch.random, "fork_rng", strict_fork_rng)
+    with seeded_rng(3, torch.device("cpu")):
+        first = torch.rand(2)
+    with seeded_rng(3, torch.device("cpu")):
+        assert torch.equal(torch.rand(2), first)
