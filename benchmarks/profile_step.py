@@ -1,0 +1,108 @@
+"""Where a training step's time goes on a GPU: kernels, the host, or data loading.
+
+    python benchmarks/profile_step.py --out DIR [--dry-run]
+
+For the 64 px model of ``benchmarks/gpu_job.py`` (:data:`gpu_job.FINAL_64`) at two batch sizes, fp32 and bf16:
+seconds per step, the seconds of it spent waiting for the data loader, and, from ``torch.profiler`` over a few
+steps, the summed GPU kernel time and the number of kernel launches per step. A step whose kernel time is far
+below its wall time is bound by the host (Python, launches, syncs), not by the GPU: a larger batch then costs
+little more per step. Writes ``DIR/profile.json`` and prints the table; ``--dry-run`` runs it on the CPU with
+the smoke preset at one batch size in under a minute.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import gpu_job  # noqa: E402  (installs the carried wheels where k-diffusion is missing; puts genvs on the path)
+import torch  # noqa: E402
+from torch.autograd import DeviceType  # noqa: E402
+from torch.profiler import ProfilerActivity, profile  # noqa: E402
+
+from genvs.data.synthetic import make_dataset  # noqa: E402
+from genvs.training import Trainer, TrainConfig, train_config  # noqa: E402
+
+PROFILED_STEPS = 3
+
+
+def time_steps(config: TrainConfig, data: Path, folder: Path, device: torch.device, warmup: int, timed: int,
+               workers: int) -> dict:
+    """Wall seconds per step and data-loader wait per step after ``warmup`` steps, then a profile of
+    :data:`PROFILED_STEPS` steps: GPU kernel seconds and kernel launches per step, top host operators."""
+    trainer = Trainer(config, data, folder, warmup + timed + PROFILED_STEPS, device=device, log_every=10**9,
+                      sample_every=0, checkpoint_every=0, workers=workers, progress=False)
+    batches = trainer._micro_batches()
+    waits: list[float] = []
+
+    def timed_batches():
+        while True:
+            start = time.perf_counter()
+            batch = next(batches)
+            waits.append(time.perf_counter() - start)
+            yield batch
+
+    source = timed_batches()
+    for _ in range(warmup):
+        trainer.train_step(source)
+    gpu_job.synchronize(device)
+    waits.clear()
+    step_seconds = []
+    for _ in range(timed):
+        start = time.perf_counter()
+        trainer.train_step(source)
+        gpu_job.synchronize(device)
+        step_seconds.append(time.perf_counter() - start)
+    data_wait = sum(waits) / timed
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=activities) as profiler:
+        for _ in range(PROFILED_STEPS):
+            trainer.train_step(source)
+        gpu_job.synchronize(device)
+    kernels = [event for event in profiler.events() if event.device_type == DeviceType.CUDA]
+    kernel_seconds = sum(event.self_device_time_total for event in kernels) / 1e6 / PROFILED_STEPS
+    step_s = statistics.median(step_seconds)
+    return {"step_s": step_s, "step_s_all": step_seconds, "data_wait_s": data_wait,
+            "images_per_s": config.batch_size * config.target_views / step_s,
+            "kernel_s_per_step": kernel_seconds if kernels else None,
+            "kernel_launches_per_step": len(kernels) / PROFILED_STEPS if kernels else None,
+            "gpu_busy_fraction": kernel_seconds / step_s if kernels else None,
+            "top_host_ops": profiler.key_averages().table(sort_by="self_cpu_time_total", row_limit=12)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--dry-run", action="store_true", help="the CPU, the smoke preset, two steps")
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    device = torch.device("cpu" if args.dry_run or not torch.cuda.is_available() else "cuda")
+    base = train_config("smoke") if args.dry_run else gpu_job.FINAL_64
+    batch_sizes = (2,) if args.dry_run else (32, 128)
+    warmup, timed, workers = (1, 2, 0) if args.dry_run else (6, 6, 8)
+    work = Path(tempfile.mkdtemp(prefix="genvs_profile_"))
+    size = base.model.field.encoder.image_size
+    data = make_dataset(work / "cars", n_objects=24, n_views=8, image_size=size, progress=False)
+    results = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+               "torch": torch.__version__, "image_size": size, "runs": {}}
+    for batch_size in batch_sizes:
+        for precision in ("fp32", "bf16"):
+            name = f"batch{batch_size}_{precision}"
+            config = dataclasses.replace(base, batch_size=batch_size, precision=precision)
+            run = results["runs"][name] = time_steps(config, data, work / name, device, warmup, timed, workers)
+            print(f"{name}: {run['step_s']:.4f} s/step, {run['images_per_s']:.0f} images/s, data wait "
+                  f"{run['data_wait_s']:.4f} s/step, kernels {run['kernel_s_per_step']} s/step in "
+                  f"{run['kernel_launches_per_step']} launches, GPU busy {run['gpu_busy_fraction']}", flush=True)
+            (args.out / "profile.json").write_text(json.dumps(results, indent=1))
+    print(results["runs"][f"batch{batch_sizes[0]}_fp32"]["top_host_ops"])
+
+
+if __name__ == "__main__":
+    main()
