@@ -42,6 +42,7 @@ __all__ = [
     "save_frames",
     "show_video",
     "GenerationPanel",
+    "MAP_CMAPS",
 ]
 
 LOSS_PARTS = ("loss", "denoising", "rgb", "input_rgb", "opacity")
@@ -71,21 +72,36 @@ def save_contact_sheet(rows: Sequence[Tensor], path: str | Path) -> Path:
     return path
 
 
+MAP_CMAPS = {"depth": "viridis_r", "opacity": "gray", "density": "magma", "error": "inferno"}
+"""The one colour map of each single-channel quantity, in every lesson and figure: depth (near is bright,
+blank where nothing was hit), opacity (black: empty, white: opaque; always on [0, 1]), density, per-pixel error."""
+MAP_RANGES = {"opacity": (0.0, 1.0)}
+"""Quantities with a fixed colour range; the others use each map's own range (its colour bar says which)."""
+MIN_TILE_INCHES = 1.4
+"""The smallest tile :func:`show_images` draws: at least ~100 px at 72 dpi (a 32 px image shows each pixel as a
+3 x 3 block at least, nearest-neighbour)."""
+
+
 def show_images(
     images: Tensor | Sequence[Tensor],
     titles: Sequence[str] | None = None,
     n_columns: int | None = None,
     size: float = 2.0,
-    cmap: str | None = None,
+    maps: str | Sequence[str | None] | None = None,
 ):
     """Show images side by side with titles; returns the matplotlib figure.
 
-    Accepts ``[N, 3, H, W]`` in [-1, 1] (colour) or ``[N, H, W]`` single-channel maps (depth,
-    opacity, shown with ``cmap`` and their own range).
+    Accepts ``[N, 3, H, W]`` in [-1, 1] (colour) and ``[H, W]`` single-channel maps. A map needs its
+    quantity, from :data:`MAP_CMAPS` (``"depth"``, ``"opacity"``, ...): ``maps`` gives one per image
+    (``None`` for colour images), or one name for every map. A map is drawn in its quantity's colour
+    map with a colour bar. Pixels stay square blocks (nearest neighbour) and tiles are at least
+    :data:`MIN_TILE_INCHES` wide, so small images stay readable.
     """
     images = list(images)
+    quantities = [maps] * len(images) if maps is None or isinstance(maps, str) else list(maps)
     n_columns = n_columns or len(images)
     n_rows = -(-len(images) // n_columns)
+    size = max(size, MIN_TILE_INCHES)
     figure, axes = plt.subplots(n_rows, n_columns, figsize=(size * n_columns, size * n_rows), squeeze=False)
     for index, ax in enumerate(axes.flat):
         ax.axis("off")
@@ -93,9 +109,15 @@ def show_images(
             continue
         image = images[index].detach().float().cpu()
         if image.dim() == 3:
-            ax.imshow(to_display(image).permute(1, 2, 0).numpy())
+            ax.imshow(to_display(image).permute(1, 2, 0).numpy(), interpolation="nearest")
         else:
-            ax.imshow(image.numpy(), cmap=cmap or "viridis")
+            quantity = quantities[index]
+            if quantity not in MAP_CMAPS:
+                raise ValueError(f"image {index} is a single-channel map: name its quantity in maps= "
+                                 f"(one of {sorted(MAP_CMAPS)}), got {quantity!r}")
+            low, high = MAP_RANGES.get(quantity, (None, None))
+            shown = ax.imshow(image.numpy(), cmap=MAP_CMAPS[quantity], vmin=low, vmax=high, interpolation="nearest")
+            figure.colorbar(shown, ax=ax, fraction=0.046, pad=0.03).ax.tick_params(labelsize=7)
         if titles is not None:
             ax.set_title(titles[index], fontsize=9)
     figure.tight_layout()
@@ -358,7 +380,7 @@ def plot_evaluation_examples(examples: dict[str, Tensor], target: int = 0, size:
     return show_images([image for row in rows for image in row], titles, n_columns=len(columns), size=size)
 
 
-def _colour_map(values: Tensor, name: str = "viridis") -> Tensor:
+def _colour_map(values: Tensor, name: str) -> Tensor:
     """``[..., H, W]`` values in [0, 1] (NaN: white) as ``[..., 3, H, W]`` colours in [-1, 1]."""
     rgba = torch.from_numpy(plt.get_cmap(name)(values.nan_to_num(0.0).clamp(0, 1).numpy())).float()
     colours = torch.where(values.isnan()[..., None], torch.ones(3), rgba[..., :3])
@@ -391,7 +413,7 @@ def trajectory_frames(result: dict, near: float, far: float, scale: int = 1) -> 
         return torch.nn.functional.interpolate(images.float(), size=(size, size), mode="nearest")
 
     depth = (masked_depth(result["depth"], result["opacity"]) - near) / (far - near)
-    panels = [samples, field_rgb(result["features"], size), panel(_colour_map(depth)),
+    panels = [samples, field_rgb(result["features"], size), panel(_colour_map(depth, MAP_CMAPS["depth"])),
               panel(result["opacity"][:, None].expand(-1, 3, -1, -1) * 2 - 1)]
     frames = torch.cat(panels, dim=-1)
     return torch.nn.functional.interpolate(frames, scale_factor=scale, mode="nearest") if scale > 1 else frames
@@ -498,8 +520,9 @@ class GenerationPanel:
             result = self.generate()
             seconds = time.perf_counter() - start
             images = self.objects[self.controls["object"].value]["images"]
-            show_images([images[0], field_rgb(result["features"][0, 0], images.shape[-1]), masked_depth(result["depth"][0, 0], result["opacity"][0, 0]),
-                         result["opacity"][0, 0], result["samples"][0, 0]],
+            show_images([images[0], field_rgb(result["features"][0, 0], images.shape[-1]),
+                         masked_depth(result["depth"][0, 0], result["opacity"][0, 0]), result["opacity"][0, 0],
+                         result["samples"][0, 0]],
                         titles=["input", "field RGB", "field depth", "field opacity", f"sample ({seconds:.1f} s)"],
-                        size=2.2)
+                        size=2.2, maps=[None, None, "depth", "opacity", None])
             plt.show()

@@ -32,9 +32,22 @@ def test_plot_cameras_draws_every_frustum():
     assert len(ax.lines) == 5 * 8  # 4 edges to the corners + 4 image-plane edges per camera
 
 
-def test_show_images_handles_colour_and_single_channel_maps():
-    figure = viz.show_images([torch.zeros(3, 8, 8), torch.rand(8, 8)], titles=["rgb", "depth"])
-    assert len(figure.axes) == 2 and figure.axes[1].get_title() == "depth"
+def test_show_images_draws_maps_in_their_quantitys_colours_with_a_colour_bar():
+    opacity = torch.tensor([[0.25, 0.5], [0.75, 1.0]])
+    figure = viz.show_images([torch.zeros(3, 8, 8), opacity], titles=["rgb", "opacity"], maps=[None, "opacity"])
+    image_axes = [ax for ax in figure.axes if ax.get_title()]
+    assert [ax.get_title() for ax in image_axes] == ["rgb", "opacity"]
+    assert len(figure.axes) == 3  # two tiles and the map's colour bar
+    shown = image_axes[1].images[0]
+    assert shown.get_cmap().name == "gray" and shown.get_clim() == (0.0, 1.0)  # opacity always on [0, 1]
+    assert shown.get_interpolation() == "nearest"
+    width, height = figure.get_size_inches()
+    assert width >= 2 * viz.MIN_TILE_INCHES and height >= viz.MIN_TILE_INCHES
+
+
+def test_show_images_refuses_a_map_without_its_quantity():
+    with pytest.raises(ValueError, match="image 1 is a single-channel map"):
+        viz.show_images([torch.zeros(3, 8, 8), torch.rand(8, 8)])
 
 
 def test_masked_depth_blanks_rays_that_hit_nothing():
