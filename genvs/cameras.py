@@ -94,8 +94,10 @@ def rescale_intrinsics(K: Tensor, scale_x: float, scale_y: float | None = None) 
         ``[..., 3, 3]`` rescaled intrinsics (a new tensor).
     """
     scale_y = scale_x if scale_y is None else scale_y
-    scale = K.new_tensor([scale_x, scale_y, 1.0]).unsqueeze(-1)  # rows 0 and 1 scale, row 2 stays
-    return K * scale
+    scaled = K.clone()  # rows 0 and 1 scale, row 2 stays; Python factors: no host-to-device copy
+    scaled[..., 0, :] *= scale_x
+    scaled[..., 1, :] *= scale_y
+    return scaled
 
 
 def invert_intrinsics(K: Tensor) -> Tensor:

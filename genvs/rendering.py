@@ -15,7 +15,7 @@ Rays come from :func:`genvs.cameras.pixel_rays`, whose directions have camera-sp
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
 from torch import Tensor
@@ -23,7 +23,7 @@ from torch import Tensor
 from genvs.cameras import pixel_rays
 from genvs.seeding import draw
 
-__all__ = ["image_rays", "stratified_samples", "importance_samples", "composite", "render_rays", "render_in_chunks"]
+__all__ = ["as_tensor_on", "image_rays", "stratified_samples", "importance_samples", "composite", "render_rays", "render_in_chunks"]
 
 FieldFn = Callable[[Tensor], tuple[Tensor, Tensor]]
 
@@ -44,6 +44,19 @@ def image_rays(images: Tensor, K: Tensor, c2w: Tensor) -> tuple[Tensor, Tensor, 
     colours = images.movedim(-3, -1)  # [..., V, H, W, C]
     return (origins.reshape(*batch_shape, -1, 3), directions.reshape(*batch_shape, -1, 3),
             colours.reshape(*batch_shape, -1, channels))
+
+
+def as_tensor_on(value: float | Sequence[float] | Tensor, dtype: torch.dtype,
+                 device: torch.device | str | None) -> Tensor:
+    """``value`` as a ``dtype`` tensor on ``device``; a Python number is filled there (``torch.full``).
+
+    ``torch.as_tensor(0.8, device="cuda")`` builds the number on the host and copies it over, and a
+    copy from ordinary host memory waits for the GPU to finish its queue: one stall per call in
+    the middle of a training step. Tensors are moved as usual, sequences copied.
+    """
+    if isinstance(value, (int, float)):
+        return torch.full((), value, dtype=dtype, device=device)
+    return torch.as_tensor(value, dtype=dtype, device=device)
 
 
 def stratified_samples(
@@ -69,8 +82,8 @@ def stratified_samples(
     Returns:
         ``[*batch_shape, S]`` increasing depths.
     """
-    near = torch.as_tensor(near, dtype=torch.float32, device=device)
-    far = torch.as_tensor(far, dtype=torch.float32, device=device)
+    near = as_tensor_on(near, torch.float32, device)
+    far = as_tensor_on(far, torch.float32, device)
     device = near.device
     bins = torch.arange(n_samples, dtype=torch.float32, device=device)
     shape = tuple(batch_shape) + (n_samples,)
@@ -110,7 +123,7 @@ def importance_samples(
         ``[..., N]`` new depths, sorted (not merged with ``t``).
     """
     t = t.detach()
-    t_far = torch.as_tensor(t_far, dtype=t.dtype, device=t.device).expand(t.shape[:-1]).unsqueeze(-1)
+    t_far = as_tensor_on(t_far, t.dtype, t.device).expand(t.shape[:-1]).unsqueeze(-1)
     edges = torch.cat([t, t_far], dim=-1)  # [..., S+1]
     pdf = _dilate(weights.detach()) + 1e-5
     pdf = pdf / pdf.sum(dim=-1, keepdim=True)
@@ -159,7 +172,7 @@ def composite(
     if t_far is None:
         last = t[..., -1:] + (t[..., -1:] - t[..., -2:-1])
     else:
-        last = torch.as_tensor(t_far, dtype=t.dtype, device=t.device).expand(t.shape[:-1]).unsqueeze(-1)
+        last = as_tensor_on(t_far, t.dtype, t.device).expand(t.shape[:-1]).unsqueeze(-1)
     deltas = torch.cat([t[..., 1:], last], dim=-1) - t
     optical_depth = sigma * deltas
     alpha = 1.0 - torch.exp(-optical_depth)
@@ -169,7 +182,7 @@ def composite(
     opacity = weights.sum(dim=-1)
     composited = (weights.unsqueeze(-1) * values).sum(dim=-2)
     if background is not None:
-        background = torch.as_tensor(background, dtype=composited.dtype, device=composited.device)
+        background = as_tensor_on(background, composited.dtype, composited.device)
         composited = composited + (1.0 - opacity).unsqueeze(-1) * background
     depth_sum = (weights * t).sum(dim=-1)
     depth = torch.where(opacity > 1e-6, depth_sum / opacity.clamp_min(1e-6), last.squeeze(-1))
