@@ -55,25 +55,29 @@ def _make_data(args: argparse.Namespace) -> None:
 
 
 def _write_orbit(model, view: dict, out: Path, args: argparse.Namespace) -> dict[str, Path]:
-    """Generate an orbit from one view; write orbit.mp4, orbit_contact_sheet.png and frames/NNN.png under ``out``."""
+    """Generate an orbit from one view; write orbit.mp4, orbit.gif, orbit_contact_sheet.png and frames/NNN.png
+    under ``out``. The video's and GIF's panels are upscaled (nearest) to at least 256 px (a 32 px model's: x8);
+    the frames are the samples at the model's own size."""
     import torch
 
     from genvs.cameras import trajectory_from
     from genvs.sampling import generate_trajectory, sampling_options
-    from genvs.viz import field_rgb, save_contact_sheet, save_frames, trajectory_frames, write_video
+    from genvs.viz import field_rgb, panel_scale, save_contact_sheet, save_frames, trajectory_frames, write_video
 
     poses = trajectory_from(view["c2w"][0], args.frames, elevation_swing_deg=args.swing)
     result = generate_trajectory(model, view["images"], view["K"], view["c2w"], view["K"].expand(args.frames, 3, 3),
                                  poses, seed=args.seed, **sampling_options(args.mode, args.steps))
     field = model.config.field
-    video = write_video(trajectory_frames(result, field.near, field.far, scale=max(1, 128 // view["images"].shape[-1])),
-                        out / "orbit.mp4", fps=8)
-    frames = save_frames(result["samples"], out / "frames")[0].parent
+    scale = panel_scale(view["images"].shape[-1])  # each panel at least 256 px (32 px images: x8)
+    video_frames = trajectory_frames(result, field.near, field.far, scale=scale)
+    video = write_video(video_frames, out / "orbit.mp4", fps=8)
+    gif = write_video(video_frames, out / "orbit.gif", fps=8)  # plays anywhere: browsers, READMEs, image viewers
+    frames = save_frames(result["samples"], out / "frames")[0].parent  # the samples themselves, at the model's size
     shown = torch.linspace(0, args.frames - 1, min(args.frames, 8)).round().long()
     rgb = field_rgb(result["features"][shown], view["images"].shape[-1])
     sheet = save_contact_sheet([torch.cat([view["images"], result["samples"][shown]]),
                                 torch.cat([view["images"], rgb])], out / "orbit_contact_sheet.png")
-    return {"video": video, "contact sheet": sheet, "frames": frames}
+    return {"video": video, "GIF": gif, "contact sheet": sheet, "frames": frames}
 
 
 def _demo(args: argparse.Namespace) -> None:
@@ -81,7 +85,7 @@ def _demo(args: argparse.Namespace) -> None:
     from genvs.data import SRNDataset
     from genvs.data.synthetic import make_dataset
     from genvs.training import PRESETS, SHIPPED_CHECKPOINTS, Trainer, load_model, shipped_checkpoint
-    from genvs.viz import save_contact_sheet
+    from genvs.viz import panel_scale, save_contact_sheet
 
     start = time.perf_counter()
     device = _device(args)
@@ -107,10 +111,13 @@ def _demo(args: argparse.Namespace) -> None:
     car = held_out[0]
     view = {key: car[key][:1] for key in ("images", "K", "c2w")}
     paths = _write_orbit(model, view, out, args)
-    print(f"synthetic dataset: {data_dir}")
-    print(f"contact sheet:     {sheet}")
+    scale = panel_scale(size)
+    print(f"synthetic dataset:   {data_dir}")
+    print(f"contact sheet:       {sheet}")
     for name, path in paths.items():
         print(f"orbit {name + ':':<15}{path}")
+    print(f"the orbit: {args.frames} frames around a held-out car, generated from one view; each frame shows "
+          f"sample | field RGB | depth | opacity, {size * scale} px panels ({size} px images x{scale}, nearest)")
     print(f"done in {time.perf_counter() - start:.1f} s")
 
 

@@ -34,6 +34,7 @@ __all__ = [
     "plot_evaluation_examples",
     "dataset_browser",
     "plot_genvs_diagram",
+    "plot_course_map",
     "plot_losses",
     "samples_browser",
     "field_rgb",
@@ -247,7 +248,7 @@ def dataset_browser(dataset, image_scale: float = 3.0):
         view = min(view, item["images"].shape[0] - 1)
         figure = plt.figure(figsize=(2 * image_scale, image_scale))
         image_ax = figure.add_subplot(1, 2, 1)
-        image_ax.imshow(to_display(item["images"][view]).permute(1, 2, 0).numpy())
+        image_ax.imshow(to_display(item["images"][view]).permute(1, 2, 0).numpy(), interpolation="nearest")
         image_ax.set_title(f"{item['object_id']} view {int(item['view_ids'][view])}", fontsize=9)
         image_ax.axis("off")
         camera_ax = figure.add_subplot(1, 2, 2, projection="3d")
@@ -318,6 +319,83 @@ def plot_genvs_diagram(config, batch: int = 1, inputs: int = 1, targets: int = 1
     return figure
 
 
+def plot_course_map():
+    """Draw the course as a map: GeNVS's pipeline as boxes, the lessons that build each part, and each lesson's payoff.
+
+    Top: photo -> encoder -> frustum feature volume -> volume rendering -> feature image -> EDM denoiser ->
+    novel view, with the autoregressive loop back to the input; each box is coloured by, and labelled with,
+    the lesson that builds it. Bottom: one row per lesson (00 to 06): what it builds and what you see at its end.
+    Returns the matplotlib figure.
+    """
+    colours = {"00": "#e8e8e8", "01": "#d9ead3", "02": "#cfe2f3", "03": "#fce5cd", "04": "#ead1dc",
+               "05": "#fff2cc", "06": "#d0e0e3"}
+    stages = [  # (box text, lessons that build it; the first one colours the box)
+        ("photo\n+ camera", "00, 01"),
+        ("encoder\n(2D CNN)", "02"),
+        ("frustum\nfeature volume", "02"),
+        ("volume\nrendering", "01"),
+        ("feature\nimage", "02"),
+        ("EDM\ndenoiser", "03"),
+        ("novel\nview", "05"),
+    ]
+    lessons = [  # (number, title, what it builds, what you see at its end)
+        ("00", "setup and data", "SRN-format data, cameras",
+         "synthetic cars in the SRN format, camera frustums in 3D, a real SRN car whose poses check out"),
+        ("01", "cameras and volume rendering", "pixel rays, volume rendering",
+         "a voxel field fitted to one car renders views it never saw, with depth and opacity maps"),
+        ("02", "image-to-volume encoder", "encoder, frustum volume, feature image",
+         "a regression baseline: new views of new cars from one photo, in the right pose but blurry"),
+        ("03", "EDM denoising", "the EDM denoiser",
+         "a conditional denoiser whose samples are sharper than the blurry image it is conditioned on"),
+        ("04", "joint training", "the whole model, trained end to end",
+         "a small GeNVS trained live: loss curves and samples improving, a checkpoint you can resume"),
+        ("05", "sampling, autoregressive generation", "samplers, the autoregressive loop",
+         "novel views of new cars from one photo, and an orbit around the car as a video"),
+        ("06", "evaluation", "metrics, the held-out protocol",
+         "PSNR, SSIM, sharpness and consistency: sharp samples against the blurry regression"),
+    ]
+    figure, ax = plt.subplots(figsize=(13, 6.6))
+    ax.set_axis_off()
+    ax.set(xlim=(0.0, 1.0), ylim=(0.0, 0.95))
+    half_width, half_height, y = 0.052, 0.06, 0.74
+    xs = np.linspace(0.07, 0.93, len(stages))
+    for x, (text, builders) in zip(xs, stages):
+        ax.add_patch(FancyBboxPatch((x - half_width, y - half_height), 2 * half_width, 2 * half_height,
+                                    boxstyle="round,pad=0.006", facecolor=colours[builders[:2]], edgecolor="#555555"))
+        ax.text(x, y, text, ha="center", va="center", fontsize=9)
+        ax.text(x, y - half_height - 0.035, f"lesson {builders}", ha="center", va="center", fontsize=8.5,
+                fontweight="bold", color="#333333")
+    for x0, x1 in zip(xs, xs[1:]):
+        ax.annotate("", xy=(x1 - half_width - 0.006, y), xytext=(x0 + half_width + 0.006, y),
+                    arrowprops={"arrowstyle": "->", "color": "#333333"})
+    top, loop_y = y + half_height + 0.01, y + half_height + 0.07  # the autoregressive loop, above the boxes
+    ax.plot([xs[-1], xs[-1], xs[0]], [top, loop_y, loop_y], color="#7f6000", linewidth=1.2)
+    ax.annotate("", xy=(xs[0], top), xytext=(xs[0], loop_y), arrowprops={"arrowstyle": "->", "color": "#7f6000"})
+    ax.text(0.5, loop_y + 0.03, "lesson 05: autoregressive generation, each generated view becomes another input",
+            ha="center", va="center", fontsize=9, color="#7f6000")
+    # Lesson 04 trains encoder ... denoiser together; lesson 06 scores the novel views.
+    left, right = xs[1] - half_width, xs[5] + half_width
+    ax.plot([left, left, right, right], [0.61, 0.595, 0.595, 0.61], color="#741b47", linewidth=1.2)
+    ax.text((left + right) / 2, 0.57, "lesson 04: joint training of encoder, field and denoiser",
+            ha="center", va="center", fontsize=9, color="#741b47")
+    ax.text(xs[-1], 0.57, "lesson 06: scored\nagainst the truth", ha="center", va="center", fontsize=8.5,
+            color="#134f5c")
+    ax.text(0.07, 0.50, "lesson", fontsize=8.5, color="#555555", ha="center", va="center")
+    ax.text(0.11, 0.50, "builds", fontsize=8.5, color="#555555", va="center")
+    ax.text(0.38, 0.50, "what you see at the end", fontsize=8.5, color="#555555", va="center")
+    for row, (number, title, builds, payoff) in enumerate(lessons):
+        row_y = 0.44 - row * 0.066
+        ax.add_patch(FancyBboxPatch((0.048, row_y - 0.022), 0.044, 0.044, boxstyle="round,pad=0.004",
+                                    facecolor=colours[number], edgecolor="#555555"))
+        ax.text(0.07, row_y, number, ha="center", va="center", fontsize=10, fontweight="bold")
+        ax.text(0.11, row_y + 0.012, title, va="center", fontsize=9, fontweight="bold")
+        ax.text(0.11, row_y - 0.016, builds, va="center", fontsize=8.5, color="#333333")
+        ax.text(0.38, row_y, payoff, va="center", fontsize=9)
+    ax.set_title("The course: GeNVS's pipeline, the lesson that builds each part, what each lesson shows",
+                 fontsize=11.5)
+    return figure
+
+
 def plot_losses(records: Sequence[dict], ax=None, parts: Sequence[str] = LOSS_PARTS, smooth: int = 1):
     """Loss curves of a training log (:func:`genvs.training.read_log` rows or the trainer's records).
 
@@ -355,7 +433,7 @@ def samples_browser(run_dir: str | Path, image_scale: float = 2.0):
     def show(step: int):
         image = iio.imread(paths[steps.index(step)])
         plt.figure(figsize=(image.shape[1] / 80 * image_scale / 2, image.shape[0] / 80 * image_scale / 2))
-        plt.imshow(image)
+        plt.imshow(image, interpolation="nearest")
         plt.axis("off")
         plt.title(f"step {step}")
         plt.show()
@@ -395,14 +473,26 @@ def field_rgb(features: Tensor, size: int) -> Tensor:
     return upsampled.reshape(*rgb.shape[:-2], size, size).clamp(-1.0, 1.0)
 
 
-def trajectory_frames(result: dict, near: float, far: float, scale: int = 1) -> Tensor:
+MIN_PANEL_PIXELS = 256
+"""The smallest panel :func:`trajectory_frames` writes by default: a 32 px image becomes 256 px (each pixel an
+8 x 8 block), large enough to read in a video player, a GIF in a README or an image viewer."""
+
+
+def panel_scale(size: int, min_pixels: int = MIN_PANEL_PIXELS) -> int:
+    """The smallest integer upscaling that makes a ``size`` px image at least ``min_pixels`` px (1 if it already is):
+    32 -> 8, 64 -> 4, 100 -> 3, 128 -> 2, 256 -> 1."""
+    return max(1, -(-min_pixels // size))
+
+
+def trajectory_frames(result: dict, near: float, far: float, scale: int | None = None) -> Tensor:
     """Video frames of a generated trajectory: sample | field RGB | depth | opacity, side by side.
 
     Args:
         result: :func:`genvs.sampling.generate_trajectory`'s dict (``samples [N, 3, H, W]``,
             ``features [N, C, s, s]``, ``depth`` and ``opacity [N, s, s]``).
         near, far: the depth range mapped to the colour map (blank where opacity < 0.5).
-        scale: integer upscaling (nearest) of every panel.
+        scale: integer upscaling (nearest) of every panel; ``None`` (default): :func:`panel_scale` of the image
+            size, so that each panel is at least :data:`MIN_PANEL_PIXELS` px (32 px images: x8).
     Returns:
         ``[N, 3, H * scale, 4 * W * scale]`` in [-1, 1].
     """
@@ -416,6 +506,7 @@ def trajectory_frames(result: dict, near: float, far: float, scale: int = 1) -> 
     panels = [samples, field_rgb(result["features"], size), panel(_colour_map(depth, MAP_CMAPS["depth"])),
               panel(result["opacity"][:, None].expand(-1, 3, -1, -1) * 2 - 1)]
     frames = torch.cat(panels, dim=-1)
+    scale = panel_scale(size) if scale is None else scale
     return torch.nn.functional.interpolate(frames, scale_factor=scale, mode="nearest") if scale > 1 else frames
 
 

@@ -57,15 +57,21 @@ def test_make_data_writes_an_srn_dataset_the_reader_accepts(tmp_path):
         assert item["images"].shape[1:] == (3, 16, 16)
 
 
-def test_demo_trains_then_writes_an_orbit_video(tmp_path):
+def test_demo_trains_then_writes_an_orbit_video_and_gif_with_readable_panels(tmp_path):
     result = _run("demo", "--out", str(tmp_path / "demo"), "--preset", "smoke", "--objects", "6", "--views", "6",
                   "--train-minutes", "0.02", "--frames", "3", "--steps", "2", "--device", "cpu")
     assert result.returncode == 0, result.stderr
     sheet = iio.imread(tmp_path / "demo" / "contact_sheet.png")
     assert sheet.ndim == 3 and sheet.shape[2] == 3
-    assert iio.imread(tmp_path / "demo" / "orbit.mp4", plugin="FFMPEG").shape[0] == 3
-    for name in ("contact_sheet.png", "orbit.mp4", "orbit_contact_sheet.png"):
+    video = iio.imread(tmp_path / "demo" / "orbit.mp4", plugin="FFMPEG")
+    gif = iio.imread(tmp_path / "demo" / "orbit.gif", index=None)
+    # 3 frames of 4 panels (sample | field RGB | depth | opacity): the smoke model's 32 px images upscaled x8
+    assert video.shape[:3] == gif.shape[:3] == (3, 256, 4 * 256)
+    assert np.array_equal(gif[:, ::8, ::8].repeat(8, 1).repeat(8, 2), gif)  # nearest: each pixel an 8 x 8 block
+    assert iio.imread(tmp_path / "demo" / "frames" / "000.png").shape == (32, 32, 3)  # the sample itself
+    for name in ("contact_sheet.png", "orbit.mp4", "orbit.gif", "orbit_contact_sheet.png"):
         assert str(tmp_path / "demo" / name) in result.stdout
+    assert "256 px panels (32 px images x8, nearest)" in result.stdout
     assert "no shipped checkpoint" in result.stdout and (tmp_path / "demo" / "run" / "latest.json").is_file()
 
 

@@ -104,6 +104,13 @@ def test_trajectory_videos_read_back_with_their_frames_and_size(tmp_path, suffix
     assert video.shape[:3] == (n, 2 * size, 8 * size)
 
 
+def test_trajectory_panels_default_to_at_least_256_px_by_nearest_upscaling():
+    assert [viz.panel_scale(size) for size in (16, 32, 64, 100, 128, 256, 512)] == [16, 8, 4, 3, 2, 1, 1]
+    result = {"samples": torch.zeros(2, 3, 32, 32), "features": torch.zeros(2, 16, 16, 16),
+              "depth": torch.ones(2, 16, 16), "opacity": torch.ones(2, 16, 16)}
+    assert viz.trajectory_frames(result, near=0.8, far=1.8).shape == (2, 3, 256, 4 * 256)
+
+
 def test_the_generation_panel_samples_the_camera_its_sliders_describe():
     from genvs.model import PRESETS, GeNVS
 
@@ -138,4 +145,22 @@ def test_evaluation_examples_show_a_row_per_object_and_a_column_per_method():
     titles = [ax.get_title() for ax in figure.axes]
     assert titles[:4] == ["input", "truth", "regression", "stochastic"] and len(titles) == 8
     assert figure.axes[7].images[0].get_array().min() == 1.0  # row 2, stochastic: its own images
+    matplotlib.pyplot.close(figure)
+
+
+def test_course_map_names_every_lesson_and_draws_every_pipeline_stage_in_a_box():
+    from matplotlib.patches import FancyBboxPatch
+
+    figure = viz.plot_course_map()
+    ax = figure.axes[0]
+    texts = {text.get_text().replace("\n", " "): text.get_position() for text in ax.texts}
+    for lesson in ["00", "01", "02", "03", "04", "05", "06"]:
+        assert lesson in texts, f"lesson {lesson} is not on the map"
+    boxes = [patch.get_bbox() for patch in ax.patches if isinstance(patch, FancyBboxPatch)]
+    stages = ["photo + camera", "encoder (2D CNN)", "frustum feature volume", "volume rendering", "feature image",
+              "EDM denoiser", "novel view"]
+    for stage in stages:
+        x, y = texts[stage]
+        assert any(box.contains(x, y) for box in boxes), f"no box around {stage!r}"
+    assert any("autoregressive" in text for text in texts)
     matplotlib.pyplot.close(figure)
