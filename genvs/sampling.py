@@ -328,8 +328,8 @@ def generate_trajectory(model: nn.Module, images: Tensor, K: Tensor, c2w: Tensor
     """Generate the views of ``B`` objects along their trajectories, frame ``f`` of every object in one batch.
 
     Autoregressive (GeNVS): every generated frame joins its object's pool of views, and frame ``f`` is
-    sampled given :func:`conditioning_set`'s views, so later frames stay consistent with earlier
-    ones. Otherwise every frame is sampled from the real inputs alone (to compare). Each view is
+    sampled given :func:`conditioning_set`'s views, so that later frames can agree with earlier ones
+    (with the shipped 32 px model they do not, measurably: lesson 06, README "Results"). Otherwise every frame is sampled from the real inputs alone (to compare). Each view is
     encoded once.
 
     Seeds: object ``b`` has one seed ``s_b``; its frame ``f``'s sampling noise comes from
