@@ -1,5 +1,5 @@
 # genvs: two commands do everything on a fresh machine.
-#   make demo   the main job (synthetic data + contact sheet under outputs/demo/)
+#   make demo   the main job (synthetic cars, the shipped model, an orbit video + GIF under outputs/demo/)
 #   make test   unit tests + every notebook under nbval in smoke mode
 # Both depend on `make install`, which builds .venv once and again only when pyproject.toml changes.
 
