@@ -62,14 +62,13 @@ def _write_orbit(model, view: dict, out: Path, args: argparse.Namespace) -> dict
 
     from genvs.cameras import trajectory_from
     from genvs.sampling import generate_trajectory, sampling_options
-    from genvs.viz import field_rgb, panel_scale, save_contact_sheet, save_frames, trajectory_frames, write_video
+    from genvs.viz import field_rgb, save_contact_sheet, save_frames, trajectory_frames, write_video
 
     poses = trajectory_from(view["c2w"][0], args.frames, elevation_swing_deg=args.swing)
     result = generate_trajectory(model, view["images"], view["K"], view["c2w"], view["K"].expand(args.frames, 3, 3),
                                  poses, seed=args.seed, **sampling_options(args.mode, args.steps))
     field = model.config.field
-    scale = panel_scale(view["images"].shape[-1])  # each panel at least 256 px (32 px images: x8)
-    video_frames = trajectory_frames(result, field.near, field.far, scale=scale)
+    video_frames = trajectory_frames(result, field.near, field.far)  # panels >= 256 px (32 px images: x8)
     video = write_video(video_frames, out / "orbit.mp4", fps=8)
     gif = write_video(video_frames, out / "orbit.gif", fps=8)  # plays anywhere: browsers, READMEs, image viewers
     frames = save_frames(result["samples"], out / "frames")[0].parent  # the samples themselves, at the model's size

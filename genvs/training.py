@@ -603,8 +603,10 @@ class Trainer:
 
     def _out_of_time(self, deadline: float | None) -> bool:
         """Whether ``deadline`` has passed, decided by process 0 for every process (so all stop together)."""
-        if deadline is None or self.world_size == 1:
-            return deadline is not None and time.perf_counter() >= deadline  # one process: no device round trip
+        if deadline is None:
+            return False
+        if self.world_size == 1:  # nothing to agree on: no device round trip
+            return time.perf_counter() >= deadline
         late = torch.tensor(float(time.perf_counter() >= deadline), device=self.device)
         dist.broadcast(late, src=0)
         return bool(late)
