@@ -1,4 +1,5 @@
 import dataclasses
+import json
 import math
 from pathlib import Path
 
@@ -10,11 +11,16 @@ from PIL import Image
 from genvs.cameras import pixel_rays, project, spherical_to_c2w
 from genvs.data import SRNDataset, srn_fixture_dir
 from genvs.data.synthetic import (
+    ATTRIBUTES,
     BOUNDING_RADIUS,
+    MANIFEST_NAME,
+    VISIBLE_FRACTION,
+    attribute_coverage,
     car_primitives,
     cast_rays,
     hemisphere_poses,
     make_dataset,
+    read_attributes,
     SPLITS,
     render_car,
     sample_car_params,
@@ -172,7 +178,7 @@ def test_hit_depths_are_within_srn_near_far():
     K = srn_intrinsics(SIZE)
     poses = hemisphere_poses(np.random.default_rng(1), 8)
     for index in range(3):
-        _, hit, depth = cast_rays(car_primitives(_car(index)), *pixel_rays(K, poses, SIZE, SIZE))
+        _, hit, depth, _ = cast_rays(car_primitives(_car(index)), *pixel_rays(K, poses, SIZE, SIZE))
         assert hit.any()
         assert depth[hit].min() >= 0.8 and depth[hit].max() <= 1.8
         assert torch.isinf(depth[~hit]).all()
@@ -216,7 +222,7 @@ def test_render_window_matches_rays_over_the_full_image():
     K, car = srn_intrinsics(SIZE), _car(1)
     poses = hemisphere_poses(np.random.default_rng(2), 4)
     rgb, alpha = render_car(car, K, poses, SIZE, SIZE, supersample=1)
-    full_rgb, full_hit, _ = cast_rays(car_primitives(car), *pixel_rays(K, poses, SIZE, SIZE))
+    full_rgb, full_hit, _, _ = cast_rays(car_primitives(car), *pixel_rays(K, poses, SIZE, SIZE))
     assert (alpha != full_hit.float()).sum() <= 2  # only a ray grazing an edge may flip
     assert ((rgb - full_rgb).abs().amax(-1) > 1e-4).sum() <= 2
 
@@ -243,3 +249,94 @@ def test_a_folder_with_foreign_split_folders_is_refused(tmp_path):
     with pytest.raises(FileExistsError, match="did not write"):
         make_dataset(tmp_path, 3, 2, SIZE, progress=False)
     assert (tmp_path / "cars_train" / "someone_elses_car").is_dir()
+
+
+def _mutual_information_bits(x: list, y: list) -> float:
+    """Plug-in estimate of I(X; Y) = sum p(x, y) log2(p(x, y) / (p(x) p(y))) from paired samples."""
+    pairs, n = list(zip(x, y)), len(x)
+    joint = {pair: pairs.count(pair) / n for pair in set(pairs)}
+    p_x = {value: x.count(value) / n for value in set(x)}
+    p_y = {value: y.count(value) / n for value in set(y)}
+    return sum(p * math.log2(p / (p_x[a] * p_y[b])) for (a, b), p in joint.items())
+
+
+def test_hidden_attributes_are_independent_of_the_shown_ones_and_each_is_sometimes_hidden():
+    # 300 cars, 4 random views each; what each view shows comes from the ray caster.
+    K, shown_value, hidden_value, shows_count = srn_intrinsics(SIZE), [], [], {name: 0 for name in ATTRIBUTES}
+    n_views = 0
+    for index in range(300):
+        rng = np.random.default_rng([3, index])
+        car = sample_car_params(rng)
+        coverage = attribute_coverage(car, K, hemisphere_poses(rng, 4), SIZE, SIZE, supersample=1)
+        for view in range(4):
+            shows = {name for name in ATTRIBUTES if coverage[name][view] >= VISIBLE_FRACTION}
+            assert not {"left_panel", "right_panel"} <= shows  # no view shows every attribute
+            for name in shows:
+                shows_count[name] += 1
+            for seen in shows:
+                for hidden in set(ATTRIBUTES) - shows:
+                    shown_value.append((seen, getattr(car, seen)))
+                    hidden_value.append((hidden, getattr(car, hidden)))
+            n_views += 1
+    for name, count in shows_count.items():
+        assert 0.1 * n_views < count < n_views  # shown in some views, hidden in others
+    # What a view shows tells nothing about what it hides: I(shown; hidden) for each (shown, hidden) pair of
+    # attributes is at the plug-in estimator's bias, (|X| - 1)(|Y| - 1) / (2 n ln 2) ~ 0.005 bits here.
+    for seen in ATTRIBUTES:
+        for hidden in set(ATTRIBUTES) - {seen}:
+            rows = [i for i, (a, b) in enumerate(zip(shown_value, hidden_value)) if a[0] == seen and b[0] == hidden]
+            x, y = [shown_value[i][1] for i in rows], [hidden_value[i][1] for i in rows]
+            if len(rows) > 100:
+                assert _mutual_information_bits(x, y) < 0.03, (seen, hidden, len(rows))
+                assert _mutual_information_bits(x, x) > 0.9  # the estimator does see a dependence
+    values = {name: [getattr(sample_car_params(np.random.default_rng([3, i])), name) for i in range(300)]
+              for name in ATTRIBUTES}
+    for name, drawn in values.items():  # uniform over its values
+        for value in ATTRIBUTES[name]:
+            assert abs(drawn.count(value) / 300 - 1 / len(ATTRIBUTES[name])) < 0.1
+
+
+def test_coverage_counts_the_pixels_an_attribute_colours():
+    # Independent of the ray caster's primitive ids: repaint one attribute and count the pixels that change.
+    K = srn_intrinsics(SIZE)
+    poses = hemisphere_poses(np.random.default_rng(5), 6)
+    red_car = dataclasses.replace(_car(2), paint=(0.8, 0.1, 0.1))
+    for name in ATTRIBUTES:
+        white = dataclasses.replace(red_car, **{name: "white"})
+        coverage = attribute_coverage(white, K, poses, SIZE, SIZE, supersample=1)[name]
+        painted = dataclasses.replace(white, **{name: "paint"})
+        changed = ((render_car(white, K, poses, SIZE, SIZE, supersample=1)[0]
+                    - render_car(painted, K, poses, SIZE, SIZE, supersample=1)[0]).abs().amax(-1) > 0.05)
+        torch.testing.assert_close(coverage * SIZE * SIZE, changed.flatten(1).sum(-1).float(), atol=0, rtol=0)
+
+
+def test_a_camera_on_the_left_shows_the_left_panel_and_not_the_right_one():
+    left, right = spherical_to_c2w(torch.tensor([math.pi / 2, -math.pi / 2]), torch.tensor([0.3, 0.3]), 1.3)
+    coverage = attribute_coverage(_car(0), srn_intrinsics(SIZE), torch.stack([left, right]), SIZE, SIZE)
+    assert coverage["left_panel"][0] > 0.03 and coverage["right_panel"][0] == 0  # +y is the car's left
+    assert coverage["right_panel"][1] > 0.03 and coverage["left_panel"][1] == 0
+    with pytest.raises(ValueError, match="left_panel must be one of"):
+        dataclasses.replace(_car(0), left_panel="purple")
+
+
+def test_attributes_json_records_the_values_and_what_each_view_shows(dataset):
+    folder = dataset / "cars_train" / "car_00000"
+    record = read_attributes(folder)
+    assert record["attributes"] == _car(0).attributes()
+    assert len(record["views"]) == 4
+    for view in record["views"]:
+        c2w = _read_pose(folder / "pose" / f"{view['view']}.txt")
+        coverage = attribute_coverage(_car(0), srn_intrinsics(SIZE), c2w, SIZE, SIZE)
+        assert view["coverage"] == pytest.approx({name: float(value) for name, value in coverage.items()}, abs=1e-6)
+        assert view["shows"] == [name for name in ATTRIBUTES if coverage[name] >= VISIBLE_FRACTION]
+    assert read_attributes(dataset / "cars_train") is None  # not an object folder
+
+
+def test_a_dataset_of_an_older_generator_version_is_rendered_anew(tmp_path):
+    root = make_dataset(tmp_path / "cars", 3, 2, SIZE, seed=0, progress=False)
+    manifest = json.loads((root / MANIFEST_NAME).read_text())
+    (root / MANIFEST_NAME).write_text(json.dumps({**manifest, "version": 1}))
+    for path in root.rglob("attributes.json"):
+        path.unlink()  # as version 1 wrote it
+    make_dataset(root, 3, 2, SIZE, seed=0, progress=False)
+    assert _files(root) == _files(make_dataset(tmp_path / "fresh", 3, 2, SIZE, seed=0, progress=False))

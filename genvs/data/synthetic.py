@@ -11,9 +11,19 @@ A car is a handful of primitives in a z-up world, long axis along world ``x`` (f
   under a thin painted roof box slightly larger than it;
 * four wheels: dark cylinders with their axis along ``y``, touching the ground;
 * two front lamps (pale yellow) on the ``+x`` face and two rear lamps (red) on the ``-x`` face:
-  thin boxes standing out of the body, so one view never shows both ends alike.
+  thin boxes standing out of the body, so one view never shows both ends alike;
+* a side panel on each side (``+y`` is the car's left, ``-y`` its right): a thin box standing out of
+  the body side, covering most of it.
 
-Proportions and colours are random per object (:func:`sample_car_params`).
+Proportions and colours are random per object (:func:`sample_car_params`), and so are three
+**hidden-side attributes** (:data:`ATTRIBUTES`), each drawn independently and uniformly: the colour
+of the left panel, of the right panel (paint, white or black) and of the roof (paint or white).
+No camera sees both sides at once, so no view shows all three, and what one side shows tells
+nothing about the other: one photo does not determine the car, as one photo of a real car does
+not. Which attributes a view shows is measured by the ray caster: the fraction of the image whose
+nearest hit is the attribute's primitive (:func:`attribute_coverage`); a view *shows* an
+attribute when that fraction is at least :data:`VISIBLE_FRACTION`. ``attributes.json`` in each
+object folder records the values and, per view, the fractions and the attributes shown.
 
 Rendering
 ---------
@@ -23,9 +33,9 @@ cap planes for cylinders) and the nearest hit is shaded with one directional lig
 
     colour = albedo * (ambient + (1 - ambient) * max(0, n . l))      (lamps: colour = albedo)
 
-with ``ambient = 0.35``; rays that miss get the white background. Images are anti-aliased by
-rendering at ``s x s`` sub-pixels per pixel (``K`` rescaled) and averaging, which gives the
-image composited on white, ``C``, and the coverage ``a``. For speed, only the pixels inside the
+with ``ambient = 0.5`` (so the side away from the light still shows its colours); rays that miss get the
+white background. Images are anti-aliased by rendering at ``s x s`` sub-pixels per pixel (``K``
+rescaled) and averaging, which gives the image composited on white, ``C``, and the coverage ``a``. For speed, only the pixels inside the
 projection of the car's bounding box are ray cast, and only rays that hit that box are tested
 against the primitives (all rays and primitives at once, as tensors).
 
@@ -70,6 +80,9 @@ __all__ = [
     "car_primitives",
     "cast_rays",
     "render_car",
+    "attribute_coverage",
+    "read_attributes",
+    "ATTRIBUTES",
     "to_straight_rgba",
     "srn_intrinsics",
     "hemisphere_poses",
@@ -86,7 +99,7 @@ SRN_FOCAL_128 = 131.25
 """SRN cars' focal length in pixels at 128x128; scaled with the image size."""
 ELEVATION_RANGE_DEG = (5.0, 75.0)
 """Train/val cameras: uniform on the spherical band between these elevations."""
-AMBIENT = 0.35
+AMBIENT = 0.5
 LIGHT_DIRECTION = (0.5, 0.3, 1.0)
 """Direction towards the light (normalised when used): from above, front, left."""
 SUPERSAMPLE = 3
@@ -97,8 +110,19 @@ REAR_LAMP_COLOUR = (0.85, 0.04, 0.04)
 SPLITS = ("train", "val", "test")
 MANIFEST_NAME = "genvs_synthetic.json"
 """Written last by :func:`make_dataset`: its arguments, to reuse or replace a dataset safely."""
-MANIFEST_VERSION = 1
-"""Bumped whenever the rendering changes, so older datasets are rendered anew."""
+MANIFEST_VERSION = 2
+"""Bumped whenever the rendering changes, so older datasets are rendered anew (2: hidden-side attributes)."""
+ATTRIBUTES = {
+    "left_panel": ("paint", "white", "black"),
+    "right_panel": ("paint", "white", "black"),
+    "roof": ("paint", "white"),
+}
+"""Hidden-side attributes and their values; each is drawn uniformly and independently of everything else."""
+ATTRIBUTE_COLOURS = {"white": (0.92, 0.92, 0.92), "black": (0.05, 0.05, 0.06)}
+"""Colour of each attribute value other than ``"paint"`` (which is the car's paint)."""
+VISIBLE_FRACTION = 0.01
+"""A view shows an attribute when at least this fraction of its pixels see the attribute's primitive."""
+ATTRIBUTES_NAME = "attributes.json"
 
 
 @dataclass(frozen=True)
@@ -122,6 +146,23 @@ class CarParams:
     cabin_offset: float  # x of the cabin centre; > 0 is towards the front
     paint: tuple[float, float, float]
     glass: tuple[float, float, float]
+    left_panel: str = "paint"  # hidden-side attributes: values from ATTRIBUTES
+    right_panel: str = "paint"
+    roof: str = "paint"
+
+    def __post_init__(self):
+        for name, values in ATTRIBUTES.items():
+            if getattr(self, name) not in values:
+                raise ValueError(f"{name} must be one of {values}, got {getattr(self, name)!r}")
+
+    def attributes(self) -> dict[str, str]:
+        """The hidden-side attributes, ``{name: value}`` in :data:`ATTRIBUTES`' order."""
+        return {name: getattr(self, name) for name in ATTRIBUTES}
+
+    def attribute_colour(self, name: str) -> tuple[float, float, float]:
+        """RGB of attribute ``name``'s primitive: the paint, or its value's colour."""
+        value = getattr(self, name)
+        return self.paint if value == "paint" else ATTRIBUTE_COLOURS[value]
 
     @property
     def height(self) -> float:
@@ -135,14 +176,15 @@ class CarParams:
 
 
 COLOUR_FIELDS = ("paint", "glass")
-LENGTH_FIELDS = tuple(f.name for f in dataclasses.fields(CarParams) if f.name not in COLOUR_FIELDS)
+LENGTH_FIELDS = tuple(f.name for f in dataclasses.fields(CarParams) if f.name not in COLOUR_FIELDS + tuple(ATTRIBUTES))
 
 
 @dataclass(frozen=True)
 class CarPrimitives:
     """A car as tensors, ready for ray casting.
 
-    Primitive ``p`` is box ``p`` for ``p < B``, else wheel ``p - B``.
+    Primitive ``p`` is box ``p`` for ``p < B``, else wheel ``p - B``; ``attribute_primitive`` says which
+    primitive carries each hidden-side attribute.
 
     Attributes:
         box_min, box_max: ``[B, 3]`` opposite corners of axis-aligned boxes.
@@ -150,6 +192,7 @@ class CarPrimitives:
         wheel_radius, wheel_half_width: cylinder radius and half length along ``y``.
         albedo: ``[B + W, 3]`` colour of each primitive.
         emissive: ``[B + W]`` bool, True for lamps (not shaded).
+        attribute_primitive: ``{attribute name: primitive index}``.
     """
 
     box_min: Tensor
@@ -159,6 +202,7 @@ class CarPrimitives:
     wheel_half_width: float
     albedo: Tensor
     emissive: Tensor
+    attribute_primitive: dict[str, int]
 
     def bounds(self) -> tuple[Tensor, Tensor]:
         """Corners ``[3]``, ``[3]`` of the axis-aligned box around the whole car."""
@@ -182,7 +226,7 @@ def _random_colour(
 
 
 def _raw_car_params(rng: np.random.Generator) -> CarParams:
-    """Proportions drawn before fitting the car into the bounding sphere."""
+    """Proportions, colours and attributes, drawn before fitting the car into the bounding sphere."""
     length = rng.uniform(0.72, 0.92)
     width = length * rng.uniform(0.40, 0.50)
     wheel_radius = rng.uniform(0.065, 0.095)
@@ -205,6 +249,7 @@ def _raw_car_params(rng: np.random.Generator) -> CarParams:
         cabin_offset=float(cabin_offset),
         paint=_random_colour(rng, hue=(0.0, 1.0), saturation=(0.55, 0.95), value=(0.55, 0.95)),
         glass=_random_colour(rng, hue=(0.5, 0.7), saturation=(0.15, 0.4), value=(0.12, 0.28)),
+        **{name: str(values[rng.integers(len(values))]) for name, values in ATTRIBUTES.items()},
     )
 
 
@@ -232,7 +277,11 @@ def _box(centre: tuple[float, float, float], size: tuple[float, float, float]) -
 
 
 def car_primitives(params: CarParams) -> CarPrimitives:
-    """Place the body, cabin, lamps and wheels of a car in the world (float32 tensors)."""
+    """Place the body, cabin, roof, side panels, lamps and wheels of a car in the world (float32 tensors).
+
+    The side panels stand ``0.01 * width`` out of the body sides and cover 90% of the body's length and 80% of
+    its height (the wheels, standing further out, hide part of them); the roof is the thin painted box on the cabin.
+    """
     p = params
     body_bottom = p.z_ground + p.ground_clearance
     body_top = body_bottom + p.body_height
@@ -242,12 +291,16 @@ def car_primitives(params: CarParams) -> CarPrimitives:
     lamp_y = 0.35 * p.width  # lamp centres: lamps end 0.06 * width in from the sides
     lamp_z = body_top - 0.15 * p.body_height - 0.5 * lamp_size[2]
     front_x = 0.5 * (p.length + lamp_size[0])
+    panel_size = (0.9 * p.length, 0.02 * p.width, 0.8 * p.body_height)  # stands 0.01 * width out of the side
+    panel_z = body_bottom + 0.5 * p.body_height
     boxes = [
         (_box((0.0, 0.0, body_bottom + 0.5 * p.body_height), (p.length, p.width, p.body_height)), p.paint),
         (_box((p.cabin_offset, 0.0, body_top + 0.5 * glass_height),
               (p.cabin_length, p.cabin_width, glass_height)), p.glass),
         (_box((p.cabin_offset, 0.0, roof_top - 0.5 * roof_height),
-              (1.03 * p.cabin_length, 1.03 * p.cabin_width, roof_height)), p.paint),
+              (1.03 * p.cabin_length, 1.03 * p.cabin_width, roof_height)), p.attribute_colour("roof")),
+        (_box((0.0, 0.5 * p.width, panel_z), panel_size), p.attribute_colour("left_panel")),
+        (_box((0.0, -0.5 * p.width, panel_z), panel_size), p.attribute_colour("right_panel")),
     ]
     lamps = [
         (_box((sign_x * front_x, sign_y * lamp_y, lamp_z), lamp_size), colour)
@@ -271,6 +324,7 @@ def car_primitives(params: CarParams) -> CarPrimitives:
         wheel_half_width=0.5 * p.wheel_width,
         albedo=torch.tensor(colours, dtype=torch.float32),
         emissive=torch.tensor(emissive),
+        attribute_primitive={"roof": 2, "left_panel": 3, "right_panel": 4},
     )
 
 
@@ -362,7 +416,7 @@ def _hits_box(origins: Tensor, inv_directions: Tensor, low: Tensor, high: Tensor
     return torch.isfinite(_intersect_boxes(origins, inv_directions, low[None], high[None])[:, 0])
 
 
-def cast_rays(car: CarPrimitives, origins: Tensor, directions: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+def cast_rays(car: CarPrimitives, origins: Tensor, directions: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Nearest hit of each ray with the car, shaded; white where the ray misses.
 
     Only rays that hit the car's bounding box are intersected with its primitives.
@@ -371,8 +425,9 @@ def cast_rays(car: CarPrimitives, origins: Tensor, directions: Tensor) -> tuple[
         car: from :func:`car_primitives`.
         origins, directions: ``[..., 3]`` rays, e.g. from :func:`genvs.cameras.pixel_rays`.
     Returns:
-        colour ``[..., 3]`` in [0, 1] (background 1), hit ``[...]`` bool, and depth ``[...]``:
-        the ray parameter ``t`` of the hit (camera depth for ``pixel_rays``), ``inf`` on a miss.
+        colour ``[..., 3]`` in [0, 1] (background 1), hit ``[...]`` bool, depth ``[...]``: the ray
+        parameter ``t`` of the hit (camera depth for ``pixel_rays``), ``inf`` on a miss, and primitive
+        ``[...]`` (int64): the index of the primitive hit (:class:`CarPrimitives`), -1 on a miss.
     """
     shape = origins.shape[:-1]
     origins = origins.reshape(-1, 3).float()
@@ -382,6 +437,7 @@ def cast_rays(car: CarPrimitives, origins: Tensor, directions: Tensor) -> tuple[
 
     colour = torch.ones_like(origins)
     depth = torch.full_like(origins[:, 0], torch.inf)
+    primitive_hit = torch.full_like(origins[:, 0], -1, dtype=torch.long)
     candidates = _hits_box(origins, inv_directions, *car.bounds()).nonzero().squeeze(-1)
     o, d, inv_d = origins[candidates], directions[candidates], inv_directions[candidates]
     t_all = torch.cat(
@@ -397,7 +453,9 @@ def cast_rays(car: CarPrimitives, origins: Tensor, directions: Tensor) -> tuple[
     normals = _surface_normals(car, o[hit] + t[:, None] * d[hit], primitive)
     colour[rays] = _shade(car, normals, primitive)
     depth[rays] = t
-    return colour.reshape(*shape, 3), torch.isfinite(depth).reshape(shape), depth.reshape(shape)
+    primitive_hit[rays] = primitive
+    return (colour.reshape(*shape, 3), torch.isfinite(depth).reshape(shape), depth.reshape(shape),
+            primitive_hit.reshape(shape))
 
 
 def _pixel_window(car: CarPrimitives, K: Tensor, c2w: Tensor, height: int, width: int) -> tuple[int, int, int, int]:
@@ -435,19 +493,44 @@ def render_car(
     Returns:
         rgb ``[..., H, W, 3]`` in [0, 1] (already composited on white) and alpha ``[..., H, W]``.
     """
+    rgb, alpha, _ = _render(params, K, c2w, height, width, supersample)
+    return rgb, alpha
+
+
+def attribute_coverage(
+    params: CarParams, K: Tensor, c2w: Tensor, height: int, width: int, supersample: int = SUPERSAMPLE
+) -> dict[str, Tensor]:
+    """Fraction of each view's image that sees each hidden-side attribute's primitive.
+
+    ``coverage_a = (1 / (H W s^2)) * #{sub-pixels whose nearest hit is attribute a's primitive}``, from the
+    same rays as :func:`render_car`. A view shows ``a`` when ``coverage_a >= VISIBLE_FRACTION``.
+
+    Args: as :func:`render_car`.
+    Returns:
+        ``{attribute name: [...] coverage in [0, 1]}`` for the poses' leading shape.
+    """
+    return _render(params, K, c2w, height, width, supersample)[2]
+
+
+def _render(params: CarParams, K: Tensor, c2w: Tensor, height: int, width: int,
+            supersample: int) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
+    """:func:`render_car`'s image and alpha, and :func:`attribute_coverage`'s fractions, from one ray cast."""
     s, K, c2w = supersample, K.float(), c2w.float()
     car = car_primitives(params)
     top, bottom, left, right = _pixel_window(car, K, c2w, height, width)
     window_height, window_width = bottom - top, right - left
     K_window = K - K.new_tensor([[0.0, 0.0, left], [0.0, 0.0, top], [0.0, 0.0, 0.0]])
     origins, directions = pixel_rays(rescale_intrinsics(K_window, s), c2w, s * window_height, s * window_width)
-    colour, hit, _ = cast_rays(car, origins, directions)
+    colour, hit, _, primitive = cast_rays(car, origins, directions)
     lead = c2w.shape[:-2]
     rgb = torch.ones(*lead, height, width, 3)
     alpha = torch.zeros(*lead, height, width)
     rgb[..., top:bottom, left:right, :] = colour.reshape(*lead, window_height, s, window_width, s, 3).mean((-4, -2))
     alpha[..., top:bottom, left:right] = hit.float().reshape(*lead, window_height, s, window_width, s).mean((-3, -1))
-    return rgb, alpha
+    n_subpixels = height * width * s * s
+    coverage = {name: (primitive == index).flatten(len(lead)).sum(-1) / n_subpixels
+                for name, index in car.attribute_primitive.items()}
+    return rgb, alpha, {name: coverage[name] for name in ATTRIBUTES}
 
 
 def to_straight_rgba(rgb: Tensor, alpha: Tensor) -> np.ndarray:
@@ -520,14 +603,32 @@ def _format_pose(c2w: Tensor) -> str:
 
 
 def _write_object(folder: Path, params: CarParams, K: Tensor, poses: Tensor, image_size: int) -> None:
-    """Render every pose and write ``rgb/``, ``pose/`` and ``intrinsics.txt`` into ``folder``."""
+    """Render every pose and write ``rgb/``, ``pose/``, ``intrinsics.txt`` and ``attributes.json`` into ``folder``."""
     (folder / "rgb").mkdir(parents=True, exist_ok=True)
     (folder / "pose").mkdir(exist_ok=True)
     (folder / "intrinsics.txt").write_text(_format_intrinsics(K, image_size))
+    views = []
     for view, c2w in enumerate(poses):
-        rgb, alpha = render_car(params, K, c2w, image_size, image_size)
+        rgb, alpha, coverage = _render(params, K, c2w, image_size, image_size, SUPERSAMPLE)
         Image.fromarray(to_straight_rgba(rgb, alpha)).save(folder / "rgb" / f"{view:06d}.png")
         (folder / "pose" / f"{view:06d}.txt").write_text(_format_pose(c2w))
+        fractions = {name: round(float(value), 6) for name, value in coverage.items()}
+        views.append({"view": f"{view:06d}", "coverage": fractions,
+                      "shows": [name for name, value in fractions.items() if value >= VISIBLE_FRACTION]})
+    record = {"attributes": params.attributes(), "values": {name: list(values) for name, values in ATTRIBUTES.items()},
+              "visible_fraction": VISIBLE_FRACTION, "views": views}
+    (folder / ATTRIBUTES_NAME).write_text(json.dumps(record, indent=1) + "\n")
+
+
+def read_attributes(folder: str | Path) -> dict | None:
+    """An object folder's ``attributes.json`` (see :func:`make_dataset`), or None if it has none (e.g. real SRN cars).
+
+    Returns:
+        ``{"attributes": {name: value}, "values": {name: [values]}, "visible_fraction": float,
+        "views": [{"view": "000000", "coverage": {name: fraction}, "shows": [names]}, ...]}`` (views in file order).
+    """
+    path = Path(folder) / ATTRIBUTES_NAME
+    return json.loads(path.read_text()) if path.is_file() else None
 
 
 @contextlib.contextmanager
@@ -556,7 +657,7 @@ def make_dataset(
     split_fractions: tuple[float, float, float] = (0.8, 0.1, 0.1),
     progress: bool = True,
 ) -> Path:
-    """Render synthetic cars into ``out_dir/cars_{train,val,test}/car_NNNNN/`` (SRN layout).
+    """Render synthetic cars into ``out_dir/cars_{train,val,test}/car_NNNNN/`` (SRN layout, plus ``attributes.json``).
 
     Object ``i`` (folder ``car_{i:05d}``) is the car drawn from ``default_rng([seed, i])``;
     its split comes from :func:`split_names`. Train and val objects get ``n_views`` cameras
