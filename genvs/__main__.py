@@ -1,4 +1,4 @@
-"""Command line: ``python -m genvs make-data | train | export | sample | evaluate | demo``.
+"""Command line: ``python -m genvs make-data | train | export | sample | evaluate | train-probe | demo``.
 
     python -m genvs make-data --out data/generated/cars --objects 100 --views 50 --size 64 --seed 0
     python -m genvs train --data data/generated/cars --preset cpu --steps 2000 --out runs/cpu
@@ -9,6 +9,7 @@
     python -m genvs sample --checkpoint runs/cpu --image car.png --pose pose.txt --intrinsics intrinsics.txt
     python -m genvs evaluate --checkpoint runs/cpu --data data/generated/cars --out outputs/eval
     python -m genvs evaluate --checkpoint runs/paper --data data/srn_cars --protocol srn --out outputs/eval_srn
+    python -m genvs train-probe --data data/generated/reference_cars_32 --out data/checkpoints/probe
     python -m genvs demo --out outputs/demo
 
 Bad arguments or input files stop with an ``error: ...`` line on stderr naming the problem, exit status 2.
@@ -165,7 +166,8 @@ def _export(args: argparse.Namespace) -> None:
 
 
 EVALUATION_OPTIONS = {"split": "split", "max_objects": "max_objects", "input_view": "input_view", "targets": "target_views",
-                      "steps": "steps", "seed": "seed", "target_batch": "target_batch", "object_batch": "object_batch"}
+                      "steps": "steps", "seed": "seed", "target_batch": "target_batch", "object_batch": "object_batch",
+                      "draws": "draws"}
 
 
 def _evaluate(args: argparse.Namespace) -> None:
@@ -176,6 +178,7 @@ def _evaluate(args: argparse.Namespace) -> None:
     from genvs.checkpoint import CheckpointError
     from genvs.data.srn import SRNFormatError
     from genvs.evaluation import PROTOCOLS, evaluate, results_table
+    from genvs.probe import load_probe
     from genvs.training import load_model
     from genvs.viz import plot_evaluation_examples
 
@@ -185,7 +188,9 @@ def _evaluate(args: argparse.Namespace) -> None:
     try:
         config = dataclasses.replace(PROTOCOLS[args.protocol], **chosen)
         model, checkpoint = load_model(args.checkpoint, device=device)
-        results = evaluate(model, args.data, config, device=device, lpips=not args.no_lpips)
+        attributes = (False if args.no_attributes else
+                      load_probe(args.probe, device=device)[0] if args.probe is not None else True)
+        results = evaluate(model, args.data, config, device=device, lpips=not args.no_lpips, attributes=attributes)
     except (ValueError, CheckpointError, SRNFormatError) as error:
         args.parser.error(str(error))
     out = Path(args.out)
@@ -246,6 +251,26 @@ def _train(args: argparse.Namespace) -> None:
 
 
 DEVICE_HELP = "where the model runs, e.g. cpu, cuda, cuda:1 (default: cuda if available, else cpu)"
+
+
+def _train_probe(args: argparse.Namespace) -> None:
+    """Train the attribute probe on synthetic cars' training views, test it on their test split, save it."""
+    import dataclasses
+    import json
+
+    from genvs.data.srn import SRNFormatError
+    from genvs.probe import ProbeConfig, save_probe, train_probe
+
+    config = dataclasses.replace(ProbeConfig(), **{name: getattr(args, name) for name in ("steps", "seed")
+                                                   if getattr(args, name) is not None})
+    try:
+        probe, record = train_probe(args.data, config)
+    except SRNFormatError as error:
+        args.parser.error(str(error))
+    save_probe(probe, args.out, record)
+    print(json.dumps(record["accuracy"], indent=1))
+    print(f"held-out accuracy {record['accuracy']['all']['accuracy']:.4f} on {record['accuracy']['all']['views']} "
+          f"(view, attribute) pairs; {record['seconds']:.0f} s; saved to {args.out}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -322,9 +347,19 @@ def build_parser() -> argparse.ArgumentParser:
     evaluation.add_argument("--target-batch", type=int, help="targets sampled together")
     evaluation.add_argument("--object-batch", type=int,
                             help="objects whose autoregressive trajectories are generated together (memory)")
+    evaluation.add_argument("--draws", type=int, help="samples per object for the attribute metrics (2 seeds)")
     evaluation.add_argument("--device", help=DEVICE_HELP)
     evaluation.add_argument("--no-lpips", action="store_true", help="skip LPIPS even if its weights are on disk")
+    evaluation.add_argument("--probe", type=Path, help="attribute probe folder (default: the shipped one)")
+    evaluation.add_argument("--no-attributes", action="store_true", help="skip the hidden-side attribute metrics")
     evaluation.set_defaults(run=_evaluate, parser=evaluation)
+
+    probe = commands.add_parser("train-probe", help="train the attribute probe the evaluation reads attributes with")
+    probe.add_argument("--data", required=True, type=Path, help="synthetic cars (make-data) with attributes.json")
+    probe.add_argument("--out", type=Path, default=Path("data/checkpoints/probe"), help="folder for the probe")
+    probe.add_argument("--steps", type=int, help="training steps (default 600)")
+    probe.add_argument("--seed", type=int)
+    probe.set_defaults(run=_train_probe, parser=probe)
 
     demo = commands.add_parser("demo", help="the main job: data, a model, an orbit video of a held-out car")
     demo.add_argument("--out", type=Path, default=Path("outputs/demo"))
