@@ -704,8 +704,9 @@ def evaluation(job: Job, record: dict) -> None:
                        progress=False)
     job.state.examples = results.pop("examples")
     record.update(protocol=results["protocol"], objects=len(results["objects"]), lpips=results["lpips"],
-                  metrics={method: {metric: {"mean": row["mean"], "std": row["std"]} for metric, row in scores.items()}
-                           for method, scores in results["metrics"].items()},
+                  attributes=results["attributes"],
+                  **{key: {method: {metric: {"mean": row["mean"], "std": row["std"]} for metric, row in scores.items()}
+                           for method, scores in results[key].items()} for key in ("metrics", "attribute_metrics")},
                   table=results_table(results))
     job.log("evaluation:\n" + record["table"])
 

@@ -11,12 +11,32 @@ with four methods:
   generated targets (:func:`genvs.sampling.generate_trajectory`), several objects at once.
 
 Every method is scored per target view against the truth (:func:`genvs.metrics.psnr`, ``ssim``,
-``sharpness``, ``LPIPS`` when its weights are on disk) and, along the targets in their order, for
+``sharpness``, ``detail_score``, ``LPIPS`` when its weights are on disk) and, along the targets in their order, for
 multi-view consistency (:func:`genvs.metrics.reprojection_consistency`; the true views are scored too,
 as the ceiling the rendered depth allows). Consistency warps every method's frames with one depth, the
 input-only field's rendered at the image size, so that the methods differ in their images alone (the
 autoregressive method's own field, which also sees its generated frames, would warp its frames with
 another depth). Scores are averaged per object, then reported as mean and standard deviation over objects.
+
+Hidden-side attributes (synthetic cars with ``attributes.json`` and the attribute probe, :mod:`genvs.probe`): for
+each target view, each attribute the true target shows is *seen* if the input view shows it too, else *unseen*.
+The probe reads every prediction, and the protocol reports (``attribute_metrics``), per method and for the truth:
+
+- ``seen_accuracy``: the probe's accuracy on seen attributes (fidelity to what was shown; per object, then mean
+  and standard deviation over objects);
+- ``unseen_confidence``: its mean top probability on unseen attributes (a committed answer vs a blurred average);
+- ``unseen_tv``: the total variation between the distribution of the values read on unseen attributes (over
+  objects, targets and draws, per attribute) and the generator's uniform prior, averaged over attributes; its
+  spread is the standard deviation over 200 bootstrap resamples of the objects. The truth's row is the floor
+  that a finite number of objects allows;
+- ``disagreement_seen``, ``disagreement_unseen``: how often two draws (two seeds per object) read different
+  values (diversity belongs on the unseen side; the seen side should agree);
+- ``kid``: the kernel distance (:func:`genvs.metrics.kernel_distance`) between the probe's features of the
+  predictions and of the true targets, mean and standard deviation over 100 subsets.
+
+Draw ``r`` of object ``i`` samples with the seed ``derive_seed(seed + r, i)``; draw 0 is the one every other
+metric scores, so a second draw adds to the results without changing them. Without ``attributes.json`` (real SRN
+cars) or a probe, the attribute metrics are skipped, the reason is recorded, and one draw is made.
 
 Seeds: object ``i`` has the seed ``s_i = derive_seed(seed, i)`` (:func:`genvs.seeding.derive_seed`); the two
 samplers draw targets ``t .. t + target_batch - 1`` from ``derive_seed(s_i, t)``, the autoregressive method is
@@ -50,17 +70,28 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from genvs.data.srn import SRNDataset, SRNFormatError
-from genvs.metrics import LPIPS, LPIPSUnavailable, psnr, reprojection_consistency, sharpness, ssim
+from genvs.data.synthetic import read_attributes
+from genvs.metrics import (LPIPS, LPIPSUnavailable, detail_score, kernel_distance, psnr, reprojection_consistency,
+                           sharpness, ssim, total_variation)
+from genvs.probe import SHIPPED_PROBE, AttributeProbe, load_probe, shipped_probe
 from genvs.sampling import eval_mode, generate_trajectory, sample_images, sampling_options
 from genvs.seeding import derive_seed
 
-__all__ = ["EvaluationConfig", "PROTOCOLS", "METHODS", "METRICS", "evaluate", "results_table", "target_view_ids"]
+__all__ = ["EvaluationConfig", "PROTOCOLS", "METHODS", "METRICS", "ATTRIBUTE_METRICS", "evaluate", "results_table",
+           "target_view_ids"]
 
 METHODS = ("regression", "deterministic", "stochastic", "autoregressive")
-METRICS = ("psnr", "ssim", "lpips", "sharpness", "consistency")
+METRICS = ("psnr", "ssim", "lpips", "sharpness", "detail", "consistency")
+ATTRIBUTE_METRICS = ("seen_accuracy", "unseen_confidence", "unseen_tv", "disagreement_seen", "disagreement_unseen",
+                     "kid")
 METRIC_LABELS = {"psnr": "PSNR (dB) ↑", "ssim": "SSIM ↑", "lpips": "LPIPS ↓", "sharpness": "sharpness (truth = 1)",
-                 "consistency": "consistency (dB) ↑"}
-DIGITS = {"psnr": 2, "ssim": 3, "lpips": 3, "sharpness": 2, "consistency": 2}
+                 "detail": "detail (truth = 1) ↑", "consistency": "consistency (dB) ↑",
+                 "seen_accuracy": "seen: probe accuracy ↑", "unseen_confidence": "unseen: probe confidence",
+                 "unseen_tv": "unseen: TV to prior ↓", "disagreement_seen": "seen: 2 seeds disagree ↓",
+                 "disagreement_unseen": "unseen: 2 seeds disagree", "kid": "KID (probe features) ↓"}
+DIGITS = {"psnr": 2, "ssim": 3, "lpips": 3, "sharpness": 2, "detail": 3, "consistency": 2, "seen_accuracy": 3,
+          "unseen_confidence": 3, "unseen_tv": 3, "disagreement_seen": 3, "disagreement_unseen": 3, "kid": 4}
+BOOTSTRAP_RESAMPLES = 200
 
 
 @dataclass(frozen=True)
@@ -79,6 +110,8 @@ class EvaluationConfig:
             denoiser batch (consecutive objects with as many targets; memory: every generated frame's volume stays
             on the device). Each keeps its own seed and conditioning sets, so this changes scores by float rounding
             only (module docstring); 1 reproduces results computed before objects were batched bit for bit.
+        draws: samples per object and sampling method when the attribute metrics run (two seeds disagreeing needs
+            2); draw 0 alone is scored by the other metrics.
     """
 
     split: str = "test"
@@ -90,12 +123,13 @@ class EvaluationConfig:
     target_batch: int = 16
     max_random: int = 4
     object_batch: int = 1
+    draws: int = 2
 
     def __post_init__(self):
         for name in ("max_objects", "input_view", "target_views"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-        for name in ("steps", "target_batch", "object_batch"):
+        for name in ("steps", "target_batch", "object_batch", "draws"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
 
@@ -121,14 +155,14 @@ def target_view_ids(n_views: int, input_view: int, n_targets: int) -> list[int]:
 
 
 @torch.no_grad()
-def _predict(model, views: dict[str, Tensor], config: EvaluationConfig, seed: int,
+def _predict(model, views: dict[str, Tensor], config: EvaluationConfig, seeds: list[int],
              device: torch.device) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
-    """The regression's and the two samplers' predictions ``[T, 3, H, W]`` of one object's targets (view 0 is the
-    input), and the one ``depth`` and ``opacity [T, H, W]`` that score every method's consistency: the input-only
-    field's."""
+    """The regression's ``[1, T, 3, H, W]`` and the two samplers' predictions ``[R, T, 3, H, W]`` of one object's
+    targets (view 0 is the input), draw ``r`` from ``seeds[r]``, and the one ``depth`` and ``opacity [T, H, W]``
+    that score every method's consistency: the input-only field's."""
     inputs = [views[key][None, :1].to(device) for key in ("images", "K", "c2w")]
     target_K, target_c2w = (views[key][None, 1:].to(device) for key in ("K", "c2w"))
-    samples = {"deterministic": [], "stochastic": []}
+    samples = {mode: [[] for _ in seeds] for mode in ("deterministic", "stochastic")}
     with eval_mode(model):
         encoded = model.field.encode(*inputs)  # once, for the regression and both samplers
         # the regression: the field rendered at the image size, as pixelNeRF renders
@@ -136,11 +170,12 @@ def _predict(model, views: dict[str, Tensor], config: EvaluationConfig, seed: in
         for start in range(0, target_c2w.shape[1], config.target_batch):
             chunk = slice(start, start + config.target_batch)
             cond, _ = model.condition(encoded, target_K[:, chunk], target_c2w[:, chunk])  # shared by both samplers
-            for mode, chunks in samples.items():
-                chunks.append(sample_images(model.denoiser, cond, seed=derive_seed(seed, start),
-                                            **sampling_options(mode, config.steps)).cpu())
-    predictions = {"regression": field["features"][0, :, :3].clamp(-1, 1).cpu(),
-                   **{mode: torch.cat(chunks) for mode, chunks in samples.items()}}
+            for mode, draws in samples.items():
+                for seed, chunks in zip(seeds, draws):
+                    chunks.append(sample_images(model.denoiser, cond, seed=derive_seed(seed, start),
+                                                **sampling_options(mode, config.steps)).cpu())
+    predictions = {"regression": field["features"][:, :, :3].clamp(-1, 1).cpu(),
+                   **{mode: torch.stack([torch.cat(chunks) for chunks in draws]) for mode, draws in samples.items()}}
     return predictions, {key: field[key][0].cpu() for key in ("depth", "opacity")}
 
 
@@ -167,14 +202,15 @@ def _object_batches(n_targets: list[int], size: int) -> list[list[int]]:
 
 def _object_scores(predictions: dict[str, Tensor], geometry: dict[str, Tensor], truth: Tensor, K: Tensor, c2w: Tensor,
                    lpips: LPIPS | None) -> dict[str, dict]:
-    """Per-method means over one object's targets (``truth [T, 3, H, W]``, target ``K``, ``c2w``); consistency
-    warps with ``geometry``'s depth and opacity for every method and for the truth (the ceiling)."""
+    """Per-method means over one object's targets (``predictions``: draw 0, ``[T, 3, H, W]``; ``truth [T, 3, H, W]``,
+    target ``K``, ``c2w``); consistency warps with ``geometry``'s depth and opacity for every method and for the
+    truth (the ceiling)."""
     scores = {}
     for method, images in {**predictions, "truth": truth}.items():
         method_scores = {}
         if method != "truth":
             method_scores = {"psnr": psnr(images, truth), "ssim": ssim(images, truth),
-                             "sharpness": sharpness(images, truth)}
+                             "sharpness": sharpness(images, truth), "detail": detail_score(images, truth)}
             if lpips is not None:
                 method_scores["lpips"] = lpips(images, truth)
         if images.shape[0] > 1:
@@ -183,6 +219,99 @@ def _object_scores(predictions: dict[str, Tensor], geometry: dict[str, Tensor], 
         if method_scores:
             scores[method] = {name: float(values.nanmean()) for name, values in method_scores.items()}
     return scores
+
+
+SHOWN_IN_TARGET_ONLY, SHOWN_IN_BOTH = 1, 2  # an attribute's kind in one target: 0 = the target does not show it
+
+
+@torch.no_grad()
+def _attribute_reads(probe: AttributeProbe, predictions: dict[str, Tensor], truth: Tensor, record: dict,
+                     view_ids: list[int]) -> dict:
+    """What the probe reads in one object's predictions (each ``[R, T, 3, H, W]``) and true targets ``[T, 3, H, W]``.
+
+    Returns:
+        ``label {attribute: value index}``, ``kind {attribute: [T] long}`` (0: the target does not show it,
+        :data:`SHOWN_IN_TARGET_ONLY` (unseen), :data:`SHOWN_IN_BOTH` (seen)), ``probabilities {method: {attribute:
+        [R, T, n_values]}}`` and ``features {method: [T, d]}`` (draw 0's), the truth as method ``"truth"``.
+    """
+    shows = [set(record["views"][view]["shows"]) for view in view_ids]
+    kind = {name: torch.tensor([0 if name not in target else SHOWN_IN_BOTH if name in shows[0] else SHOWN_IN_TARGET_ONLY
+                                for target in shows[1:]]) for name in probe.attributes}
+    label = {name: probe.attributes[name].index(record["attributes"][name]) for name in probe.attributes}
+    probabilities, features = {}, {}
+    for method, images in {**predictions, "truth": truth[None]}.items():
+        probabilities[method] = probe.predict(images)
+        features[method] = probe.features(images[0])
+    return {"label": label, "kind": kind, "probabilities": probabilities, "features": features}
+
+
+def _per_object_attribute_scores(reads: dict, method: str) -> dict[str, float]:
+    """One object's seen accuracy and unseen confidence (draw 0) and, with two draws or more, how often draws 0
+    and 1 read different values; NaN where the object has nothing to score."""
+    values = {name: [] for name in ("seen_accuracy", "unseen_confidence", "disagreement_seen", "disagreement_unseen")}
+    n_draws = 1
+    for name, probabilities in reads["probabilities"][method].items():
+        read, n_draws = probabilities.argmax(-1), probabilities.shape[0]  # read: [R, T]
+        seen, unseen = reads["kind"][name] == SHOWN_IN_BOTH, reads["kind"][name] == SHOWN_IN_TARGET_ONLY
+        values["seen_accuracy"] += (read[0][seen] == reads["label"][name]).float().tolist()
+        values["unseen_confidence"] += probabilities[0].amax(-1)[unseen].tolist()
+        if n_draws > 1:
+            values["disagreement_seen"] += (read[0] != read[1])[seen].float().tolist()
+            values["disagreement_unseen"] += (read[0] != read[1])[unseen].float().tolist()
+    if n_draws == 1:
+        del values["disagreement_seen"], values["disagreement_unseen"]
+    return {name: float(np.mean(found)) if found else float("nan") for name, found in values.items()}
+
+
+def _unseen_tv(reads: list[dict], method: str) -> float:
+    """Total variation between the values read on unseen attributes (all objects, targets, draws) and the uniform
+    prior, per attribute, averaged over the attributes read at least once."""
+    distances = []
+    for name, probabilities in reads[0]["probabilities"][method].items():
+        n_values = probabilities.shape[-1]
+        read = torch.cat([obj["probabilities"][method][name].argmax(-1)[:, obj["kind"][name] == SHOWN_IN_TARGET_ONLY]
+                          .reshape(-1) for obj in reads])
+        if read.numel():
+            histogram = torch.bincount(read, minlength=n_values).double() / read.numel()
+            distances.append(float(total_variation(histogram, torch.full_like(histogram, 1.0 / n_values))))
+    return float(np.mean(distances)) if distances else float("nan")
+
+
+def _attribute_summary(reads: list[dict], seed: int) -> dict[str, dict[str, dict]]:
+    """Every method's attribute metrics (module docstring) over the objects' :func:`_attribute_reads`."""
+    rng = np.random.default_rng(seed)
+    resamples = [rng.integers(len(reads), size=len(reads)) for _ in range(BOOTSTRAP_RESAMPLES)]
+    summary = {}
+    for method in reads[0]["probabilities"]:
+        per_object = [{"attributes": _per_object_attribute_scores(obj, method)} for obj in reads]
+        summary[method] = _summary(per_object)["attributes"]
+        bootstrap = [_unseen_tv([reads[index] for index in sample], method) for sample in resamples]
+        known = [value for value in bootstrap if not np.isnan(value)]
+        summary[method]["unseen_tv"] = {"mean": _unseen_tv(reads, method),
+                                        "std": float(np.std(known)) if known else float("nan")}
+        if method != "truth":
+            true_features = torch.cat([obj["features"]["truth"] for obj in reads])
+            mean, std = kernel_distance(true_features, torch.cat([obj["features"][method] for obj in reads]), seed=seed)
+            summary[method]["kid"] = {"mean": mean, "std": std}
+    return summary
+
+
+def _attribute_probe(dataset: SRNDataset, n_objects: int, attributes: bool | AttributeProbe,
+                     device: torch.device) -> tuple[AttributeProbe | None, list[dict] | None, str | None]:
+    """The probe, the objects' ``attributes.json`` records, and why the attribute metrics are skipped (or None)."""
+    if attributes is False:
+        return None, None, "attribute metrics skipped: not asked for"
+    records = [read_attributes(obj.folder) for obj in dataset.objects[:n_objects]]
+    missing = [obj.folder for obj, record in zip(dataset.objects, records) if record is None]
+    if missing:
+        return None, None, (f"attribute metrics skipped: {missing[0]} has no attributes.json (only synthetic cars "
+                            f"of genvs.data.synthetic, version 2 or later, have hidden-side attributes)")
+    if isinstance(attributes, AttributeProbe):
+        return attributes.to(device).eval(), records, None
+    if shipped_probe() is None:
+        return None, None, (f"attribute metrics skipped: no attribute probe at {SHIPPED_PROBE} (python -m genvs "
+                            f"train-probe makes one)")
+    return load_probe(device=device)[0], records, None
 
 
 def _summary(per_object: list[dict[str, dict]]) -> dict[str, dict[str, dict]]:
@@ -209,7 +338,8 @@ def _view_ids(dataset: SRNDataset, index: int, config: EvaluationConfig) -> list
 
 
 def evaluate(model, data: str | Path, config: EvaluationConfig = EvaluationConfig(), device: torch.device | str = "cpu",
-             lpips: bool = True, examples: int = 4, progress: bool = True) -> dict:
+             lpips: bool = True, attributes: bool | AttributeProbe = True, examples: int = 4,
+             progress: bool = True) -> dict:
     """Run the protocol (module docstring) with ``model`` on the held-out split of ``data``.
 
     Args:
@@ -217,13 +347,16 @@ def evaluate(model, data: str | Path, config: EvaluationConfig = EvaluationConfi
         data: SRN-format root holding ``*_{config.split}/``.
         config: the protocol (:data:`PROTOCOLS`).
         lpips: score LPIPS if its backbone weights are on disk (the reason is recorded if not).
+        attributes: score the hidden-side attributes: True with the shipped probe (if the data has
+            ``attributes.json``; the reason is recorded if not), or this :class:`genvs.probe.AttributeProbe`.
         examples: keep the predictions of this many objects' first ``min(T, 3)`` targets for a figure.
     Returns:
         a JSON-ready dict: ``protocol``, ``data``, ``objects`` (ids), ``views`` (input and target ids per
-        object), ``image_size``, ``lpips`` (``{"available", "reason"}``), ``metrics`` (method -> metric ->
-        ``{mean, std, per_object}``; the ``truth`` row has consistency only), ``seconds``, ``device``,
-        ``torch``; and, not JSON, ``examples``: ``{"input" [E, 3, H, W], "truth" [E, k, 3, H, W],
-        method: [E, k, 3, H, W]}``.
+        object), ``image_size``, ``lpips`` and ``attributes`` (each ``{"available", "reason"}``), ``metrics``
+        (method -> metric -> ``{mean, std, per_object}``; the ``truth`` row has consistency only),
+        ``attribute_metrics`` (method -> metric -> ``{mean, std[, per_object]}``, with a ``truth`` row; empty when
+        skipped), ``seconds``, ``device``, ``torch``; and, not JSON, ``examples``: ``{"input" [E, 3, H, W],
+        "truth" [E, k, 3, H, W], method: [E, k, 3, H, W]}`` (draw 0).
     """
     device = torch.device(device)
     start = time.perf_counter()
@@ -239,21 +372,31 @@ def evaluate(model, data: str | Path, config: EvaluationConfig = EvaluationConfi
             print(reason)
     else:
         reason = "LPIPS skipped: not asked for"
+    probe, records, attribute_reason = _attribute_probe(dataset, n_objects, attributes, device)
+    draws = config.draws if probe is not None else 1
     view_ids = [_view_ids(dataset, index, config) for index in range(n_objects)]
-    per_object, kept = [], []
+    per_object, reads, kept = [], [], []
     with tqdm(total=n_objects, desc="evaluating", disable=not progress) as bar:
         for batch in _object_batches([len(ids) for ids in view_ids], config.object_batch):
             views = [dataset.load_views(index, view_ids[index]) for index in batch]
-            seeds = [derive_seed(config.seed, index) for index in batch]
-            trajectories = _autoregressive(model, views, config, seeds)
-            for index, seed, object_views, trajectory in zip(batch, seeds, views, trajectories):
-                predictions, geometry = _predict(model, object_views, config, seed, device)
+            seeds = [[derive_seed(config.seed + draw, index) for draw in range(draws)] for index in batch]
+            trajectories = torch.stack([_autoregressive(model, views, config, [object_seeds[draw]
+                                                                                for object_seeds in seeds])
+                                        for draw in range(draws)], dim=1)  # [B, R, T, 3, H, W]
+            for index, object_seeds, object_views, trajectory in zip(batch, seeds, views, trajectories):
+                predictions, geometry = _predict(model, object_views, config, object_seeds, device)
                 predictions["autoregressive"] = trajectory
-                per_object.append(_object_scores(predictions, geometry, object_views["images"][1:],
-                                                 object_views["K"][1:], object_views["c2w"][1:], lpips_metric))
+                truth = object_views["images"][1:]
+                per_object.append(_object_scores({method: images[0] for method, images in predictions.items()},
+                                                 geometry, truth, object_views["K"][1:], object_views["c2w"][1:],
+                                                 lpips_metric))
+                if probe is not None:
+                    reads.append(_attribute_reads(probe, {method: images.to(device) for method, images
+                                                          in predictions.items()}, truth.to(device),
+                                                  records[index], view_ids[index]))
                 if index < examples:
-                    kept.append({"input": object_views["images"][0], "truth": object_views["images"][1:4],
-                                 **{method: images[:3] for method, images in predictions.items()}})
+                    kept.append({"input": object_views["images"][0], "truth": truth[:3],
+                                 **{method: images[0, :3] for method, images in predictions.items()}})
                 bar.update()
     return {
         "protocol": asdict(config),
@@ -262,7 +405,9 @@ def evaluate(model, data: str | Path, config: EvaluationConfig = EvaluationConfi
         "views": [{"input": ids[0], "targets": ids[1:]} for ids in view_ids],
         "image_size": size,
         "lpips": {"available": lpips_metric is not None, "reason": reason},
+        "attributes": {"available": probe is not None, "reason": attribute_reason},
         "metrics": _summary(per_object),
+        "attribute_metrics": _attribute_summary(reads, config.seed) if reads else {},
         "seconds": time.perf_counter() - start,
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "torch": torch.__version__,
@@ -270,18 +415,31 @@ def evaluate(model, data: str | Path, config: EvaluationConfig = EvaluationConfi
     }
 
 
-def results_table(results: dict) -> str:
-    """A markdown table of ``results["metrics"]``: one row per method, ``mean ± std`` over objects."""
-    metrics = [name for name in METRICS if any(name in row for row in results["metrics"].values())]
+def _markdown_table(rows: dict[str, dict], metrics: tuple[str, ...]) -> list[str]:
+    """``| method | metric ... |`` with ``mean ± std`` cells (empty where a method has no such metric)."""
+    metrics = [name for name in metrics if any(name in row for row in rows.values())]
     lines = ["| method | " + " | ".join(METRIC_LABELS[name] for name in metrics) + " |",
              "|---|" + "---|" * len(metrics)]
-    for method, row in results["metrics"].items():
+    for method, row in rows.items():
         cells = [f"{row[name]['mean']:.{DIGITS[name]}f} ± {row[name]['std']:.{DIGITS[name]}f}" if name in row else ""
                  for name in metrics]
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def results_table(results: dict) -> str:
+    """Markdown tables of ``results["metrics"]`` and, if measured, ``results["attribute_metrics"]``: one row per
+    method, ``mean ± std`` (over objects; for ``unseen_tv`` over bootstrap resamples, for KID over subsets)."""
+    lines = _markdown_table(results["metrics"], METRICS)
     notes = [f"{len(results['objects'])} held-out objects, 1 input view, {len(results['views'][0]['targets'])} "
              f"targets each, {results['image_size']} px, {results['protocol']['steps']} sampler steps; "
              f"mean ± standard deviation over objects; {results['seconds']:.0f} s on {results['device']}."]
     if not results["lpips"]["available"]:
         notes.append(results["lpips"]["reason"])
+    if results.get("attribute_metrics"):
+        lines += ["", "Hidden-side attributes, read by the attribute probe (seen: shown in the input view and the "
+                  f"target; unseen: in the target only; {results['protocol']['draws']} draws per object):", ""]
+        lines += _markdown_table(results["attribute_metrics"], ATTRIBUTE_METRICS)
+    elif results.get("attributes"):
+        notes.append(results["attributes"]["reason"])
     return "\n".join(lines + [""] + notes) + "\n"

@@ -4,7 +4,11 @@ Images follow the package convention: ``[..., 3, H, W]`` in [-1, 1] (a range of 
 
 - :func:`psnr`, :func:`ssim`: pixel fidelity. They reward the mean of the plausible views, so a
   blurry regression scores well on them.
-- :func:`sharpness`: fine detail relative to the truth (1: as much; below 1: blurrier).
+- :func:`sharpness`: fine detail relative to the truth (1: as much; below 1: blurrier; above 1: noise).
+- :func:`detail_score`: whether each band of detail has the truth's energy (1: the truth; blur and noise
+  both score lower), so that added noise cannot pass for detail.
+- :func:`kernel_distance` (KID) and :func:`total_variation`: distances between distributions, of image
+  features and of attribute values (the attribute probe's, :mod:`genvs.probe`).
 - :class:`LPIPS`: distance between deep features (AlexNet), closer to what people see; it needs
   ImageNet weights on disk and tells why when they are missing.
 - :func:`reprojection_consistency`: whether consecutive generated views agree about the same 3D
@@ -20,11 +24,12 @@ import kornia
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torchmetrics.image.kid import poly_mmd
 
 from genvs.cameras import project, unproject
 
-__all__ = ["psnr", "ssim", "high_frequency_energy", "sharpness", "LPIPS", "LPIPSUnavailable",
-           "reprojection_consistency"]
+__all__ = ["psnr", "ssim", "high_frequency_energy", "sharpness", "band_energies", "detail_score", "kernel_distance",
+           "total_variation", "LPIPS", "LPIPSUnavailable", "reprojection_consistency"]
 
 
 def psnr(prediction: Tensor, target: Tensor, data_range: float = 2.0) -> Tensor:
@@ -100,6 +105,87 @@ def sharpness(prediction: Tensor, target: Tensor, sigma: float = 1.0) -> Tensor:
         ``[...]`` ratios.
     """
     return high_frequency_energy(prediction, sigma) / high_frequency_energy(target, sigma).clamp_min(1e-12)
+
+
+DETAIL_SIGMAS = (1.0, 2.0, 4.0)
+"""Gaussian blurs that cut an image into detail bands: ``x - G_1 x``, ``G_1 x - G_2 x``, ``G_2 x - G_4 x``."""
+
+
+def _blur(images: Tensor, sigma: float) -> Tensor:
+    size = 2 * math.ceil(3 * sigma) + 1
+    return kornia.filters.gaussian_blur2d(images, (size, size), (sigma, sigma), border_type="reflect")
+
+
+def band_energies(images: Tensor, sigmas: tuple[float, ...] = DETAIL_SIGMAS) -> Tensor:
+    """Energy of each band of detail: ``E_k = mean((G_{s_{k-1}} x - G_{s_k} x)^2)`` with ``G_{s_0} x = x``.
+
+    ``G_s`` is a Gaussian blur of standard deviation ``s`` pixels (as in :func:`high_frequency_energy`, whose
+    energy is band 0's); the mean runs over channels and pixels. Finest band first.
+
+    Args:
+        images: ``[..., C, H, W]``.
+    Returns:
+        ``[..., len(sigmas)]``.
+    """
+    flat = images.float().reshape(-1, *images.shape[-3:])
+    levels = [flat] + [_blur(flat, sigma) for sigma in sigmas]
+    energies = [(finer - coarser).pow(2).mean(dim=(-3, -2, -1)) for finer, coarser in zip(levels, levels[1:])]
+    return torch.stack(energies, dim=-1).reshape(*images.shape[:-3], len(sigmas))
+
+
+def detail_score(prediction: Tensor, target: Tensor, sigmas: tuple[float, ...] = DETAIL_SIGMAS) -> Tensor:
+    """How well a prediction's detail matches the truth's, band by band: 1 for the truth, lower for blur *and* noise.
+
+    ``score = (1 / K) sum_k min(E_k(p), E_k(t)) / max(E_k(p), E_k(t))`` over the :func:`band_energies` ``E_k``.
+    Unlike :func:`sharpness` (``E_0(p) / E_0(t)``, which noise pushes above 1), having too much detail in a band
+    costs as much as having too little: a copy of the truth with noise added scores below the truth's 1, a blurred
+    copy too. Like sharpness, it measures amounts, not places.
+
+    Args:
+        prediction, target: ``[..., C, H, W]`` (broadcastable).
+    Returns:
+        ``[...]`` scores in (0, 1].
+    """
+    predicted, true = band_energies(prediction, sigmas), band_energies(target, sigmas)
+    ratio = torch.minimum(predicted, true) / torch.maximum(predicted, true).clamp_min(1e-12)
+    return ratio.mean(-1)
+
+
+def kernel_distance(real: Tensor, generated: Tensor, subsets: int = 100, subset_size: int = 100,
+                    seed: int = 0) -> tuple[float, float]:
+    """Kernel inception distance (KID, Binkowski et al. 2018) between two sets of features, with its spread.
+
+    For ``subsets`` random subsets of ``m = min(subset_size, N_real, N_generated)`` features of each set, the
+    unbiased squared maximum mean discrepancy with the cubic polynomial kernel ``k(x, y) = (x . y / d + 1)^3``::
+
+        MMD^2 = sum_{i != j} k(x_i, x_j) / (m (m - 1)) + sum_{i != j} k(y_i, y_j) / (m (m - 1)) - 2 sum_{i, j} k(x_i, y_j) / m^2
+
+    (torchmetrics' ``poly_mmd``); KID is its mean over subsets. 0 in expectation for samples of one distribution
+    (a single subset can be slightly negative). Here the features are the attribute probe's, not Inception's.
+
+    Args:
+        real, generated: ``[N, d]`` and ``[M, d]`` features.
+        seed: draws the subsets (``torch.randperm``, real then generated, per subset).
+    Returns:
+        ``(mean, standard deviation)`` over subsets.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    size = min(subset_size, real.shape[0], generated.shape[0])
+    if size < 2:
+        raise ValueError(f"kernel_distance needs at least 2 features in each set, got {real.shape[0]} and "
+                         f"{generated.shape[0]}")
+    values = []
+    for _ in range(subsets):
+        real_subset = real[torch.randperm(real.shape[0], generator=generator)[:size]]
+        generated_subset = generated[torch.randperm(generated.shape[0], generator=generator)[:size]]
+        values.append(poly_mmd(real_subset.double(), generated_subset.double()))
+    values = torch.stack(values)
+    return float(values.mean()), float(values.std(unbiased=False))
+
+
+def total_variation(p: Tensor, q: Tensor) -> Tensor:
+    """Total variation distance between distributions over the last axis: ``(1 / 2) sum_k |p_k - q_k|`` in [0, 1]."""
+    return 0.5 * (p - q).abs().sum(-1)
 
 
 class LPIPSUnavailable(RuntimeError):

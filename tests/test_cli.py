@@ -135,14 +135,15 @@ def test_export_then_evaluate_writes_every_result_and_says_why_lpips_was_skipped
                   str(tmp_path / "eval"), "--protocol", "smoke", "--steps", "2", "--targets", "2", env=no_weights)
     assert result.returncode == 0, result.stderr
     results = json.loads((tmp_path / "eval" / "results.json").read_text())
-    assert set(results) == {"protocol", "data", "objects", "views", "image_size", "lpips", "metrics", "seconds",
-                            "device", "torch", "checkpoint"}
+    assert set(results) == {"protocol", "data", "objects", "views", "image_size", "lpips", "attributes", "metrics",
+                            "attribute_metrics", "seconds", "device", "torch", "checkpoint"}
     assert results["protocol"]["steps"] == 2 and results["protocol"]["target_views"] == 2
     assert results["checkpoint"]["step"] == 1 and len(results["objects"]) == 2
     assert set(results["metrics"]) == {"regression", "deterministic", "stochastic", "autoregressive", "truth"}
     for method in ("regression", "deterministic", "stochastic", "autoregressive"):
-        for metric in ("psnr", "ssim", "sharpness", "consistency"):
+        for metric in ("psnr", "ssim", "sharpness", "detail", "consistency"):
             assert set(results["metrics"][method][metric]) == {"mean", "std", "per_object"}
+        assert set(results["attribute_metrics"][method]) >= {"seen_accuracy", "unseen_confidence", "unseen_tv", "kid"}
     assert results["lpips"]["available"] is False
     looked_for = str(tmp_path / "torch_home" / "hub" / "checkpoints" / "alexnet-owt-7be5be79.pth")
     assert looked_for in results["lpips"]["reason"] and "LPIPS skipped" in result.stdout
@@ -151,6 +152,21 @@ def test_export_then_evaluate_writes_every_result_and_says_why_lpips_was_skipped
     result = _run("evaluate", "--checkpoint", str(tmp_path / "run"), "--data", str(data), "--input-view", "9",
                   "--out", str(tmp_path / "eval2"))
     assert result.returncode == 2 and "has 5 views, no input view 9" in result.stderr
+    result = _run("evaluate", "--checkpoint", str(tmp_path / "run"), "--data", str(data), "--out", str(tmp_path / "eval3"),
+                  "--protocol", "smoke", "--steps", "1", "--no-attributes", "--no-lpips")
+    assert result.returncode == 0 and "attribute metrics skipped: not asked for" in result.stdout, result.stderr
+
+
+def test_train_probe_writes_a_probe_the_evaluation_can_use(tmp_path):
+    data = make_dataset(tmp_path / "cars", n_objects=10, n_views=5, image_size=32, seed=0, progress=False)
+    result = _run("train-probe", "--data", str(data), "--out", str(tmp_path / "probe"), "--steps", "3")
+    assert result.returncode == 0 and "held-out accuracy" in result.stdout, result.stderr
+    Trainer(train_config("smoke", batch_size=2), data, tmp_path / "run", 1, sample_every=0, progress=False).run()
+    result = _run("evaluate", "--checkpoint", str(tmp_path / "run"), "--data", str(data), "--out", str(tmp_path / "eval"),
+                  "--protocol", "smoke", "--steps", "1", "--no-lpips", "--probe", str(tmp_path / "probe"))
+    assert result.returncode == 0 and "unseen: probe confidence" in result.stdout, result.stderr
+    result = _run("train-probe", "--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "probe2"))
+    assert result.returncode == 2 and "nowhere" in result.stderr
 
 
 def test_bad_arguments_get_clear_errors(tmp_path):

@@ -35,7 +35,7 @@ def test_evaluation_scores_every_method_reproducibly(cars, model):
     assert list(results["metrics"]) == [*METHODS, "truth"]
     for method in METHODS:
         row = results["metrics"][method]
-        assert set(row) == {"psnr", "ssim", "sharpness", "consistency"}
+        assert set(row) == {"psnr", "ssim", "sharpness", "detail", "consistency"}
         assert all(len(row[name]["per_object"]) == 2 and math.isfinite(row[name]["mean"]) for name in row)
     assert results["views"] == [{"input": 0, "targets": [1, 3, 5]}] * 2
     assert results["examples"]["truth"].shape == (1, 3, 3, 32, 32)
@@ -48,20 +48,30 @@ def test_evaluation_scores_every_method_reproducibly(cars, model):
 
 
 def test_a_sampler_returning_the_truth_scores_perfectly(cars, model, monkeypatch):
-    # Replace the sampler by a copy of the truth: its PSNR must be infinite, SSIM 1 and sharpness 1.
+    # Replace the sampler by a copy of the truth: its PSNR must be infinite, SSIM, sharpness and detail 1, and the
+    # probe must read in it what it reads in the truth.
     import genvs.evaluation as evaluation
 
-    def perfect(denoiser, cond, **options):  # the 3 targets are sampled in one chunk: views 1, 3 and 5
+    def perfect(denoiser, cond, **options):  # the 5 targets are sampled in one chunk: views 0, 2, 3, 4 and 5
         return views["images"][1:1 + cond.shape[0]]
 
     from genvs.data import SRNDataset
     dataset = SRNDataset(cars, split="test", views_per_item=None, image_size=32)
-    views = dataset.load_views(0, [0, 1, 3, 5])
+    views = dataset.load_views(0, [1, 0, 2, 3, 4, 5])
     monkeypatch.setattr(evaluation, "sample_images", perfect)
-    config = EvaluationConfig(max_objects=1, target_views=3, steps=2)
-    row = evaluate(model, cars, config, lpips=False, progress=False)["metrics"]["deterministic"]
+    config = EvaluationConfig(max_objects=1, input_view=1, target_views=0, steps=2)
+    results = evaluate(model, cars, config, lpips=False, progress=False)
+    row = results["metrics"]["deterministic"]
     assert math.isinf(row["psnr"]["mean"])
     assert row["ssim"]["mean"] == pytest.approx(1.0) and row["sharpness"]["mean"] == pytest.approx(1.0)
+    assert row["detail"]["mean"] == pytest.approx(1.0)
+    attributes = results["attribute_metrics"]
+    for name in ("seen_accuracy", "unseen_confidence", "unseen_tv"):  # input view 1 shows the left side and the
+        truth = attributes["truth"][name]["mean"]                    # roof; views 2 and 4 the right side
+        assert math.isfinite(truth) and attributes["deterministic"][name]["mean"] == pytest.approx(truth)
+    assert attributes["deterministic"]["disagreement_unseen"]["mean"] == 0  # both draws are the truth
+    # KID's unbiased estimate for a copy of the truth is at or below 0 (no diagonal terms in k_xx, k_yy)
+    assert attributes["deterministic"]["kid"]["mean"] <= 0 < attributes["regression"]["kid"]["mean"]
 
 
 def test_results_table_has_a_row_per_method_and_says_why_lpips_is_missing(cars, model):
@@ -105,7 +115,7 @@ def test_batching_objects_changes_scores_by_float_rounding_only(cars, model, mon
         batch_sizes.clear()
         together = evaluate(evaluated, cars, batched, lpips=False, examples=0, progress=False)["metrics"]
         one_by_one = evaluate(evaluated, cars, alone, lpips=False, examples=0, progress=False)["metrics"]
-        assert batch_sizes == [2, 1, 1]
+        assert batch_sizes == [2, 2, 1, 1, 1, 1]  # two draws each (the attribute metrics)
         if exact:
             assert together == one_by_one
             continue
@@ -143,3 +153,48 @@ def test_every_method_and_the_truth_are_warped_with_one_depth(cars, model, monke
     assert depth.shape == (3, 32, 32)  # the image size
     for other_depth, other_opacity in seen[1:]:
         assert torch.equal(other_depth, depth) and torch.equal(other_opacity, opacity)
+
+
+def test_attribute_scores_by_hand():
+    # One object, 2 draws, 3 targets; attribute "a" (2 values, true value 0) is seen in target 0, unseen in
+    # target 1 and not shown in target 2.
+    from genvs.evaluation import SHOWN_IN_BOTH, SHOWN_IN_TARGET_ONLY, _per_object_attribute_scores, _unseen_tv
+
+    probabilities = torch.tensor([[[0.9, 0.1], [0.2, 0.8], [0.5, 0.5]],    # draw 0 reads 0, 1, (0)
+                                  [[0.6, 0.4], [0.7, 0.3], [0.1, 0.9]]])   # draw 1 reads 0, 0, (1)
+    reads = {"label": {"a": 0}, "kind": {"a": torch.tensor([SHOWN_IN_BOTH, SHOWN_IN_TARGET_ONLY, 0])},
+             "probabilities": {"m": {"a": probabilities}}}
+    scores = _per_object_attribute_scores(reads, "m")
+    assert scores == pytest.approx({"seen_accuracy": 1.0, "unseen_confidence": 0.8, "disagreement_seen": 0.0,
+                                    "disagreement_unseen": 1.0})
+    # the unseen reads over both draws are {1, 0}: exactly the uniform prior of 2 values
+    assert _unseen_tv([reads], "m") == 0.0
+    assert _unseen_tv([reads, reads, {**reads, "probabilities": {"m": {"a": probabilities[:, :, [1, 0]]}}}], "m") == \
+        pytest.approx(0.0)
+    one_sided = {**reads, "probabilities": {"m": {"a": torch.tensor([[[0.9, 0.1], [0.9, 0.1], [0.9, 0.1]]])}}}
+    assert _unseen_tv([one_sided], "m") == pytest.approx(0.5)  # always value 0: TV((1, 0), (1/2, 1/2))
+    assert set(_per_object_attribute_scores(one_sided, "m")) == {"seen_accuracy", "unseen_confidence"}  # 1 draw
+
+
+def test_draws_add_attribute_scores_without_changing_the_other_metrics(cars, model):
+    config = dataclasses.replace(PROTOCOLS["smoke"], max_objects=2, target_views=4, steps=2)
+    two = evaluate(model, cars, config, lpips=False, progress=False)
+    one = evaluate(model, cars, dataclasses.replace(config, draws=1), lpips=False, progress=False)
+    assert two["metrics"] == one["metrics"]
+    assert "disagreement_unseen" in two["attribute_metrics"]["stochastic"]
+    assert "disagreement_unseen" not in one["attribute_metrics"]["stochastic"]
+    table = results_table(two)
+    assert "unseen: probe confidence" in table and "| truth |" in table.split("Hidden-side")[1]
+
+
+def test_attribute_metrics_are_skipped_with_the_reason(cars, model, tmp_path):
+    import shutil
+
+    config = dataclasses.replace(PROTOCOLS["smoke"], max_objects=1, steps=1)
+    results = evaluate(model, cars, config, lpips=False, attributes=False, progress=False)
+    assert results["attribute_metrics"] == {} and "not asked for" in results_table(results)
+    unlabelled = shutil.copytree(cars, tmp_path / "cars")
+    for path in (unlabelled / "cars_test").rglob("attributes.json"):
+        path.unlink()  # as real SRN cars: no labels
+    results = evaluate(model, unlabelled, config, lpips=False, progress=False)
+    assert results["attribute_metrics"] == {} and "has no attributes.json" in results["attributes"]["reason"]

@@ -64,6 +64,8 @@ def test_dry_run_completes_every_phase_with_finite_figures(dry_run):
     metrics = results["evaluation"]["metrics"]
     assert set(metrics) >= {"regression", "deterministic", "stochastic", "autoregressive"}
     assert _finite_number(metrics["stochastic"]["psnr"]["mean"])
+    assert results["evaluation"]["attributes"]["available"]  # synthetic cars and the shipped probe
+    assert _finite_number(results["evaluation"]["attribute_metrics"]["stochastic"]["unseen_confidence"]["mean"])
 
 
 def test_dry_run_folder_is_flat_and_small_and_its_export_loads(dry_run, tmp_path):

@@ -7,8 +7,8 @@ import torchvision
 from skimage.metrics import structural_similarity
 
 from genvs.cameras import look_at, make_intrinsics, pixel_rays
-from genvs.metrics import (LPIPS, LPIPSUnavailable, high_frequency_energy, psnr, reprojection_consistency, sharpness,
-                           ssim)
+from genvs.metrics import (LPIPS, LPIPSUnavailable, band_energies, detail_score, high_frequency_energy, kernel_distance,
+                           psnr, reprojection_consistency, sharpness, ssim, total_variation)
 
 
 def test_identical_images_have_infinite_psnr():
@@ -97,6 +97,59 @@ def test_sharpness_is_one_for_the_truth_below_one_blurred_above_one_noisy():
     assert (sharpness(blurred, truth) < 0.5).all()
     assert (sharpness(noisy, truth) > 1.5).all()
     assert sharpness(truth[None].expand(4, -1, -1, -1, -1), truth).shape == (4, 2)
+
+
+def test_detail_score_is_one_for_the_truth_and_lower_for_noise_blur_and_a_flat_image():
+    # The known faults of lesson 06 on a true view of a synthetic car: noise must not pass for detail.
+    import numpy as np
+
+    from genvs.data.synthetic import hemisphere_poses, render_car, sample_car_params, srn_intrinsics
+
+    rng = np.random.default_rng([0, 0])
+    rgb, _ = render_car(sample_car_params(rng), srn_intrinsics(64), hemisphere_poses(rng, 1)[0], 64, 64)
+    truth = rgb.permute(2, 0, 1)[None] * 2 - 1
+    noise = torch.randn(truth.shape, generator=torch.Generator().manual_seed(0))
+    faults = {"noisy": (truth + 0.2 * noise).clamp(-1, 1), "blurred": kornia.filters.gaussian_blur2d(truth, (9, 9), (2.0, 2.0)),
+              "flat": torch.full_like(truth, float(truth.mean()))}
+    torch.testing.assert_close(detail_score(truth, truth), torch.ones(1))
+    assert sharpness(faults["noisy"], truth) > 1.2  # the old score rates noise above the truth ...
+    for name, image in faults.items():
+        assert detail_score(image, truth) < 0.9, name  # ... this one rates every fault below it
+    assert detail_score(faults["flat"], truth) < 0.01
+
+
+def test_band_energies_of_white_noise_follow_its_power():
+    # For white noise of variance s^2 each band's energy is s^2 sum_k (g_prev - g_next)_k^2 (kernel taps):
+    # so doubling the noise's amplitude multiplies every band by 4, and the finest band is band 0 of sharpness.
+    noise = torch.randn(4, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(band_energies(2 * noise), 4 * band_energies(noise))
+    torch.testing.assert_close(band_energies(noise)[..., 0], high_frequency_energy(noise))
+
+
+def test_kernel_distance_matches_torchmetrics_kid_and_sees_a_shift():
+    from torchmetrics.image.kid import KernelInceptionDistance
+
+    generator = torch.Generator().manual_seed(0)
+    real, fake = torch.randn(60, 8, generator=generator), torch.randn(50, 8, generator=generator) + 0.5
+    kid = KernelInceptionDistance(feature=torch.nn.Identity(), subsets=20, subset_size=30)
+    kid.update(real, real=True)
+    kid.update(fake, real=False)
+    torch.manual_seed(3)  # torchmetrics draws its subsets from the global generator, in the same order as ours
+    expected_mean, expected_std = kid.compute()
+    mean, std = kernel_distance(real, fake, subsets=20, subset_size=30, seed=3)
+    assert mean == pytest.approx(float(expected_mean), rel=1e-5) and std == pytest.approx(float(expected_std), rel=1e-4)
+    # Two samples of one distribution: near 0 (unbiased); a shifted one: clearly above.
+    first, second, shifted = (torch.randn(400, 8, generator=generator) + offset for offset in (0.0, 0.0, 0.5))
+    same, _ = kernel_distance(first, second)
+    different, spread = kernel_distance(first, shifted)
+    assert abs(same) < 0.1 * different and different > 5 * spread
+
+
+def test_total_variation_of_known_distributions():
+    uniform = torch.full((3,), 1 / 3)
+    assert float(total_variation(uniform, uniform)) == 0
+    assert float(total_variation(torch.tensor([1.0, 0.0, 0.0]), uniform)) == pytest.approx(2 / 3)
+    assert float(total_variation(torch.tensor([1.0, 0.0]), torch.tensor([0.0, 1.0]))) == 1
 
 
 # --- LPIPS: skipped with a reason when its weights are absent; runs when they are on disk --------------
