@@ -78,7 +78,7 @@ from genvs.sampling import eval_mode, generate_trajectory, sample_images, sampli
 from genvs.seeding import derive_seed
 
 __all__ = ["EvaluationConfig", "PROTOCOLS", "METHODS", "METRICS", "ATTRIBUTE_METRICS", "evaluate", "results_table",
-           "target_view_ids"]
+           "markdown_table", "target_view_ids"]
 
 METHODS = ("regression", "deterministic", "stochastic", "autoregressive")
 METRICS = ("psnr", "ssim", "lpips", "sharpness", "detail", "consistency")
@@ -415,8 +415,9 @@ def evaluate(model, data: str | Path, config: EvaluationConfig = EvaluationConfi
     }
 
 
-def _markdown_table(rows: dict[str, dict], metrics: tuple[str, ...]) -> list[str]:
-    """``| method | metric ... |`` with ``mean ± std`` cells (empty where a method has no such metric)."""
+def markdown_table(rows: dict[str, dict], metrics: tuple[str, ...]) -> list[str]:
+    """The lines of a markdown table ``| method | metric ... |`` of ``rows`` (method -> metric -> ``{mean, std}``,
+    e.g. ``results["attribute_metrics"]``), ``mean ± std`` cells, empty where a method has no such metric."""
     metrics = [name for name in metrics if any(name in row for row in rows.values())]
     lines = ["| method | " + " | ".join(METRIC_LABELS[name] for name in metrics) + " |",
              "|---|" + "---|" * len(metrics)]
@@ -430,7 +431,7 @@ def _markdown_table(rows: dict[str, dict], metrics: tuple[str, ...]) -> list[str
 def results_table(results: dict) -> str:
     """Markdown tables of ``results["metrics"]`` and, if measured, ``results["attribute_metrics"]``: one row per
     method, ``mean ± std`` (over objects; for ``unseen_tv`` over bootstrap resamples, for KID over subsets)."""
-    lines = _markdown_table(results["metrics"], METRICS)
+    lines = markdown_table(results["metrics"], METRICS)
     notes = [f"{len(results['objects'])} held-out objects, 1 input view, {len(results['views'][0]['targets'])} "
              f"targets each, {results['image_size']} px, {results['protocol']['steps']} sampler steps; "
              f"mean ± standard deviation over objects; {results['seconds']:.0f} s on {results['device']}."]
@@ -439,7 +440,7 @@ def results_table(results: dict) -> str:
     if results.get("attribute_metrics"):
         lines += ["", "Hidden-side attributes, read by the attribute probe (seen: shown in the input view and the "
                   f"target; unseen: in the target only; {results['protocol']['draws']} draws per object):", ""]
-        lines += _markdown_table(results["attribute_metrics"], ATTRIBUTE_METRICS)
+        lines += markdown_table(results["attribute_metrics"], ATTRIBUTE_METRICS)
     elif results.get("attributes"):
         notes.append(results["attributes"]["reason"])
     return "\n".join(lines + [""] + notes) + "\n"
