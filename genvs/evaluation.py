@@ -54,6 +54,8 @@ calls each. The autoregressive method took one frame of one car per call, 44,000
 ``object_batch=8`` it takes 88 batches x 250 frames x 250 steps = 5,500,000 calls of 8 images. All three methods:
 49,632,000 calls before, 11,132,000 now. On a 2-core CPU, one thread, the lesson checkpoint (32 px), 4 cars x 8
 targets x 25 steps: 22.5 s one car at a time, 11.5 s in one batch of 4.
+With the attribute metrics (two draws) every sampling method runs twice: the lesson checkpoint's ``synthetic``
+protocol took 118 s before them and 440 s with them (one CPU thread, beside another job).
 Memory: every generated frame's volume stays on the device until its batch is done: 8 x 251 volumes of
 16 x 64 x 64 x 64 floats (the paper preset) are 34 GB.
 """
