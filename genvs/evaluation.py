@@ -242,8 +242,8 @@ def _attribute_reads(probe: AttributeProbe, predictions: dict[str, Tensor], trut
     label = {name: probe.attributes[name].index(record["attributes"][name]) for name in probe.attributes}
     probabilities, features = {}, {}
     for method, images in {**predictions, "truth": truth[None]}.items():
-        probabilities[method] = probe.predict(images)
-        features[method] = probe.features(images[0])
+        probabilities[method], method_features = probe.read(images)
+        features[method] = method_features[0]
     return {"label": label, "kind": kind, "probabilities": probabilities, "features": features}
 
 

@@ -104,12 +104,19 @@ class AttributeProbe(nn.Module):
         return {name: head(features) for name, head in self.heads.items()}
 
     @torch.no_grad()
+    def read(self, images: Tensor, batch_size: int = 256) -> tuple[dict[str, Tensor], Tensor]:
+        """Softmax probabilities ``{attribute: [..., n_values]}`` and features ``[..., 4 w]`` of images
+        ``[..., 3, H, W]``, from one pass of the network (no gradients)."""
+        flat = images.reshape(-1, *images.shape[-3:])
+        features = torch.cat([self.features(flat[start:start + batch_size])
+                              for start in range(0, flat.shape[0], batch_size)])
+        probabilities = {name: head(features).softmax(-1).reshape(*images.shape[:-3], -1)
+                         for name, head in self.heads.items()}
+        return probabilities, features.reshape(*images.shape[:-3], -1)
+
     def predict(self, images: Tensor, batch_size: int = 256) -> dict[str, Tensor]:
         """Softmax probabilities ``{attribute: [..., n_values]}`` of images ``[..., 3, H, W]`` (no gradients)."""
-        flat = images.reshape(-1, *images.shape[-3:])
-        parts = [self(flat[start:start + batch_size]) for start in range(0, flat.shape[0], batch_size)]
-        return {name: torch.cat([part[name] for part in parts]).softmax(-1).reshape(*images.shape[:-3], -1)
-                for name in self.heads}
+        return self.read(images, batch_size)[0]
 
 
 def attribute_views(root: str | Path, split: str, image_size: int) -> dict:
@@ -140,6 +147,11 @@ def attribute_views(root: str | Path, split: str, image_size: int) -> dict:
             "shows": {name: torch.tensor(value) for name, value in shows.items()},
             "object_index": torch.tensor(object_index), "view_index": torch.tensor(view_index),
             "folders": [obj.folder for obj in dataset.objects]}
+
+
+def _dataset_seed(root: str | Path) -> int:
+    """The seed a synthetic dataset's cars were drawn with (its ``make_dataset`` manifest)."""
+    return json.loads((Path(root) / MANIFEST_NAME).read_text())["seed"]
 
 
 def _car_of(folder: Path, seed: int):
@@ -183,7 +195,7 @@ def blended_views(root: str | Path, views: dict, n_blends: int, seed: int, image
     Returns:
         ``images [n, 3, S, S]`` in [-1, 1], ``targets {attribute: [n, n_values]}`` probabilities, ``shows``.
     """
-    dataset_seed = json.loads((Path(root) / MANIFEST_NAME).read_text())["seed"]
+    dataset_seed = _dataset_seed(root)
     rng = np.random.default_rng(seed)
     images, targets, shows = [], {name: [] for name in ATTRIBUTES}, {name: [] for name in ATTRIBUTES}
     for row in tqdm(rng.choice(_shows_something(views), n_blends), desc="rendering blends", leave=False):
@@ -280,7 +292,7 @@ def blend_confidence(probe: AttributeProbe, root: str | Path, views: dict, seed:
         "chance": mean 1 / n_values of the blended attributes}``.
     """
     rng = np.random.default_rng(seed)
-    dataset_seed = json.loads((Path(root) / MANIFEST_NAME).read_text())["seed"]
+    dataset_seed = _dataset_seed(root)
     true_probabilities = probe.predict(views["images"])
     on_truth = torch.cat([true_probabilities[name].amax(-1)[views["shows"][name]] for name in ATTRIBUTES])
     on_blends, chance = [], []
