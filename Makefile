@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade "pip>=23"
 	$(PY) -m pip install -e ".[dev]"
-	$(PY) -c "import torch, torchvision, k_diffusion; print('torch', torch.__version__, '| torchvision', torchvision.__version__, '| k-diffusion OK')"
+	$(PY) -c "import torch, torchvision, k_diffusion, diffusers; print('torch', torch.__version__, '| torchvision', torchvision.__version__, '| diffusers', diffusers.__version__, '| k-diffusion OK')"
 	touch $(STAMP)
 
 demo: install

@@ -1,4 +1,5 @@
-"""Command line: ``python -m genvs make-data | train | export | sample | evaluate | train-probe | demo``.
+"""Command line: ``python -m genvs make-data | train | export | sample | evaluate | train-probe | train-base |
+train-controlnet | demo``.
 
     python -m genvs make-data --out data/generated/cars --objects 100 --views 50 --size 64 --seed 0
     python -m genvs train --data data/generated/cars --preset cpu --steps 2000 --out runs/cpu
@@ -10,6 +11,9 @@
     python -m genvs evaluate --checkpoint runs/cpu --data data/generated/cars --out outputs/eval
     python -m genvs evaluate --checkpoint runs/paper --data data/srn_cars --protocol srn --out outputs/eval_srn
     python -m genvs train-probe --data data/generated/reference_cars_32 --out data/checkpoints/probe
+    python -m genvs train-base --data data/generated/reference_cars_32              # lesson 07's base U-Net
+    python -m genvs train-controlnet --data data/generated/reference_cars_32        # ... and its ControlNet
+    python -m genvs evaluate ... --controlnet data/checkpoints/controlnet           # score both routes
     python -m genvs demo --out outputs/demo
 
 Bad arguments or input files stop with an ``error: ...`` line on stderr naming the problem, exit status 2.
@@ -177,8 +181,10 @@ def _evaluate(args: argparse.Namespace) -> None:
 
     from genvs.checkpoint import CheckpointError
     from genvs.data.srn import SRNFormatError
+    from genvs.controlnet import controlnet_route
     from genvs.evaluation import PROTOCOLS, evaluate, results_table
     from genvs.probe import load_probe
+    from genvs.sampling import sampling_options
     from genvs.training import load_model
     from genvs.viz import plot_evaluation_examples
 
@@ -190,8 +196,14 @@ def _evaluate(args: argparse.Namespace) -> None:
         model, checkpoint = load_model(args.checkpoint, device=device)
         attributes = (False if args.no_attributes else
                       load_probe(args.probe, device=device)[0] if args.probe is not None else True)
-        results = evaluate(model, args.data, config, device=device, lpips=not args.no_lpips, attributes=attributes)
-    except (ValueError, CheckpointError, SRNFormatError) as error:
+        routes = {}
+        if args.controlnet is not None:
+            route = controlnet_route(args.controlnet_base, args.controlnet, device)
+            routes["controlnet"] = (route, {**sampling_options("stochastic", config.steps),
+                                            "guidance_scale": args.guidance})
+        results = evaluate(model, args.data, config, device=device, lpips=not args.no_lpips, attributes=attributes,
+                           routes=routes)
+    except (ValueError, FileNotFoundError, CheckpointError, SRNFormatError) as error:
         args.parser.error(str(error))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -273,6 +285,47 @@ def _train_probe(args: argparse.Namespace) -> None:
           f"(view, attribute) pairs; {record['seconds']:.0f} s; saved to {args.out}")
 
 
+def _fit_config(args: argparse.Namespace, defaults):
+    """``defaults`` (a :class:`genvs.controlnet.FitConfig`) with the options given on the command line."""
+    import dataclasses
+
+    chosen = {name: getattr(args, name) for name in ("lr", "batch_size", "seed") if getattr(args, name) is not None}
+    return dataclasses.replace(defaults, **chosen)
+
+
+def _train_base(args: argparse.Namespace) -> None:
+    """Train lesson 07's base U-Net unconditionally on the training views; save it as a diffusers folder."""
+    from genvs.controlnet import BASE_FIT, base_config, train_base
+    from genvs.data.srn import SRNFormatError
+
+    try:
+        _, record = train_base(args.data, args.out, args.steps, base_config(args.preset), _fit_config(args, BASE_FIT),
+                               device=_device(args))
+    except (ValueError, SRNFormatError) as error:
+        args.parser.error(str(error))
+    print(f"{record['steps']} steps in {record['seconds']:.0f} s ({record['steps_per_second']:.2f} steps/s); loss "
+          f"{record['loss_first']:.4f} -> {record['loss_last']:.4f}; saved to {args.out}")
+
+
+def _train_controlnet(args: argparse.Namespace) -> None:
+    """Train lesson 07's ControlNet on the frozen base and the frozen field of a GeNVS checkpoint."""
+    from genvs.checkpoint import CheckpointError
+    from genvs.controlnet import CONTROLNET_FIT, load_base, train_controlnet
+    from genvs.data.srn import SRNFormatError
+    from genvs.training import load_model
+
+    device = _device(args)
+    try:
+        model, _ = load_model(args.checkpoint, device=device)
+        base = load_base(args.base, device=device)
+        _, record = train_controlnet(model, args.data, args.out, args.steps, base, _fit_config(args, CONTROLNET_FIT),
+                                     device=device)
+    except (ValueError, FileNotFoundError, CheckpointError, SRNFormatError) as error:
+        args.parser.error(str(error))
+    print(f"{record['steps']} steps in {record['seconds']:.0f} s ({record['steps_per_second']:.2f} steps/s); loss "
+          f"{record['loss_first']:.4f} -> {record['loss_last']:.4f}; saved to {args.out}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m genvs", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -329,6 +382,7 @@ def build_parser() -> argparse.ArgumentParser:
     orbit_options(sample)
     sample.set_defaults(run=_sample)
 
+    from genvs.controlnet import BASE_PRESETS, GUIDANCE_SCALE, SHIPPED_BASE, SHIPPED_CONTROLNET
     from genvs.evaluation import PROTOCOLS
 
     evaluation = commands.add_parser("evaluate", help="regression baseline vs GeNVS samplers on held-out objects")
@@ -352,6 +406,11 @@ def build_parser() -> argparse.ArgumentParser:
     evaluation.add_argument("--no-lpips", action="store_true", help="skip LPIPS even if its weights are on disk")
     evaluation.add_argument("--probe", type=Path, help="attribute probe folder (default: the shipped one)")
     evaluation.add_argument("--no-attributes", action="store_true", help="skip the hidden-side attribute metrics")
+    evaluation.add_argument("--controlnet", type=Path, help="also score lesson 07's ControlNet route (its folder) on "
+                            "the same condition and seeds")
+    evaluation.add_argument("--controlnet-base", type=Path, default=SHIPPED_BASE, help="the ControlNet's base U-Net")
+    evaluation.add_argument("--guidance", type=float, default=GUIDANCE_SCALE,
+                            help="the ControlNet route's classifier-free guidance scale")
     evaluation.set_defaults(run=_evaluate, parser=evaluation)
 
     probe = commands.add_parser("train-probe", help="train the attribute probe the evaluation reads attributes with")
@@ -360,6 +419,28 @@ def build_parser() -> argparse.ArgumentParser:
     probe.add_argument("--steps", type=int, help="training steps (default 600)")
     probe.add_argument("--seed", type=int)
     probe.set_defaults(run=_train_probe, parser=probe)
+
+    def fit_options(command: argparse.ArgumentParser, default_steps: int) -> None:
+        command.add_argument("--data", required=True, type=Path, help="SRN-format root (its cars_train/ is used)")
+        command.add_argument("--steps", type=int, default=default_steps, help="optimiser steps")
+        command.add_argument("--lr", type=float, help="peak learning rate")
+        command.add_argument("--batch-size", type=int, help="images (base) or objects (ControlNet) per step")
+        command.add_argument("--seed", type=int)
+        command.add_argument("--device", help=DEVICE_HELP)
+
+    base = commands.add_parser("train-base", help="train lesson 07's base U-Net (unconditional, diffusers)")
+    fit_options(base, 1500)
+    base.add_argument("--preset", choices=sorted(BASE_PRESETS), default="lesson", help="base U-Net config")
+    base.add_argument("--out", type=Path, default=SHIPPED_BASE, help="diffusers folder to write")
+    base.set_defaults(run=_train_base, parser=base)
+
+    controlnet = commands.add_parser("train-controlnet", help="train lesson 07's ControlNet on GeNVS's rendered features")
+    fit_options(controlnet, 1000)
+    controlnet.add_argument("--checkpoint", type=Path, default=Path("data/checkpoints/lesson"),
+                            help="the GeNVS model whose frozen field renders the features")
+    controlnet.add_argument("--base", type=Path, default=SHIPPED_BASE, help="the frozen base U-Net's folder")
+    controlnet.add_argument("--out", type=Path, default=SHIPPED_CONTROLNET, help="diffusers folder to write")
+    controlnet.set_defaults(run=_train_controlnet, parser=controlnet)
 
     demo = commands.add_parser("demo", help="the main job: data, a model, an orbit video of a held-out car")
     demo.add_argument("--out", type=Path, default=Path("outputs/demo"))

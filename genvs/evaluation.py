@@ -10,6 +10,9 @@ with four methods:
 - ``autoregressive``: stochastic, target after target, each conditioned on the input and earlier
   generated targets (:func:`genvs.sampling.generate_trajectory`), several objects at once.
 
+Other routes to the same views (``routes``, e.g. lesson 07's ControlNet, :mod:`genvs.controlnet`) are sampled on
+the same condition, the input-only field's render, with the same seeds, and scored like the samplers.
+
 Every method is scored per target view against the truth (:func:`genvs.metrics.psnr`, ``ssim``,
 ``sharpness``, ``detail_score``, ``LPIPS`` when its weights are on disk) and, along the targets in their order, for
 multi-view consistency (:func:`genvs.metrics.reprojection_consistency`; the true views are scored too,
@@ -65,10 +68,11 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Mapping
 
 import numpy as np
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from genvs.data.srn import SRNDataset, SRNFormatError
@@ -156,15 +160,25 @@ def target_view_ids(n_views: int, input_view: int, n_targets: int) -> list[int]:
     return [others[index] for index in np.linspace(0, len(others) - 1, n_targets).round().astype(int)]
 
 
+def _samplers(model, config: EvaluationConfig, routes: Mapping[str, tuple[nn.Module, dict]]
+              ) -> dict[str, tuple[nn.Module, dict]]:
+    """The methods that sample one denoiser on the input-only field's render: GeNVS's two modes, then ``routes``."""
+    clashes = set(routes) & set(METHODS + ("truth",))
+    if clashes:
+        raise ValueError(f"route names {sorted(clashes)} clash with the protocol's methods {METHODS} or the truth")
+    own = {mode: (model.denoiser, sampling_options(mode, config.steps)) for mode in ("deterministic", "stochastic")}
+    return {**own, **routes}
+
+
 @torch.no_grad()
-def _predict(model, views: dict[str, Tensor], config: EvaluationConfig, seeds: list[int],
-             device: torch.device) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
-    """The regression's ``[1, T, 3, H, W]`` and the two samplers' predictions ``[R, T, 3, H, W]`` of one object's
+def _predict(model, views: dict[str, Tensor], config: EvaluationConfig, seeds: list[int], device: torch.device,
+             samplers: dict[str, tuple[nn.Module, dict]]) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+    """The regression's ``[1, T, 3, H, W]`` and each sampler's predictions ``[R, T, 3, H, W]`` of one object's
     targets (view 0 is the input), draw ``r`` from ``seeds[r]``, and the one ``depth`` and ``opacity [T, H, W]``
     that score every method's consistency: the input-only field's."""
     inputs = [views[key][None, :1].to(device) for key in ("images", "K", "c2w")]
     target_K, target_c2w = (views[key][None, 1:].to(device) for key in ("K", "c2w"))
-    samples = {mode: [[] for _ in seeds] for mode in ("deterministic", "stochastic")}
+    samples = {method: [[] for _ in seeds] for method in samplers}
     with eval_mode(model):
         encoded = model.field.encode(*inputs)  # once, for the regression and both samplers
         # the regression: the field rendered at the image size, as pixelNeRF renders
@@ -172,10 +186,10 @@ def _predict(model, views: dict[str, Tensor], config: EvaluationConfig, seeds: l
         for start in range(0, target_c2w.shape[1], config.target_batch):
             chunk = slice(start, start + config.target_batch)
             cond, _ = model.condition(encoded, target_K[:, chunk], target_c2w[:, chunk])  # shared by both samplers
-            for mode, draws in samples.items():
+            for method, draws in samples.items():
+                denoiser, options = samplers[method]
                 for seed, chunks in zip(seeds, draws):
-                    chunks.append(sample_images(model.denoiser, cond, seed=derive_seed(seed, start),
-                                                **sampling_options(mode, config.steps)).cpu())
+                    chunks.append(sample_images(denoiser, cond, seed=derive_seed(seed, start), **options).cpu())
     predictions = {"regression": field["features"][:, :, :3].clamp(-1, 1).cpu(),
                    **{mode: torch.stack([torch.cat(chunks) for chunks in draws]) for mode, draws in samples.items()}}
     return predictions, {key: field[key][0].cpu() for key in ("depth", "opacity")}
@@ -341,7 +355,7 @@ def _view_ids(dataset: SRNDataset, index: int, config: EvaluationConfig) -> list
 
 def evaluate(model, data: str | Path, config: EvaluationConfig = EvaluationConfig(), device: torch.device | str = "cpu",
              lpips: bool = True, attributes: bool | AttributeProbe = True, examples: int = 4,
-             progress: bool = True) -> dict:
+             progress: bool = True, routes: Mapping[str, tuple[nn.Module, dict]] | None = None) -> dict:
     """Run the protocol (module docstring) with ``model`` on the held-out split of ``data``.
 
     Args:
@@ -352,6 +366,11 @@ def evaluate(model, data: str | Path, config: EvaluationConfig = EvaluationConfi
         attributes: score the hidden-side attributes: True with the shipped probe (if the data has
             ``attributes.json``; the reason is recorded if not), or this :class:`genvs.probe.AttributeProbe`.
         examples: keep the predictions of this many objects' first ``min(T, 3)`` targets for a figure.
+        routes: more methods scored like the samplers, on the same condition (the input-only field's render) and
+            seeds: ``{name: (denoiser, options)}`` sampled as ``sample_images(denoiser, cond, seed=..., **options)``
+            (e.g. the ControlNet route of :mod:`genvs.controlnet`, its options from
+            :func:`genvs.sampling.sampling_options` plus a ``guidance_scale``); they follow the samplers in the
+            results.
     Returns:
         a JSON-ready dict: ``protocol``, ``data``, ``objects`` (ids), ``views`` (input and target ids per
         object), ``image_size``, ``lpips`` and ``attributes`` (each ``{"available", "reason"}``), ``metrics``
@@ -377,6 +396,7 @@ def evaluate(model, data: str | Path, config: EvaluationConfig = EvaluationConfi
     probe, records, attribute_reason = _attribute_probe(dataset, n_objects, attributes, device)
     draws = config.draws if probe is not None else 1
     view_ids = [_view_ids(dataset, index, config) for index in range(n_objects)]
+    samplers = _samplers(model, config, routes or {})
     per_object, reads, kept = [], [], []
     with tqdm(total=n_objects, desc="evaluating", disable=not progress) as bar:
         for batch in _object_batches([len(ids) for ids in view_ids], config.object_batch):
@@ -386,7 +406,7 @@ def evaluate(model, data: str | Path, config: EvaluationConfig = EvaluationConfi
                                                                                 for object_seeds in seeds])
                                         for draw in range(draws)], dim=1)  # [B, R, T, 3, H, W]
             for index, object_seeds, object_views, trajectory in zip(batch, seeds, views, trajectories):
-                predictions, geometry = _predict(model, object_views, config, object_seeds, device)
+                predictions, geometry = _predict(model, object_views, config, object_seeds, device, samplers)
                 predictions["autoregressive"] = trajectory
                 truth = object_views["images"][1:]
                 per_object.append(_object_scores({method: images[0] for method, images in predictions.items()},

@@ -285,13 +285,15 @@ def sample_images(
 
 @torch.no_grad()
 def sample_novel_views(model: nn.Module, images: Tensor, K: Tensor, c2w: Tensor, target_K: Tensor,
-                       target_c2w: Tensor, **options) -> dict[str, Tensor]:
+                       target_c2w: Tensor, denoiser: nn.Module | None = None, **options) -> dict[str, Tensor]:
     """Sample novel views of ``B`` objects: encode the input views, render features, denoise.
 
     Args:
         model: a :class:`genvs.model.GeNVS` (run in eval mode, given back in its modes).
         images: ``[B, V, 3, H, W]`` input views in [-1, 1]; K ``[B, V, 3, 3]``; c2w ``[B, V, 4, 4]``.
         target_K: ``[B, T, 3, 3]``; target_c2w: ``[B, T, 4, 4]`` the cameras to sample.
+        denoiser: what denoises the render (default ``model.denoiser``; e.g. lesson 07's ControlNet route,
+            :func:`genvs.controlnet.controlnet_route`).
         options: :func:`sample_images`'s keyword arguments (sampler, steps, seed, guidance_scale, precision, ...).
     Returns:
         ``samples [B, T, 3, H, W]`` and the field's render at ``render_size``: ``features
@@ -300,7 +302,7 @@ def sample_novel_views(model: nn.Module, images: Tensor, K: Tensor, c2w: Tensor,
     with eval_mode(model):
         views = model.field.encode(images, K, c2w)
         cond, rendered = model.condition(views, target_K, target_c2w)
-        samples = sample_images(model.denoiser, cond, **options)
+        samples = sample_images(model.denoiser if denoiser is None else denoiser, cond, **options)
     return {"samples": samples.unflatten(0, tuple(target_c2w.shape[:2])), **rendered}
 
 

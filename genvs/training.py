@@ -59,7 +59,7 @@ from genvs.seeding import derive_seed, seeded_rng
 from genvs.viz import field_rgb, save_contact_sheet
 
 __all__ = ["SpeedConfig", "TrainConfig", "PRESETS", "train_config", "StepBatches", "Trainer", "load_model", "export_model",
-           "shipped_checkpoint", "read_log"]
+           "shipped_checkpoint", "read_log", "lr_factor"]
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -252,7 +252,7 @@ def _speed_up(model: GeNVS, device: torch.device, speed: SpeedConfig) -> None:
             part.compile(backend=COMPILE_BACKEND)
 
 
-def _lr_factor(step: int, warmup_steps: int, total_steps: int, min_fraction: float) -> float:
+def lr_factor(step: int, warmup_steps: int, total_steps: int, min_fraction: float) -> float:
     """``warmup(t) * cosine(t)``: linear from 0 over ``warmup_steps``, then cosine down to ``min_fraction``."""
     if step < warmup_steps:
         return (step + 1) / warmup_steps
@@ -374,7 +374,7 @@ class Trainer:
              for name, part in trained.items()], weight_decay=config.weight_decay, fused=config.speed.fused_adamw)
         _speed_up(self.model, self.device, config.speed)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimiser, lambda step: _lr_factor(step, config.warmup_steps, steps, config.min_lr_fraction))
+            self.optimiser, lambda step: lr_factor(step, config.warmup_steps, steps, config.min_lr_fraction))
         self.ema_warmup = k_diffusion.utils.EMAWarmup(power=config.ema_power, max_value=config.ema_max)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=config.precision == "fp16")
         self.step, self._saved_step = 0, None  # _saved_step: the step of this run's newest checkpoint

@@ -565,17 +565,22 @@ class GenerationPanel:
     Args:
         model: a trained :class:`genvs.model.GeNVS`.
         objects: name -> one input view ``{"images": [1, 3, H, W], "K": [1, 3, 3], "c2w": [1, 4, 4]}``.
+        denoisers: name -> a denoiser of the render (default ``{"GeNVS": model.denoiser}``); with more than one, a
+            dropdown picks the route (lesson 07: GeNVS's own denoiser or the ControlNet route).
     Display ``panel.widget``; ``panel.generate()`` does what the button does and keeps ``panel.result``.
     """
 
-    def __init__(self, model, objects: dict[str, dict]):
+    def __init__(self, model, objects: dict[str, dict], denoisers: dict | None = None):
         import ipywidgets as widgets
 
         from genvs.sampling import CHURN_SAMPLERS, SAMPLERS
 
         self.model, self.objects, self.churn_samplers, self.result = model, objects, CHURN_SAMPLERS, None
+        self.denoisers = denoisers or {"GeNVS": model.denoiser}
         self.controls = {
             "object": widgets.Dropdown(options=list(objects), description="object"),
+            "route": widgets.Dropdown(options=list(self.denoisers), description="route",
+                                      layout=widgets.Layout(display=None if len(self.denoisers) > 1 else "none")),
             "azimuth": widgets.FloatSlider(value=60.0, min=-180.0, max=180.0, step=5.0, description="azimuth °"),
             "elevation": widgets.FloatSlider(value=0.0, min=-30.0, max=30.0, step=5.0, description="elevation °"),
             "sampler": widgets.Dropdown(options=list(SAMPLERS), value="euler", description="sampler"),
@@ -587,8 +592,8 @@ class GenerationPanel:
         button = widgets.Button(description="Generate", button_style="primary")
         self.output = widgets.Output()
         button.on_click(lambda _: self._show())
-        self.widget = widgets.VBox([widgets.HBox(list(self.controls.values())[:4]),
-                                    widgets.HBox(list(self.controls.values())[4:] + [button]), self.output])
+        self.widget = widgets.VBox([widgets.HBox(list(self.controls.values())[:5]),
+                                    widgets.HBox(list(self.controls.values())[5:] + [button]), self.output])
 
     def generate(self) -> dict:
         """Sample the view the controls describe; returns (and keeps) :func:`sample_novel_views`'s dict."""
@@ -599,7 +604,8 @@ class GenerationPanel:
         target = rotate_around(view["c2w"][0], math.radians(value["azimuth"]), math.radians(value["elevation"]))
         churn = value["churn"] * value["steps"] if value["sampler"] in self.churn_samplers else 0.0
         self.result = sample_novel_views(self.model, view["images"][None], view["K"][None], view["c2w"][None],
-                                         view["K"][None], target[None, None], sampler=value["sampler"],
+                                         view["K"][None], target[None, None], self.denoisers[value["route"]],
+                                         sampler=value["sampler"],
                                          steps=value["steps"], s_churn=churn, guidance_scale=value["guidance"],
                                          seed=value["seed"])
         return self.result

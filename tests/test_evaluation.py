@@ -1,4 +1,5 @@
 import dataclasses
+import json
 import math
 
 import pytest
@@ -8,6 +9,7 @@ from genvs.data.srn import SRNFormatError
 from genvs.data.synthetic import make_dataset
 from genvs.evaluation import METHODS, PROTOCOLS, EvaluationConfig, evaluate, results_table, target_view_ids
 from genvs.model import GeNVS, genvs_config
+from genvs.sampling import sampling_options
 from test_sampling import batch_invariant, perturbed
 
 
@@ -198,3 +200,17 @@ def test_attribute_metrics_are_skipped_with_the_reason(cars, model, tmp_path):
         path.unlink()  # as real SRN cars: no labels
     results = evaluate(model, unlabelled, config, lpips=False, progress=False)
     assert results["attribute_metrics"] == {} and "has no attributes.json" in results["attributes"]["reason"]
+
+
+def test_a_route_is_sampled_on_the_same_condition_and_seeds_as_the_samplers(cars, model):
+    # a route that is GeNVS's own denoiser with the stochastic options must score exactly as the stochastic method
+    config = dataclasses.replace(PROTOCOLS["smoke"], max_objects=2, target_views=3, steps=2)
+    routes = {"copy": (model.denoiser, sampling_options("stochastic", config.steps))}
+    results = evaluate(model, cars, config, lpips=False, progress=False, routes=routes, examples=1)
+    assert list(results["metrics"]) == ["regression", "deterministic", "stochastic", "copy", "autoregressive", "truth"]
+    assert results["metrics"]["copy"] == results["metrics"]["stochastic"]
+    same = [json.dumps(results["attribute_metrics"][method], sort_keys=True) for method in ("copy", "stochastic")]
+    assert same[0] == same[1]  # as JSON: NaN (an object with nothing to score) equals NaN there
+    assert torch.equal(results["examples"]["copy"], results["examples"]["stochastic"])
+    with pytest.raises(ValueError, match="clash"):
+        evaluate(model, cars, config, lpips=False, progress=False, routes={"stochastic": routes["copy"]})

@@ -10,7 +10,7 @@ from genvs.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint
 from genvs.data import SRNDataset
 from genvs.data.synthetic import make_dataset
 from genvs.model import GeNVS
-from genvs.training import StepBatches, Trainer, _lr_factor, export_model, load_model, read_log, train_config
+from genvs.training import StepBatches, Trainer, lr_factor, export_model, load_model, read_log, train_config
 
 # the smoke model with small batches: about 0.1 s a step on one thread
 CONFIG = train_config("smoke", batch_size=2, target_views=1, warmup_steps=3)
@@ -51,12 +51,12 @@ def test_batches_are_a_pure_function_of_seed_and_index(cars):
 
 def test_learning_rate_warms_up_linearly_then_decays_as_a_cosine():
     warmup, total, floor = 10, 110, 0.1
-    assert _lr_factor(0, warmup, total, floor) == pytest.approx(0.1)
-    assert _lr_factor(9, warmup, total, floor) == pytest.approx(1.0)
-    assert _lr_factor(10, warmup, total, floor) == pytest.approx(1.0)
-    assert _lr_factor(60, warmup, total, floor) == pytest.approx(floor + (1 - floor) * 0.5)  # half-way: cos(pi/2) = 0
-    assert _lr_factor(110, warmup, total, floor) == pytest.approx(floor)
-    assert _lr_factor(500, warmup, total, floor) == pytest.approx(floor)
+    assert lr_factor(0, warmup, total, floor) == pytest.approx(0.1)
+    assert lr_factor(9, warmup, total, floor) == pytest.approx(1.0)
+    assert lr_factor(10, warmup, total, floor) == pytest.approx(1.0)
+    assert lr_factor(60, warmup, total, floor) == pytest.approx(floor + (1 - floor) * 0.5)  # half-way: cos(pi/2) = 0
+    assert lr_factor(110, warmup, total, floor) == pytest.approx(floor)
+    assert lr_factor(500, warmup, total, floor) == pytest.approx(floor)
 
 
 def test_resuming_continues_exactly(cars, tmp_path):

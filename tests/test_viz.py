@@ -130,6 +130,27 @@ def test_the_generation_panel_samples_the_camera_its_sliders_describe():
     assert not torch.equal(panel.generate()["samples"], turned["samples"])
 
 
+def test_the_generation_panel_samples_with_the_route_it_is_set_to():
+    from genvs.model import PRESETS, GeNVS
+    from test_sampling import perturbed
+
+    model = GeNVS(PRESETS["smoke"], seed=0)
+    other = perturbed(GeNVS(PRESETS["smoke"], seed=0).denoiser)  # another denoiser of the same render
+    size = PRESETS["smoke"].field.encoder.image_size
+    view = {"images": torch.zeros(1, 3, size, size), "K": cameras.make_intrinsics(1.0 * size, size / 2, size / 2)[None],
+            "c2w": cameras.orbit(1)}
+    panel = viz.GenerationPanel(model, {"car": view}, denoisers={"GeNVS": model.denoiser, "other": other})
+    panel.controls["steps"].value = 2
+    own = panel.generate()["samples"]
+    default = viz.GenerationPanel(model, {"car": view})  # one route, GeNVS's: no route dropdown shown
+    default.controls["steps"].value = 2
+    assert torch.equal(default.generate()["samples"], own) and default.controls["route"].layout.display == "none"
+    panel.controls["route"].value = "other"
+    assert not torch.equal(panel.generate()["samples"], own)
+    panel.controls["route"].value = "GeNVS"
+    assert torch.equal(panel.generate()["samples"], own)
+
+
 def test_field_rgb_is_the_first_three_channels_upsampled_and_clamped():
     features = torch.linspace(-2, 2, 2 * 5 * 16 * 2 * 2).reshape(2, 5, 16, 2, 2)
     rgb = viz.field_rgb(features, 4)

@@ -1,0 +1,392 @@
+"""The ControlNet route (lesson 07): a pretrained image denoiser, kept frozen, steered by GeNVS's rendered features.
+
+GeNVS trains its denoiser with the 16-channel feature render concatenated to the noisy image. The ControlNet route
+(Zhang et al. 2023) keeps a denoiser trained on images alone (the *base*, here a small pixel-space diffusers
+``UNet2DConditionModel`` trained unconditionally on synthetic cars) and trains a copy of its encoder half, the
+ControlNet (``diffusers.ControlNetModel.from_unet``), that reads the render and adds a residual to each of the base's
+skip connections and to its mid block, through zero-initialised convolutions: at step 0 the sum is the base's
+prediction exactly, and training moves it only as far as the loss asks.
+
+Both networks sit inside EDM's preconditioning (Karras et al. 2022; :mod:`genvs.denoiser`), with ``F`` the base
+U-Net plus the ControlNet's residuals::
+
+    D(x; sigma, c) = c_skip x + c_out F(c_in x; t(sigma), c)       t(sigma) = TIMESTEP_SCALE * ln(sigma) / 4
+
+``ln(sigma) / 4`` is EDM's ``c_noise``; :data:`TIMESTEP_SCALE` puts it on the scale of DDPM's 0-999 timesteps that
+diffusers' sinusoidal embedding is made for. ``k_diffusion.layers.Denoiser`` implements the wrapper, so
+:func:`genvs.sampling.sample_images`, its samplers, seeds and named modes run this route unchanged, and
+``denoiser.loss`` is GeNVS's EDM loss.
+
+Class input (the seed reimplementation's): an embedding of 2 classes added to the ControlNet's timestep embedding,
+0 = conditioned on the render, 1 = unconditional. A class-1 sample sees :func:`genvs.denoiser.null_condition` (the
+all-zero render) whatever render it was given, so its output cannot depend on the render. Without explicit labels the
+class is read from the condition: 1 where it is the null condition, else 0; so training's conditioning dropout
+(:func:`genvs.denoiser.drop_condition`) and classifier-free guidance in :func:`genvs.sampling.sample_images` (which
+passes the null condition for its unconditional half) give the class with no extra argument.
+
+The conditioning embedding keeps the render at the denoiser's resolution (one 3x3 convolution, no stride-2 steps:
+our pixel-space base has no VAE that shrinks the image); the base has a mid block, so the ControlNet passes a
+mid-block residual and diffusers takes the residuals for a ControlNet's, not a T2I-Adapter's.
+
+Checkpoints are diffusers folders (``config.json`` + ``diffusion_pytorch_model.fp16.safetensors``, no pickle),
+loaded offline with ``from_pretrained``; the shipped ones are :data:`SHIPPED_BASE` and :data:`SHIPPED_CONTROLNET`.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import json
+import time
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from genvs.config import from_preset
+from genvs.data.srn import SRNDataset
+from genvs.denoiser import K, drop_condition, null_condition, sample_training_sigmas
+from genvs.seeding import derive_seed, draw, seeded_rng
+from genvs.training import StepBatches, lr_factor
+
+with warnings.catch_warnings():  # diffusers warns about optional packages it does not find
+    warnings.simplefilter("ignore")
+    from diffusers import ControlNetModel, UNet2DConditionModel
+
+__all__ = ["BaseConfig", "BASE_PRESETS", "base_config", "FitConfig", "BASE_FIT", "CONTROLNET_FIT", "TIMESTEP_SCALE",
+           "SHIPPED_BASE", "SHIPPED_CONTROLNET", "GUIDANCE_SCALE", "build_base", "build_controlnet", "EDMUNet", "edm_denoiser",
+           "train_base", "train_controlnet", "save_pretrained", "load_base", "load_controlnet", "controlnet_route"]
+
+TIMESTEP_SCALE = 250.0
+"""``t = TIMESTEP_SCALE * c_noise``: EDM's ``c_noise = ln(sigma) / 4`` (-1.6 to 1.1 for sigma 0.002 to 80) spread over
+-390 to 275, a range like DDPM's timesteps, so all frequencies of diffusers' sinusoidal embedding vary with sigma."""
+SHIPPED_BASE = Path(__file__).resolve().parent.parent / "data" / "checkpoints" / "controlnet_base"
+SHIPPED_CONTROLNET = Path(__file__).resolve().parent.parent / "data" / "checkpoints" / "controlnet"
+WEIGHTS_VARIANT = "fp16"
+UNCONDITIONAL_CLASS = 1
+GUIDANCE_SCALE = 2.0
+"""The route's default classifier-free guidance scale ``w`` (the seed reimplementation found 2 best)."""
+
+
+@dataclass(frozen=True)
+class BaseConfig:
+    """The base U-Net: a pixel-space ``UNet2DConditionModel`` without cross-attention.
+
+    Level ``i`` works at ``image_size / 2^i`` pixels with ``channels[i]`` channels and ``layers_per_block`` residual
+    blocks, with self-attention (heads of ``head_dim`` channels) where ``self_attention[i]``; the mid block at the
+    lowest resolution has self-attention too.
+    """
+
+    image_size: int
+    channels: tuple[int, ...]
+    self_attention: tuple[bool, ...]
+    layers_per_block: int = 2
+    head_dim: int = 32
+    norm_groups: int = 16
+
+    def __post_init__(self):
+        if len(self.self_attention) != len(self.channels):
+            raise ValueError(f"channels and self_attention need one entry per level, got {self.channels} and "
+                             f"{self.self_attention}")
+        if any(channels % self.norm_groups for channels in self.channels):
+            raise ValueError(f"every entry of channels {self.channels} must be a multiple of norm_groups "
+                             f"{self.norm_groups}")
+
+    def unet_kwargs(self) -> dict:
+        """``UNet2DConditionModel``'s arguments for this config."""
+        down = tuple("AttnDownBlock2D" if attention else "DownBlock2D" for attention in self.self_attention)
+        up = tuple("AttnUpBlock2D" if attention else "UpBlock2D" for attention in reversed(self.self_attention))
+        return dict(sample_size=self.image_size, in_channels=3, out_channels=3, block_out_channels=self.channels,
+                    layers_per_block=self.layers_per_block, down_block_types=down, up_block_types=up,
+                    mid_block_type="UNetMidBlock2D", attention_head_dim=self.head_dim, norm_num_groups=self.norm_groups)
+
+
+BASE_PRESETS: dict[str, BaseConfig] = {
+    # tests and GENVS_SMOKE=1: 152k parameters
+    "smoke": BaseConfig(image_size=16, channels=(16, 32), self_attention=(False, True), layers_per_block=1,
+                        head_dim=16, norm_groups=8),
+    # lesson 07 on a CPU: 3.6M parameters at 32x32 (1 s a training step of 32 images on 2 threads)
+    "lesson": BaseConfig(image_size=32, channels=(32, 64, 128), self_attention=(False, True, True)),
+}
+"""Named base U-Net configs; get one with :func:`base_config`."""
+
+
+def base_config(preset: str, **overrides) -> BaseConfig:
+    """The base config of preset ``preset`` with ``overrides``."""
+    return from_preset(BASE_PRESETS, preset, "base U-Net", **overrides)
+
+
+@dataclass(frozen=True)
+class FitConfig:
+    """How one network trains (the base, or the ControlNet with the base and the field frozen).
+
+    Attributes:
+        batch_size: images (base) or objects (ControlNet, ``target_views`` targets each) per step.
+        target_views: targets per object (ControlNet only); inputs are 1 to the GeNVS model's ``max_input_views``.
+        lr, warmup_steps, min_lr_fraction, weight_decay, grad_clip: AdamW, warmup then cosine decay
+            (:func:`genvs.training.lr_factor`), gradient-norm clipping.
+        noise_mean, noise_std: training noise, ``ln(sigma) ~ N(noise_mean, noise_std^2)``.
+        cond_dropout: fraction of samples trained as class 1 with the null render (ControlNet only).
+        ema_power, ema_max: k-diffusion's EMA warmup (``decay = min(ema_max, 1 - (1 + step)^-ema_power)``).
+        seed: initialisation and every step's randomness.
+    """
+
+    batch_size: int = 32
+    target_views: int = 1
+    lr: float = 1e-3
+    warmup_steps: int = 100
+    min_lr_fraction: float = 0.1
+    weight_decay: float = 0.01
+    grad_clip: float = 1.0
+    noise_mean: float = -1.2
+    noise_std: float = 1.2
+    cond_dropout: float = 0.0
+    ema_power: float = 0.75
+    ema_max: float = 0.999
+    seed: int = 0
+
+
+BASE_FIT = FitConfig()
+"""The base's training: EDM's default noise levels, no condition."""
+CONTROLNET_FIT = FitConfig(batch_size=8, target_views=4, noise_mean=0.5, noise_std=1.4, cond_dropout=0.1)
+"""The ControlNet's: GeNVS's training noise (more weight at high noise, where the render decides), 10% dropout."""
+
+
+def build_base(config: BaseConfig, seed: int = 0) -> UNet2DConditionModel:
+    """The base U-Net of ``config``, initialised from ``seed`` without touching the global RNG."""
+    with seeded_rng(seed, torch.device("cpu")):
+        return UNet2DConditionModel(**config.unet_kwargs())
+
+
+def build_controlnet(base: UNet2DConditionModel, cond_channels: int = 16, embedding_channels: int = 32
+                     ) -> ControlNetModel:
+    """``ControlNetModel.from_unet(base)`` reading a ``cond_channels`` render at the base's resolution, with a class
+    input of 2 classes (module docstring).
+
+    The conditioning embedding is ``conv 3x3 (cond_channels -> embedding_channels), SiLU, zero conv 3x3``: no
+    downsampling. The encoder half (input convolution, time embedding, down and mid blocks) is a copy of the base's;
+    every output convolution and the class embedding start at zero, so the ControlNet's residuals are zero at step 0.
+    """
+    controlnet = ControlNetModel.from_unet(base, conditioning_embedding_out_channels=(embedding_channels,),
+                                           conditioning_channels=cond_channels)
+    with_classes = ControlNetModel.from_config({**controlnet.config, "num_class_embeds": 2})
+    missing, unexpected = with_classes.load_state_dict(controlnet.state_dict(), strict=False)
+    if missing != ["class_embedding.weight"] or unexpected:
+        raise RuntimeError(f"copying the ControlNet into one with a class input: missing {missing}, "
+                           f"unexpected {unexpected}")
+    nn.init.zeros_(with_classes.class_embedding.weight)
+    return with_classes
+
+
+class EDMUNet(nn.Module):
+    """``F(x, sigma, unet_cond, class_labels)``: the base U-Net, plus the ControlNet's residuals when there is one, at
+    the timestep ``t(sigma)`` (module docstring). ``k_diffusion.layers.Denoiser`` wraps it (:func:`edm_denoiser`).
+
+    Args:
+        base: the base ``UNet2DConditionModel`` (no cross-attention).
+        controlnet: a :func:`build_controlnet` model, or None for the base alone (unconditional).
+    """
+
+    def __init__(self, base: UNet2DConditionModel, controlnet: ControlNetModel | None = None):
+        super().__init__()
+        self.base, self.controlnet = base, controlnet
+        self.c_in = base.config.in_channels  # read by genvs.sampling, as of k-diffusion's models
+        self.unet_cond_dim = controlnet.config.conditioning_channels if controlnet is not None else 0
+
+    def forward(self, x: Tensor, sigma: Tensor, unet_cond: Tensor | None = None,
+                class_labels: Tensor | None = None) -> Tensor:
+        """``x [B, 3, H, W]`` (already scaled by ``c_in``), ``sigma [B]``, ``unet_cond [B, C, H, W]`` (ignored
+        without a ControlNet), ``class_labels [B]`` (default: 1 where ``unet_cond`` is the null condition) ->
+        ``F [B, 3, H, W]``."""
+        timestep = TIMESTEP_SCALE * sigma.log() / 4
+        residuals = {}
+        if self.controlnet is not None:
+            if unet_cond is None:
+                raise ValueError("the ControlNet route needs unet_cond (the rendered features), or the null condition")
+            if class_labels is None:
+                class_labels = (unet_cond == 0).flatten(1).all(1).long() * UNCONDITIONAL_CLASS
+            unconditional = (class_labels == UNCONDITIONAL_CLASS)[:, None, None, None]
+            render = torch.where(unconditional, null_condition(unet_cond), unet_cond)
+            down, mid = self.controlnet(x, timestep, encoder_hidden_states=None, controlnet_cond=render,
+                                        class_labels=class_labels, return_dict=False)
+            residuals = {"down_block_additional_residuals": down, "mid_block_additional_residual": mid}
+        return self.base(x, timestep, encoder_hidden_states=None, **residuals).sample
+
+
+def edm_denoiser(base: UNet2DConditionModel, controlnet: ControlNetModel | None = None,
+                 sigma_data: float = 0.5) -> K.layers.Denoiser:
+    """``D(x, sigma, unet_cond=c)`` of the module docstring: ``k_diffusion.layers.Denoiser(EDMUNet(base, controlnet))``.
+
+    It is what :func:`genvs.sampling.sample_images` samples from (with ``unconditional=True`` for the base alone)
+    and ``denoiser.loss(y, n, sigma, unet_cond=c)`` gives the per-sample EDM loss ``[B]``.
+    """
+    return K.layers.Denoiser(EDMUNet(base, controlnet), sigma_data=sigma_data)
+
+
+# -- training -----------------------------------------------------------------------------------------------------
+
+
+def _fit(network: nn.Module, loss_of: Callable[[dict, torch.Generator], Tensor], batches: StepBatches, steps: int,
+         config: FitConfig, out: Path, device: torch.device, save_every: int, progress: bool) -> dict:
+    """Train ``network`` for ``steps`` AdamW steps on ``loss_of(batch, generator)``; write its EMA to ``out`` (a
+    diffusers folder, every ``save_every`` steps and at the end) and the loss log to ``out/log.csv``.
+
+    Batch ``i`` is ``batches[i]``; its randomness comes from a generator seeded ``derive_seed(config.seed, i)``.
+    Returns the run's record: steps, seconds, steps/s, the mean loss of the first and last 20 steps.
+    """
+    out.mkdir(parents=True, exist_ok=True)
+    ema = copy.deepcopy(network).requires_grad_(False)
+    ema_warmup = K.utils.EMAWarmup(power=config.ema_power, max_value=config.ema_max)
+    optimiser = torch.optim.AdamW(network.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimiser, lambda step: lr_factor(step, config.warmup_steps, steps, config.min_lr_fraction))
+    loader = torch.utils.data.DataLoader(batches, batch_size=None, sampler=range(steps))
+    losses, start = [], time.perf_counter()
+    network.train()
+    with open(out / "log.csv", "w", newline="") as log_file, tqdm(total=steps, desc="training",
+                                                                   disable=not progress) as bar:
+        log = csv.writer(log_file)
+        log.writerow(["step", "loss", "lr"])
+        for step, batch in enumerate(loader):
+            generator = torch.Generator(device).manual_seed(derive_seed(config.seed, step))
+            loss = loss_of({key: value.to(device) for key, value in batch.items()}, generator)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"step {step}: non-finite loss {float(loss)}; the last EMA weights saved "
+                                         f"are in {out}")
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(network.parameters(), config.grad_clip)
+            optimiser.step()
+            optimiser.zero_grad(set_to_none=True)
+            scheduler.step()
+            K.utils.ema_update(network, ema, ema_warmup.get_value())
+            ema_warmup.step()
+            losses.append(float(loss.detach()))
+            log.writerow([step + 1, f"{losses[-1]:.5f}", f"{scheduler.get_last_lr()[0]:.3g}"])
+            bar.update()
+            bar.set_postfix(loss=f"{sum(losses[-20:]) / len(losses[-20:]):.4f}")
+            if save_every and (step + 1) % save_every == 0 and step + 1 < steps:
+                save_pretrained(ema, out)
+    seconds = time.perf_counter() - start
+    save_pretrained(ema, out)
+    window = min(20, len(losses))
+    record = {"steps": steps, "seconds": seconds, "steps_per_second": steps / seconds,
+              "loss_first": sum(losses[:window]) / window, "loss_last": sum(losses[-window:]) / window,
+              "fit": asdict(config), "device": str(device), "torch": torch.__version__}
+    (out / "training.json").write_text(json.dumps(record, indent=1))
+    return record
+
+
+def train_base(data: str | Path, out: str | Path, steps: int, config: BaseConfig = BASE_PRESETS["lesson"],
+               fit: FitConfig = BASE_FIT, device: torch.device | str = "cpu", save_every: int = 200,
+               progress: bool = True) -> tuple[UNet2DConditionModel, dict]:
+    """Train the base U-Net unconditionally on the training views of SRN-format ``data`` (EDM loss, module
+    docstring); write its EMA weights to ``out`` (a diffusers folder, fp16) with ``log.csv`` and ``training.json``.
+
+    Step ``i`` sees one random view of each of ``fit.batch_size`` random training objects.
+    Returns the EMA U-Net (float32, on ``device``) and the run's record.
+    """
+    device = torch.device(device)
+    dataset = SRNDataset(data, split="train", views_per_item=None, image_size=config.image_size)
+    batches = StepBatches(dataset, fit.batch_size, max_inputs=1, target_views=0, seed=fit.seed)
+    base = build_base(config, fit.seed).to(device)
+    denoiser = edm_denoiser(base)
+
+    def loss_of(batch: dict, generator: torch.Generator) -> Tensor:
+        images = batch["images"].flatten(0, 1)
+        sigma = sample_training_sigmas(images.shape[0], fit.noise_mean, fit.noise_std, generator, device)
+        noise = draw(torch.randn, tuple(images.shape), generator, device)
+        return denoiser.loss(images, noise, sigma).mean()
+
+    record = _fit(base, loss_of, batches, steps, fit, Path(out), device, save_every, progress)
+    return load_base(out, device), record
+
+
+def train_controlnet(model, data: str | Path, out: str | Path, steps: int, base: UNet2DConditionModel,
+                     fit: FitConfig = CONTROLNET_FIT, device: torch.device | str = "cpu", save_every: int = 200,
+                     progress: bool = True) -> tuple[ControlNetModel, dict]:
+    """Train a ControlNet (:func:`build_controlnet` on ``base``) on the renders of GeNVS ``model``'s field.
+
+    The field and the base stay frozen. Each step: ``fit.batch_size`` training objects, 1 to
+    ``model.config.max_input_views`` input views encoded by the field, ``fit.target_views`` targets rendered
+    (:meth:`genvs.model.GeNVS.condition`), then the EDM loss of the ControlNet route on the targets, with a fraction
+    ``fit.cond_dropout`` of the targets given the null render (class 1). Writes the ControlNet's EMA weights to
+    ``out`` (a diffusers folder, fp16) with ``log.csv`` and ``training.json``.
+
+    Returns:
+        the EMA ControlNet (float32, on ``device``) and the run's record.
+    """
+    device = torch.device(device)
+    model = model.to(device).eval().requires_grad_(False)
+    base = base.to(device).eval().requires_grad_(False)
+    image_size = model.config.field.encoder.image_size
+    if base.config.sample_size != image_size:
+        raise ValueError(f"the base U-Net is for {base.config.sample_size} px images, the GeNVS model for "
+                         f"{image_size} px: train a base at the model's size")
+    dataset = SRNDataset(data, split="train", views_per_item=None, image_size=image_size)
+    batches = StepBatches(dataset, fit.batch_size, model.config.max_input_views, fit.target_views, fit.seed)
+    controlnet = build_controlnet(base, model.config.field.feature_channels).to(device)
+    denoiser = edm_denoiser(base, controlnet)
+
+    def loss_of(batch: dict, generator: torch.Generator) -> Tensor:
+        n_inputs = int(batch["n_inputs"])
+        images, K_all, c2w = batch["images"], batch["K"], batch["c2w"]
+        with torch.no_grad():
+            views = model.field.encode(images[:, :n_inputs], K_all[:, :n_inputs], c2w[:, :n_inputs])
+            cond, _ = model.condition(views, K_all[:, n_inputs:], c2w[:, n_inputs:])
+        targets = images[:, n_inputs:].flatten(0, 1)
+        sigma = sample_training_sigmas(targets.shape[0], fit.noise_mean, fit.noise_std, generator, device)
+        noise = draw(torch.randn, tuple(targets.shape), generator, device)
+        cond = drop_condition(cond, fit.cond_dropout, generator)
+        return denoiser.loss(targets, noise, sigma, unet_cond=cond).mean()
+
+    record = _fit(controlnet, loss_of, batches, steps, fit, Path(out), device, save_every, progress)
+    return load_controlnet(out, device), record
+
+
+# -- checkpoints --------------------------------------------------------------------------------------------------
+
+
+def save_pretrained(network: UNet2DConditionModel | ControlNetModel, out: str | Path) -> Path:
+    """Write ``network`` to the diffusers folder ``out`` in fp16 (``config.json`` +
+    ``diffusion_pytorch_model.fp16.safetensors``), leaving ``network`` unchanged."""
+    copy.deepcopy(network).half().save_pretrained(out, safe_serialization=True, variant=WEIGHTS_VARIANT)
+    return Path(out)
+
+
+def _load(cls, path: str | Path, what: str, command: str, device: torch.device | str):
+    path = Path(path)
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(f"{path}: no {what} here (no config.json). Shipped checkpoints live in "
+                                f"data/checkpoints/ of the genvs checkout; make one with: {command}")
+    return cls.from_pretrained(path, variant=WEIGHTS_VARIANT, torch_dtype=torch.float32).to(device).eval()
+
+
+def load_base(path: str | Path = SHIPPED_BASE, device: torch.device | str = "cpu") -> UNet2DConditionModel:
+    """The base U-Net saved in the diffusers folder ``path`` (default: the shipped one), float32, in eval mode.
+
+    Raises:
+        FileNotFoundError: naming ``path`` and the command that makes a base.
+    """
+    return _load(UNet2DConditionModel, path, "base U-Net",
+                 f"python -m genvs train-base --data <synthetic cars> --out {path}", device)
+
+
+def load_controlnet(path: str | Path = SHIPPED_CONTROLNET, device: torch.device | str = "cpu") -> ControlNetModel:
+    """The ControlNet saved in the diffusers folder ``path`` (default: the shipped one), float32, in eval mode.
+
+    Raises:
+        FileNotFoundError: naming ``path`` and the command that makes a ControlNet.
+    """
+    return _load(ControlNetModel, path, "ControlNet",
+                 f"python -m genvs train-controlnet --data <synthetic cars> --out {path}", device)
+
+
+def controlnet_route(base: str | Path = SHIPPED_BASE, controlnet: str | Path = SHIPPED_CONTROLNET,
+                     device: torch.device | str = "cpu") -> K.layers.Denoiser:
+    """The shipped (or given) base and ControlNet as one denoiser ``D(x, sigma, unet_cond=c)`` (:func:`edm_denoiser`),
+    on ``device``, in eval mode."""
+    return edm_denoiser(load_base(base, device), load_controlnet(controlnet, device)).eval()
