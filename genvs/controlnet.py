@@ -162,18 +162,20 @@ def build_base(config: BaseConfig, seed: int = 0) -> UNet2DConditionModel:
         return UNet2DConditionModel(**config.unet_kwargs())
 
 
-def build_controlnet(base: UNet2DConditionModel, cond_channels: int = 16, embedding_channels: int = 32
-                     ) -> ControlNetModel:
+def build_controlnet(base: UNet2DConditionModel, cond_channels: int = 16, embedding_channels: int = 32,
+                     seed: int = 0) -> ControlNetModel:
     """``ControlNetModel.from_unet(base)`` reading a ``cond_channels`` render at the base's resolution, with a class
     input of 2 classes (module docstring).
 
     The conditioning embedding is ``conv 3x3 (cond_channels -> embedding_channels), SiLU, zero conv 3x3``: no
-    downsampling. The encoder half (input convolution, time embedding, down and mid blocks) is a copy of the base's;
-    every output convolution and the class embedding start at zero, so the ControlNet's residuals are zero at step 0.
+    downsampling; its first convolution is initialised from ``seed`` (without touching the global RNG). The encoder
+    half (input convolution, time embedding, down and mid blocks) is a copy of the base's; every output convolution
+    and the class embedding start at zero, so the ControlNet's residuals are zero at step 0.
     """
-    controlnet = ControlNetModel.from_unet(base, conditioning_embedding_out_channels=(embedding_channels,),
-                                           conditioning_channels=cond_channels)
-    with_classes = ControlNetModel.from_config({**controlnet.config, "num_class_embeds": 2})
+    with seeded_rng(seed, torch.device("cpu")):
+        controlnet = ControlNetModel.from_unet(base, conditioning_embedding_out_channels=(embedding_channels,),
+                                               conditioning_channels=cond_channels)
+        with_classes = ControlNetModel.from_config({**controlnet.config, "num_class_embeds": 2})
     missing, unexpected = with_classes.load_state_dict(controlnet.state_dict(), strict=False)
     if missing != ["class_embedding.weight"] or unexpected:
         raise RuntimeError(f"copying the ControlNet into one with a class input: missing {missing}, "
@@ -328,7 +330,7 @@ def train_controlnet(model, data: str | Path, out: str | Path, steps: int, base:
                          f"{image_size} px: train a base at the model's size")
     dataset = SRNDataset(data, split="train", views_per_item=None, image_size=image_size)
     batches = StepBatches(dataset, fit.batch_size, model.config.max_input_views, fit.target_views, fit.seed)
-    controlnet = build_controlnet(base, model.config.field.feature_channels).to(device)
+    controlnet = build_controlnet(base, model.config.field.feature_channels, seed=fit.seed).to(device)
     denoiser = edm_denoiser(base, controlnet)
 
     def loss_of(batch: dict, generator: torch.Generator) -> Tensor:

@@ -53,6 +53,16 @@ def test_a_new_controlnet_copies_the_base_and_leaves_its_prediction_unchanged(ba
     assert not torch.allclose(edm_denoiser(base, trained_looking(controlnet))(x, sigma, unet_cond=render), alone)
 
 
+def test_a_controlnet_is_built_from_its_seed_alone(base):
+    torch.manual_seed(123)  # the global RNG's state must not matter
+    first = build_controlnet(base, seed=0)
+    torch.manual_seed(456)
+    again, other = build_controlnet(base, seed=0), build_controlnet(base, seed=1)
+    state = first.state_dict()
+    assert all(torch.equal(tensor, state[name]) for name, tensor in again.state_dict().items())
+    assert not torch.equal(other.controlnet_cond_embedding.conv_in.weight, first.controlnet_cond_embedding.conv_in.weight)
+
+
 @torch.no_grad()
 def test_the_wrapper_is_edm_preconditioning_around_diffusers_prediction(base):
     # D = c_skip x + c_out F(c_in x; t), F = the base's sample given the ControlNet's residuals, by hand
