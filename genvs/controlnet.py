@@ -106,8 +106,8 @@ class BaseConfig:
 
 
 BASE_PRESETS: dict[str, BaseConfig] = {
-    # tests and GENVS_SMOKE=1: 152k parameters
-    "smoke": BaseConfig(image_size=16, channels=(16, 32), self_attention=(False, True), layers_per_block=1,
+    # tests and GENVS_SMOKE=1: 152k parameters, at the size of the smoke GeNVS model's images
+    "smoke": BaseConfig(image_size=32, channels=(16, 32), self_attention=(False, True), layers_per_block=1,
                         head_dim=16, norm_groups=8),
     # lesson 07 on a CPU: 3.6M parameters at 32x32 (1 s a training step of 32 images on 2 threads)
     "lesson": BaseConfig(image_size=32, channels=(32, 64, 128), self_attention=(False, True, True)),

@@ -180,12 +180,12 @@ def _predict(model, views: dict[str, Tensor], config: EvaluationConfig, seeds: l
     target_K, target_c2w = (views[key][None, 1:].to(device) for key in ("K", "c2w"))
     samples = {method: [[] for _ in seeds] for method in samplers}
     with eval_mode(model):
-        encoded = model.field.encode(*inputs)  # once, for the regression and both samplers
+        encoded = model.field.encode(*inputs)  # once, for the regression and every sampler
         # the regression: the field rendered at the image size, as pixelNeRF renders
         field = model.field.render_image(encoded, target_K, target_c2w, size=views["images"].shape[-1])
         for start in range(0, target_c2w.shape[1], config.target_batch):
             chunk = slice(start, start + config.target_batch)
-            cond, _ = model.condition(encoded, target_K[:, chunk], target_c2w[:, chunk])  # shared by both samplers
+            cond, _ = model.condition(encoded, target_K[:, chunk], target_c2w[:, chunk])  # shared by every sampler
             for method, draws in samples.items():
                 denoiser, options = samplers[method]
                 for seed, chunks in zip(seeds, draws):

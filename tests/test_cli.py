@@ -169,6 +169,24 @@ def test_train_probe_writes_a_probe_the_evaluation_can_use(tmp_path):
     assert result.returncode == 2 and "nowhere" in result.stderr
 
 
+def test_the_controlnet_route_trains_and_is_evaluated_beside_genvs(smoke_run, tmp_path):
+    data = make_dataset(tmp_path / "cars", n_objects=10, n_views=7, image_size=32, seed=0, progress=False)
+    result = _run("train-base", "--data", str(data), "--preset", "smoke", "--steps", "2", "--batch-size", "4",
+                  "--out", str(tmp_path / "base"))
+    assert result.returncode == 0 and "2 steps in" in result.stdout, result.stderr
+    result = _run("train-controlnet", "--data", str(data), "--checkpoint", str(smoke_run[1]), "--base",
+                  str(tmp_path / "base"), "--steps", "1", "--batch-size", "2", "--out", str(tmp_path / "controlnet"))
+    assert result.returncode == 0 and "1 steps in" in result.stdout, result.stderr
+    result = _run("evaluate", "--checkpoint", str(smoke_run[1]), "--data", str(data), "--out", str(tmp_path / "eval"),
+                  "--protocol", "smoke", "--steps", "1", "--no-lpips", "--controlnet", str(tmp_path / "controlnet"),
+                  "--controlnet-base", str(tmp_path / "base"), "--guidance", "1.5")
+    assert result.returncode == 0 and "| controlnet |" in result.stdout, result.stderr
+    assert "controlnet" in json.loads((tmp_path / "eval" / "results.json").read_text())["metrics"]
+    result = _run("train-controlnet", "--data", str(data), "--checkpoint", str(smoke_run[1]), "--base",
+                  str(tmp_path / "nowhere"), "--out", str(tmp_path / "controlnet2"))
+    assert result.returncode == 2 and "nowhere: no base U-Net here" in result.stderr and "train-base" in result.stderr
+
+
 def test_bad_arguments_get_clear_errors(tmp_path):
     result = _run("make-data", "--out", str(tmp_path), "--objects", "0")
     assert result.returncode == 2 and "--objects must be a positive integer" in result.stderr

@@ -11,7 +11,7 @@ from genvs.denoiser import null_condition
 from genvs.model import GeNVS, genvs_config
 from genvs.sampling import sample_images
 
-SIZE = 16
+SIZE = 32
 
 
 @pytest.fixture(scope="module")
@@ -135,7 +135,7 @@ def cars(tmp_path_factory):
 
 def test_training_moves_the_controlnet_alone(cars, tmp_path):
     model = GeNVS(genvs_config("smoke"), seed=0)
-    base = build_base(base_config("smoke", image_size=32), seed=0)
+    base = build_base(base_config("smoke"), seed=0)
     frozen = {name: tensor.clone() for name, tensor in [*base.state_dict().items(), *model.state_dict().items()]}
     fit = dataclasses.replace(CONTROLNET_FIT, batch_size=2, target_views=2, lr=1e-2, warmup_steps=1)
     controlnet, record = train_controlnet(model, cars, tmp_path / "run", 3, base, fit, save_every=0, progress=False)
@@ -146,13 +146,14 @@ def test_training_moves_the_controlnet_alone(cars, tmp_path):
     assert len((tmp_path / "run" / "log.csv").read_text().splitlines()) == 4  # header + 3 steps
     assert json.loads((tmp_path / "run" / "training.json").read_text())["fit"]["cond_dropout"] == 0.1
     with pytest.raises(ValueError, match="16 px.*32 px"):
-        train_controlnet(model, cars, tmp_path / "other", 1, build_base(base_config("smoke")), fit, progress=False)
+        train_controlnet(model, cars, tmp_path / "other", 1, build_base(base_config("smoke", image_size=16)), fit,
+                         progress=False)
 
 
 def test_the_base_trains_on_images_and_saves_what_it_returns(cars, tmp_path):
     fit = dataclasses.replace(CONTROLNET_FIT, batch_size=4, lr=1e-2, warmup_steps=1, cond_dropout=0.0)
-    base, record = train_base(cars, tmp_path / "base", 2, base_config("smoke", image_size=32), fit, progress=False)
-    initial = build_base(base_config("smoke", image_size=32), seed=fit.seed)
+    base, record = train_base(cars, tmp_path / "base", 2, base_config("smoke"), fit, progress=False)
+    initial = build_base(base_config("smoke"), seed=fit.seed)
     assert not torch.equal(base.conv_in.weight, initial.conv_in.weight)
     reloaded = load_base(tmp_path / "base")
     assert all(torch.equal(reloaded.state_dict()[name], tensor) for name, tensor in base.state_dict().items())
