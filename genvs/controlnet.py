@@ -49,7 +49,7 @@ from tqdm.auto import tqdm
 
 from genvs.config import from_preset
 from genvs.data.srn import SRNDataset
-from genvs.denoiser import K, drop_condition, null_condition, sample_training_sigmas
+from genvs.denoiser import K, denoising_loss, null_condition, sample_training_sigmas
 from genvs.seeding import derive_seed, draw, seeded_rng
 from genvs.training import StepBatches, lr_factor
 
@@ -339,11 +339,7 @@ def train_controlnet(model, data: str | Path, out: str | Path, steps: int, base:
         with torch.no_grad():
             views = model.field.encode(images[:, :n_inputs], K_all[:, :n_inputs], c2w[:, :n_inputs])
             cond, _ = model.condition(views, K_all[:, n_inputs:], c2w[:, n_inputs:])
-        targets = images[:, n_inputs:].flatten(0, 1)
-        sigma = sample_training_sigmas(targets.shape[0], fit.noise_mean, fit.noise_std, generator, device)
-        noise = draw(torch.randn, tuple(targets.shape), generator, device)
-        cond = drop_condition(cond, fit.cond_dropout, generator)
-        return denoiser.loss(targets, noise, sigma, unet_cond=cond).mean()
+        return denoising_loss(denoiser, images[:, n_inputs:].flatten(0, 1), cond, fit, generator)
 
     record = _fit(controlnet, loss_of, batches, steps, fit, Path(out), device, save_every, progress)
     return load_controlnet(out, device), record

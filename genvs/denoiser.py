@@ -28,6 +28,7 @@ from __future__ import annotations
 import dataclasses
 import warnings
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 from torch import Tensor, nn
@@ -49,6 +50,7 @@ __all__ = [
     "null_condition",
     "sample_training_sigmas",
     "drop_condition",
+    "TrainingNoise",
     "denoising_loss",
 ]
 
@@ -209,7 +211,16 @@ def drop_condition(cond: Tensor, fraction: float, generator: torch.Generator) ->
     return torch.where(dropped[:, None, None, None], null_condition(cond), cond)
 
 
-def denoising_loss(denoiser: K.layers.Denoiser, images: Tensor, cond: Tensor, config: DenoiserConfig,
+class TrainingNoise(Protocol):
+    """What :func:`denoising_loss` reads of a config: a :class:`DenoiserConfig` (GeNVS's denoiser) or a
+    :class:`genvs.controlnet.FitConfig` (lesson 07's ControlNet)."""
+
+    noise_mean: float
+    noise_std: float
+    cond_dropout: float
+
+
+def denoising_loss(denoiser: K.layers.Denoiser, images: Tensor, cond: Tensor, config: TrainingNoise,
                    generator: torch.Generator) -> Tensor:
     """Mean EDM loss of one batch (see the module docstring), with conditioning dropout.
 
@@ -217,6 +228,7 @@ def denoising_loss(denoiser: K.layers.Denoiser, images: Tensor, cond: Tensor, co
     noise ``n [B, C, H, W] ~ N(0, I)``, and which samples lose their condition (``cond_dropout``).
 
     Args:
+        denoiser: ``D(x, sigma, unet_cond=c)`` wrapped by ``k_diffusion.layers.Denoiser`` (its ``loss``).
         images: clean targets ``y [B, C, H, W]`` in [-1, 1].
         cond: conditioning ``[B, cond_channels, H, W]``.
     Returns:
