@@ -37,6 +37,7 @@ from __future__ import annotations
 import copy
 import csv
 import json
+import math
 import time
 import warnings
 from dataclasses import asdict, dataclass
@@ -256,8 +257,9 @@ def _fit(network: nn.Module, loss_of: Callable[[dict, torch.Generator], Tensor],
         for step, batch in enumerate(loader):
             generator = torch.Generator(device).manual_seed(derive_seed(config.seed, step))
             loss = loss_of({key: value.to(device) for key, value in batch.items()}, generator)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"step {step}: non-finite loss {float(loss)}; the last EMA weights saved "
+            losses.append(float(loss.detach()))  # the step's one read from the device
+            if not math.isfinite(losses[-1]):
+                raise FloatingPointError(f"step {step}: non-finite loss {losses[-1]}; the last EMA weights saved "
                                          f"are in {out}")
             loss.backward()
             torch.nn.utils.clip_grad_norm_(network.parameters(), config.grad_clip)
@@ -266,7 +268,6 @@ def _fit(network: nn.Module, loss_of: Callable[[dict, torch.Generator], Tensor],
             scheduler.step()
             K.utils.ema_update(network, ema, ema_warmup.get_value())
             ema_warmup.step()
-            losses.append(float(loss.detach()))
             log.writerow([step + 1, f"{losses[-1]:.5f}", f"{scheduler.get_last_lr()[0]:.3g}"])
             bar.update()
             bar.set_postfix(loss=f"{sum(losses[-20:]) / len(losses[-20:]):.4f}")
