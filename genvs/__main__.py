@@ -1,5 +1,5 @@
 """Command line: ``python -m genvs make-data | train | export | sample | evaluate | train-probe | train-base |
-train-controlnet | demo``.
+train-controlnet | train-multiview | train-raycond | turntables | demo``.
 
     python -m genvs make-data --out data/generated/cars --objects 100 --views 50 --size 64 --seed 0
     python -m genvs train --data data/generated/cars --preset cpu --steps 2000 --out runs/cpu
@@ -14,6 +14,9 @@ train-controlnet | demo``.
     python -m genvs train-base --data data/generated/reference_cars_32              # lesson 07's base U-Net
     python -m genvs train-controlnet --data data/generated/reference_cars_32        # ... and its ControlNet
     python -m genvs evaluate ... --controlnet data/checkpoints/controlnet           # score both routes
+    python -m genvs train-multiview --data data/generated/reference_cars_32         # lesson 08's multi-view route
+    python -m genvs train-raycond --data data/generated/reference_cars_32           # ... and its 2D-only route
+    python -m genvs turntables --out outputs/turntables.json                        # every route's orbits, scored
     python -m genvs demo --out outputs/demo
 
 Bad arguments or input files stop with an ``error: ...`` line on stderr naming the problem, exit status 2.
@@ -293,6 +296,11 @@ def _fit_config(args: argparse.Namespace, defaults):
     return dataclasses.replace(defaults, **chosen)
 
 
+def _print_fit(record: dict, out: Path) -> None:
+    print(f"{record['steps']} steps in {record['seconds']:.0f} s ({record['steps_per_second']:.2f} steps/s); loss "
+          f"{record['loss_first']:.4f} -> {record['loss_last']:.4f}; saved to {out}")
+
+
 def _train_base(args: argparse.Namespace) -> None:
     """Train lesson 07's base U-Net unconditionally on the training views; save it as a diffusers folder."""
     from genvs.controlnet import BASE_FIT, base_config, train_base
@@ -303,8 +311,7 @@ def _train_base(args: argparse.Namespace) -> None:
                                device=_device(args))
     except (ValueError, SRNFormatError) as error:
         args.parser.error(str(error))
-    print(f"{record['steps']} steps in {record['seconds']:.0f} s ({record['steps_per_second']:.2f} steps/s); loss "
-          f"{record['loss_first']:.4f} -> {record['loss_last']:.4f}; saved to {args.out}")
+    _print_fit(record, args.out)
 
 
 def _train_controlnet(args: argparse.Namespace) -> None:
@@ -322,8 +329,74 @@ def _train_controlnet(args: argparse.Namespace) -> None:
                                      device=device)
     except (ValueError, FileNotFoundError, CheckpointError, SRNFormatError) as error:
         args.parser.error(str(error))
-    print(f"{record['steps']} steps in {record['seconds']:.0f} s ({record['steps_per_second']:.2f} steps/s); loss "
-          f"{record['loss_first']:.4f} -> {record['loss_last']:.4f}; saved to {args.out}")
+    _print_fit(record, args.out)
+
+
+def _train_multiview(args: argparse.Namespace) -> None:
+    """Fine-tune lesson 07's ControlNet into lesson 08's multi-view one (joint attention over groups of views)."""
+    from genvs.checkpoint import CheckpointError
+    from genvs.controlnet import load_base, load_controlnet
+    from genvs.data.srn import SRNFormatError
+    from genvs.multiview import MULTIVIEW_FIT, train_multiview
+    from genvs.training import load_model
+
+    device = _device(args)
+    try:
+        model, _ = load_model(args.checkpoint, device=device)
+        base, controlnet = load_base(args.base, device=device), load_controlnet(args.controlnet, device=device)
+        _, record = train_multiview(model, args.data, args.out, args.steps, base, controlnet,
+                                    _fit_config(args, MULTIVIEW_FIT), device=device)
+    except (ValueError, FileNotFoundError, CheckpointError, SRNFormatError) as error:
+        args.parser.error(str(error))
+    _print_fit(record, args.out)
+
+
+def _train_raycond(args: argparse.Namespace) -> None:
+    """Train lesson 08's 2D-only route: a ControlNet on the input image and the cameras' rays, no field."""
+    from genvs.controlnet import CONTROLNET_FIT, load_base
+    from genvs.data.srn import SRNFormatError
+    from genvs.raycond import train_raycond
+
+    device = _device(args)
+    try:
+        _, record = train_raycond(args.data, args.out, args.steps, load_base(args.base, device=device),
+                                  _fit_config(args, CONTROLNET_FIT), device=device)
+    except (ValueError, FileNotFoundError, SRNFormatError) as error:
+        args.parser.error(str(error))
+    _print_fit(record, args.out)
+
+
+def _turntables(args: argparse.Namespace) -> None:
+    """Lesson 08's table: every route's orbits of held-out synthetic cars, scored; written as JSON."""
+    import json
+
+    from genvs.checkpoint import CheckpointError
+    from genvs.controlnet import controlnet_route
+    from genvs.data.srn import SRNFormatError
+    from genvs.multiview import multiview_route
+    from genvs.probe import load_probe
+    from genvs.raycond import raycond_route
+    from genvs.training import load_model
+    from genvs.turntable import TURNTABLE_METRICS, TurntableConfig, compare_turntables, standard_routes
+
+    device = _device(args)
+    config = TurntableConfig(n_objects=args.objects, n_frames=args.frames, steps=args.steps, seed=args.seed)
+    try:
+        model, _ = load_model(args.checkpoint, device=device)
+        routes = standard_routes(model, config, controlnet_route(args.base, args.controlnet, device),
+                                 multiview_route(args.base, args.multiview, device),
+                                 raycond_route(args.base, args.raycond, device))
+        probe, _ = load_probe(device=device)
+        results = compare_turntables(routes, args.data, probe, config)
+    except (ValueError, FileNotFoundError, CheckpointError, SRNFormatError) as error:
+        args.parser.error(str(error))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    kept = {key: results[key] for key in ("scores", "per_object", "seconds")}
+    args.out.write_text(json.dumps({**kept, "config": vars(config)}, indent=1))
+    for name, scores in results["scores"].items():
+        print(f"{name:26s}" + " ".join(f"{metric} {scores[metric]['mean']:.3f}" for metric in TURNTABLE_METRICS
+                                        if metric in scores))
+    print(f"saved to {args.out}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -384,6 +457,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     from genvs.controlnet import BASE_PRESETS, GUIDANCE_SCALE, SHIPPED_BASE, SHIPPED_CONTROLNET
     from genvs.evaluation import PROTOCOLS
+    from genvs.multiview import SHIPPED_MULTIVIEW
+    from genvs.raycond import SHIPPED_RAYCOND
 
     evaluation = commands.add_parser("evaluate", help="regression baseline vs GeNVS samplers on held-out objects")
     evaluation.add_argument("--checkpoint", required=True, type=Path, help="a run folder or a step_*.json checkpoint")
@@ -441,6 +516,38 @@ def build_parser() -> argparse.ArgumentParser:
     controlnet.add_argument("--base", type=Path, default=SHIPPED_BASE, help="the frozen base U-Net's folder")
     controlnet.add_argument("--out", type=Path, default=SHIPPED_CONTROLNET, help="diffusers folder to write")
     controlnet.set_defaults(run=_train_controlnet, parser=controlnet)
+
+    multiview = commands.add_parser("train-multiview", help="fine-tune lesson 07's ControlNet for lesson 08's "
+                                                            "multi-view joint denoising")
+    fit_options(multiview, 600)
+    multiview.add_argument("--checkpoint", type=Path, default=Path("data/checkpoints/lesson"),
+                           help="the GeNVS model whose frozen field renders the features")
+    multiview.add_argument("--base", type=Path, default=SHIPPED_BASE, help="the frozen base U-Net's folder")
+    multiview.add_argument("--controlnet", type=Path, default=SHIPPED_CONTROLNET, help="the ControlNet to start from")
+    multiview.add_argument("--out", type=Path, default=SHIPPED_MULTIVIEW, help="diffusers folder to write")
+    multiview.set_defaults(run=_train_multiview, parser=multiview)
+
+    raycond = commands.add_parser("train-raycond", help="train lesson 08's 2D-only route (input image + rays)")
+    fit_options(raycond, 2000)
+    raycond.add_argument("--base", type=Path, default=SHIPPED_BASE, help="the frozen base U-Net's folder")
+    raycond.add_argument("--out", type=Path, default=SHIPPED_RAYCOND, help="diffusers folder to write")
+    raycond.set_defaults(run=_train_raycond, parser=raycond)
+
+    turntables = commands.add_parser("turntables", help="lesson 08's table: every route's orbits, scored")
+    turntables.add_argument("--data", type=Path, default=Path("data/generated/reference_cars_32"),
+                            help="synthetic cars (their test split; the truth is re-rendered exactly)")
+    turntables.add_argument("--checkpoint", type=Path, default=Path("data/checkpoints/lesson"), help="GeNVS model")
+    turntables.add_argument("--base", type=Path, default=SHIPPED_BASE)
+    turntables.add_argument("--controlnet", type=Path, default=SHIPPED_CONTROLNET)
+    turntables.add_argument("--multiview", type=Path, default=SHIPPED_MULTIVIEW)
+    turntables.add_argument("--raycond", type=Path, default=SHIPPED_RAYCOND)
+    turntables.add_argument("--objects", type=int, default=8)
+    turntables.add_argument("--frames", type=int, default=12)
+    turntables.add_argument("--steps", type=int, default=25)
+    turntables.add_argument("--seed", type=int, default=0)
+    turntables.add_argument("--device", help=DEVICE_HELP)
+    turntables.add_argument("--out", type=Path, default=Path("outputs/turntables.json"))
+    turntables.set_defaults(run=_turntables, parser=turntables)
 
     demo = commands.add_parser("demo", help="the main job: data, a model, an orbit video of a held-out car")
     demo.add_argument("--out", type=Path, default=Path("outputs/demo"))

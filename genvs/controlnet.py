@@ -60,7 +60,7 @@ with warnings.catch_warnings():  # diffusers warns about optional packages it do
 
 __all__ = ["BaseConfig", "BASE_PRESETS", "base_config", "FitConfig", "BASE_FIT", "CONTROLNET_FIT", "TIMESTEP_SCALE",
            "SHIPPED_BASE", "SHIPPED_CONTROLNET", "GUIDANCE_SCALE", "build_base", "build_controlnet", "EDMUNet", "edm_denoiser",
-           "train_base", "train_controlnet", "save_pretrained", "load_base", "load_controlnet", "controlnet_route"]
+           "fit_network", "train_base", "train_controlnet", "save_pretrained", "load_base", "load_controlnet", "controlnet_route"]
 
 TIMESTEP_SCALE = 250.0
 """``t = TIMESTEP_SCALE * c_noise``: EDM's ``c_noise = ln(sigma) / 4`` (-1.6 to 1.1 for sigma 0.002 to 80) spread over
@@ -233,7 +233,7 @@ def edm_denoiser(base: UNet2DConditionModel, controlnet: ControlNetModel | None 
 # -- training -----------------------------------------------------------------------------------------------------
 
 
-def _fit(network: nn.Module, loss_of: Callable[[dict, torch.Generator], Tensor], batches: StepBatches, steps: int,
+def fit_network(network: nn.Module, loss_of: Callable[[dict, torch.Generator], Tensor], batches: StepBatches, steps: int,
          config: FitConfig, out: Path, device: torch.device, save_every: int, progress: bool) -> dict:
     """Train ``network`` for ``steps`` AdamW steps on ``loss_of(batch, generator)``; write its EMA to ``out`` (a
     diffusers folder, every ``save_every`` steps and at the end) and the loss log to ``out/log.csv``.
@@ -304,7 +304,7 @@ def train_base(data: str | Path, out: str | Path, steps: int, config: BaseConfig
         noise = draw(torch.randn, tuple(images.shape), generator, device)
         return denoiser.loss(images, noise, sigma).mean()
 
-    record = _fit(base, loss_of, batches, steps, fit, Path(out), device, save_every, progress)
+    record = fit_network(base, loss_of, batches, steps, fit, Path(out), device, save_every, progress)
     return load_base(out, device), record
 
 
@@ -342,7 +342,7 @@ def train_controlnet(model, data: str | Path, out: str | Path, steps: int, base:
             cond, _ = model.condition(views, K_all[:, n_inputs:], c2w[:, n_inputs:])
         return denoising_loss(denoiser, images[:, n_inputs:].flatten(0, 1), cond, fit, generator)
 
-    record = _fit(controlnet, loss_of, batches, steps, fit, Path(out), device, save_every, progress)
+    record = fit_network(controlnet, loss_of, batches, steps, fit, Path(out), device, save_every, progress)
     return load_controlnet(out, device), record
 
 
@@ -374,14 +374,15 @@ def load_base(path: str | Path = SHIPPED_BASE, device: torch.device | str = "cpu
                  f"python -m genvs train-base --data <synthetic cars> --out {path}", device)
 
 
-def load_controlnet(path: str | Path = SHIPPED_CONTROLNET, device: torch.device | str = "cpu") -> ControlNetModel:
+def load_controlnet(path: str | Path = SHIPPED_CONTROLNET, device: torch.device | str = "cpu",
+                    command: str = "train-controlnet") -> ControlNetModel:
     """The ControlNet saved in the diffusers folder ``path`` (default: the shipped one), float32, in eval mode.
 
     Raises:
-        FileNotFoundError: naming ``path`` and the command that makes a ControlNet.
+        FileNotFoundError: naming ``path`` and the ``python -m genvs`` ``command`` that makes this ControlNet.
     """
     return _load(ControlNetModel, path, "ControlNet",
-                 f"python -m genvs train-controlnet --data <synthetic cars> --out {path}", device)
+                 f"python -m genvs {command} --data <synthetic cars> --out {path}", device)
 
 
 def controlnet_route(base: str | Path = SHIPPED_BASE, controlnet: str | Path = SHIPPED_CONTROLNET,

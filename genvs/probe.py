@@ -41,7 +41,7 @@ from genvs.data.srn import SRNDataset, SRNFormatError, read_pose
 from genvs.data.synthetic import (ATTRIBUTES, MANIFEST_NAME, read_attributes, render_car, sample_car_params,
                                   srn_intrinsics)
 
-__all__ = ["ProbeConfig", "AttributeProbe", "attribute_views", "blended_views", "train_probe", "probe_accuracy",
+__all__ = ["ProbeConfig", "AttributeProbe", "attribute_views", "dataset_seed", "car_of", "blended_views", "train_probe", "probe_accuracy",
            "blend_confidence", "save_probe", "load_probe", "shipped_probe", "SHIPPED_PROBE"]
 
 SHIPPED_PROBE = Path(__file__).resolve().parent.parent / "data" / "checkpoints" / "probe"
@@ -149,12 +149,12 @@ def attribute_views(root: str | Path, split: str, image_size: int) -> dict:
             "folders": [obj.folder for obj in dataset.objects]}
 
 
-def _dataset_seed(root: str | Path) -> int:
+def dataset_seed(root: str | Path) -> int:
     """The seed a synthetic dataset's cars were drawn with (its ``make_dataset`` manifest)."""
     return json.loads((Path(root) / MANIFEST_NAME).read_text())["seed"]
 
 
-def _car_of(folder: Path, seed: int):
+def car_of(folder: Path, seed: int):
     """The :class:`genvs.data.synthetic.CarParams` that ``make_dataset`` drew for object folder ``car_NNNNN``."""
     car = sample_car_params(np.random.default_rng([seed, int(folder.name.split("_")[-1])]))
     if car.attributes() != read_attributes(folder)["attributes"]:
@@ -163,12 +163,12 @@ def _car_of(folder: Path, seed: int):
     return car
 
 
-def _renders_of_each_value(views: dict, row: int, dataset_seed: int, rng: np.random.Generator,
+def _renders_of_each_value(views: dict, row: int, seed_of_data: int, rng: np.random.Generator,
                            image_size: int) -> tuple[str, list[Tensor]]:
     """One attribute that view ``row`` of ``views`` shows (drawn with ``rng``) and the view rendered with each of the
     attribute's values, ``[S, S, 3]`` in [0, 1] each."""
     folder = views["folders"][int(views["object_index"][row])]
-    car = _car_of(folder, dataset_seed)
+    car = car_of(folder, seed_of_data)
     c2w = read_pose(folder / "pose" / f"{int(views['view_index'][row]):06d}.txt")
     attribute = str(rng.choice([name for name in ATTRIBUTES if bool(views["shows"][name][row])]))
     K = srn_intrinsics(image_size)
@@ -195,11 +195,11 @@ def blended_views(root: str | Path, views: dict, n_blends: int, seed: int, image
     Returns:
         ``images [n, 3, S, S]`` in [-1, 1], ``targets {attribute: [n, n_values]}`` probabilities, ``shows``.
     """
-    dataset_seed = _dataset_seed(root)
+    seed_of_data = dataset_seed(root)
     rng = np.random.default_rng(seed)
     images, targets, shows = [], {name: [] for name in ATTRIBUTES}, {name: [] for name in ATTRIBUTES}
     for row in tqdm(rng.choice(_shows_something(views), n_blends), desc="rendering blends", leave=False):
-        blended, renders = _renders_of_each_value(views, row, dataset_seed, rng, image_size)
+        blended, renders = _renders_of_each_value(views, row, seed_of_data, rng, image_size)
         weights = rng.dirichlet(np.ones(len(renders)))
         images.append(sum(float(w) * render for w, render in zip(weights, renders)).permute(2, 0, 1) * 2 - 1)
         for name, values in ATTRIBUTES.items():
@@ -292,12 +292,12 @@ def blend_confidence(probe: AttributeProbe, root: str | Path, views: dict, seed:
         "chance": mean 1 / n_values of the blended attributes}``.
     """
     rng = np.random.default_rng(seed)
-    dataset_seed = _dataset_seed(root)
+    seed_of_data = dataset_seed(root)
     true_probabilities = probe.predict(views["images"])
     on_truth = torch.cat([true_probabilities[name].amax(-1)[views["shows"][name]] for name in ATTRIBUTES])
     on_blends, chance = [], []
     for row in rng.choice(_shows_something(views), n_blends):
-        blended, renders = _renders_of_each_value(views, row, dataset_seed, rng, image_size)
+        blended, renders = _renders_of_each_value(views, row, seed_of_data, rng, image_size)
         image = (torch.stack(renders).mean(0).permute(2, 0, 1) * 2 - 1)[None]
         on_blends.append(float(probe.predict(image)[blended].amax()))
         chance.append(1 / len(ATTRIBUTES[blended]))

@@ -187,6 +187,34 @@ def test_the_controlnet_route_trains_and_is_evaluated_beside_genvs(smoke_run, tm
     assert result.returncode == 2 and "nowhere: no base U-Net here" in result.stderr and "train-base" in result.stderr
 
 
+def test_lesson_08s_routes_train_and_their_turntables_are_scored(smoke_run, tmp_path):
+    data = make_dataset(tmp_path / "cars", n_objects=10, n_views=7, image_size=32, seed=0, progress=False)
+    assert _run("train-base", "--data", str(data), "--preset", "smoke", "--steps", "1", "--batch-size", "2",
+                "--out", str(tmp_path / "base")).returncode == 0
+    common = ["--data", str(data), "--base", str(tmp_path / "base"), "--steps", "1", "--batch-size", "2"]
+    result = _run("train-multiview", *common, "--checkpoint", str(smoke_run[1]), "--controlnet",
+                  str(tmp_path / "nowhere"), "--out", str(tmp_path / "multiview"))
+    assert result.returncode == 2 and "nowhere: no ControlNet here" in result.stderr, result.stderr
+    assert _run("train-controlnet", *common, "--checkpoint", str(smoke_run[1]), "--out",
+                str(tmp_path / "controlnet")).returncode == 0
+    result = _run("train-multiview", *common, "--checkpoint", str(smoke_run[1]), "--controlnet",
+                  str(tmp_path / "controlnet"), "--out", str(tmp_path / "multiview"))
+    assert result.returncode == 0 and "1 steps in" in result.stdout, result.stderr
+    result = _run("train-raycond", *common, "--out", str(tmp_path / "raycond"))
+    assert result.returncode == 0 and "1 steps in" in result.stdout, result.stderr
+    paths = [f"--{name}" for name in ("base", "controlnet", "multiview", "raycond")]
+    result = _run("turntables", "--data", str(data), "--checkpoint", str(smoke_run[1]), "--objects", "1",
+                  "--frames", "3", "--steps", "1", "--out", str(tmp_path / "turntables.json"),
+                  *[part for flag in paths for part in (flag, str(tmp_path / flag[2:]))])
+    assert result.returncode == 0, result.stderr
+    written = json.loads((tmp_path / "turntables.json").read_text())
+    assert set(written["scores"]) == {"genvs_independent", "genvs_autoregressive", "controlnet", "multiview_chunked",
+                                      "multiview_autoregressive", "2d_only", "truth"}
+    assert all(len(rows) == 1 for rows in written["per_object"].values()) and written["config"]["n_frames"] == 3
+    assert "psnr" in written["scores"]["2d_only"] and "psnr" not in written["scores"]["truth"]  # no truth vs itself
+    assert "multiview_chunked" in result.stdout
+
+
 def test_bad_arguments_get_clear_errors(tmp_path):
     result = _run("make-data", "--out", str(tmp_path), "--objects", "0")
     assert result.returncode == 2 and "--objects must be a positive integer" in result.stderr

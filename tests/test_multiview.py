@@ -1,0 +1,178 @@
+import copy
+import dataclasses
+
+import pytest
+import torch
+from diffusers.models.attention_processor import AttnProcessor2_0
+from test_controlnet import trained_looking
+
+from genvs.controlnet import CONTROLNET_FIT, base_config, build_base, build_controlnet, edm_denoiser
+from genvs.data.synthetic import make_dataset
+from genvs.model import GeNVS, genvs_config
+from genvs.multiview import (CrossViewAttnProcessor, _orbit_steps, generate_orbit, multiview_denoiser,
+                             sample_jointly, train_multiview)
+
+SIZE, VIEWS = 32, 4
+
+
+def networks(seed=1):
+    base = build_base(base_config("smoke"), seed=0).eval()
+    return base, trained_looking(build_controlnet(base), seed)
+
+
+def batch(objects=2, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.randn(objects * VIEWS, 3, SIZE, SIZE, generator=generator)
+    sigma = torch.full((objects * VIEWS,), 2.0)
+    render = torch.randn(objects * VIEWS, 16, SIZE, SIZE, generator=generator)
+    return x, sigma, render
+
+
+@torch.no_grad()
+def test_one_view_per_group_is_diffusers_own_attention():
+    base, controlnet = networks()
+    x, sigma, render = batch()
+    assert all(isinstance(p, AttnProcessor2_0) for p in base.attn_processors.values())  # the oracle: diffusers' own
+    plain = edm_denoiser(copy.deepcopy(base), copy.deepcopy(controlnet))(x, sigma, unet_cond=render)
+    joint = multiview_denoiser(base, controlnet)
+    assert all(isinstance(p, CrossViewAttnProcessor) for p in [*base.attn_processors.values(),
+                                                               *controlnet.attn_processors.values()])
+    torch.testing.assert_close(joint(x, sigma, unet_cond=render, views=1), plain, atol=1e-5, rtol=1e-5)
+
+
+@torch.no_grad()
+def test_views_of_one_object_attend_to_each_other_and_never_to_another_object():
+    denoiser = multiview_denoiser(*networks())
+    x, sigma, render = batch(objects=2)
+    changed = x.clone()
+    changed[2] += 1.0  # view 2 of object 0
+    for views, others_change in ((VIEWS, True), (1, False)):
+        before = denoiser(x, sigma, unet_cond=render, views=views)
+        after = denoiser(changed, sigma, unet_cond=render, views=views)
+        others = [0, 1, 3]
+        assert (not torch.allclose(after[others], before[others], atol=1e-4)) == others_change, views
+        torch.testing.assert_close(after[VIEWS:], before[VIEWS:], atol=1e-5, rtol=1e-5)  # object 1 never sees it
+    with pytest.raises(ValueError, match="not whole groups"):
+        denoiser(x[:6], sigma[:6], unet_cond=render[:6], views=VIEWS)
+
+
+class ViewsSeen:
+    """Records the group size every cross-view attention call sees."""
+
+    def __init__(self, monkeypatch):
+        self.views = []
+        original = CrossViewAttnProcessor.__call__
+
+        def spy(processor, attn, hidden_states, *args, **kwargs):
+            self.views.append(processor.groups.views)
+            return original(processor, attn, hidden_states, *args, **kwargs)
+
+        monkeypatch.setattr(CrossViewAttnProcessor, "__call__", spy)
+
+
+@pytest.fixture(scope="module")
+def cars(tmp_path_factory):
+    return make_dataset(tmp_path_factory.mktemp("cars"), n_objects=4, n_views=8, image_size=SIZE, seed=0,
+                        progress=False)
+
+
+def test_training_attends_across_the_group_and_moves_the_controlnet_alone(cars, tmp_path, monkeypatch):
+    model = GeNVS(genvs_config("smoke"), seed=0)
+    base, controlnet = networks()
+    frozen = {name: tensor.clone() for name, tensor in [*base.state_dict().items(), *model.state_dict().items()]}
+    seen = ViewsSeen(monkeypatch)
+    fit = dataclasses.replace(CONTROLNET_FIT, batch_size=2, target_views=2, lr=1e-2, warmup_steps=1)
+    trained, record = train_multiview(model, cars, tmp_path / "run", 2, base, controlnet, fit, max_clean=2,
+                                      save_every=0, progress=False)
+    assert seen.views and set(seen.views) <= {3, 4}  # 1-2 clean + 2 noisy views, never one view alone
+    after = [*base.state_dict().items(), *model.state_dict().items()]
+    assert all(torch.equal(tensor, frozen[name]) for name, tensor in after)
+    assert not torch.equal(trained.controlnet_mid_block.weight, controlnet.controlnet_mid_block.weight.half().float())
+    assert record["steps"] == 2
+
+
+def guide_inputs(objects=2, n_guides=1, n_new=2, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    views = 1 + n_guides + n_new
+    cond = torch.randn(objects, views, 16, SIZE, SIZE, generator=generator)
+    clean = torch.rand(objects, 1, 3, SIZE, SIZE, generator=generator) * 2 - 1
+    guides = torch.rand(objects, n_guides, 3, SIZE, SIZE, generator=generator) * 2 - 1
+    return cond, clean, guides
+
+
+@torch.no_grad()
+def test_joint_sampling_uses_guides_keeps_objects_apart_and_is_seeded_per_object(monkeypatch):
+    denoiser = multiview_denoiser(*networks())
+    cond, clean, guides = guide_inputs()
+    options = {"steps": 3, "s_churn": 1.2, "guidance_scale": 2.0}
+    seen = ViewsSeen(monkeypatch)
+    both = sample_jointly(denoiser, cond, clean, guides, seed=[5, 6], **options)
+    assert both.shape == (2, 2, 3, SIZE, SIZE) and set(seen.views) == {4}  # the whole group, guidance halves apart
+    alone = sample_jointly(denoiser, cond[1:], clean[1:], guides[1:], seed=[6], **options)
+    torch.testing.assert_close(alone, both[1:], atol=1e-5, rtol=1e-5)  # object 1 alone: same seed, same views
+    other_guide = guides.clone()
+    other_guide[0] = -other_guide[0]
+    changed = sample_jointly(denoiser, cond, clean, other_guide, seed=[5, 6], **options)
+    assert not torch.allclose(changed[0], both[0], atol=1e-4)  # the guide steers its object's new views
+    torch.testing.assert_close(changed[1], both[1], atol=1e-5, rtol=1e-5)  # and nobody else's
+    assert not torch.allclose(sample_jointly(denoiser, cond, clean, guides, seed=[7, 6], **options)[0], both[0])
+
+
+def test_orbit_plans_cover_every_frame_once_guided_by_earlier_frames():
+    generator = torch.Generator().manual_seed(0)
+    for mode, chunk in (("chunked", 3), ("autoregressive", 1)):
+        plan = _orbit_steps(10, mode, chunk, 2, generator)
+        assert sorted(frame for new, _ in plan for frame in new) == list(range(10))
+        for new, guides in plan:
+            assert len(new) <= chunk and all(guide < min(new) for guide in guides)
+            if min(new) > 0:
+                assert min(new) - 1 in guides  # the frame just before is always a guide
+        if mode == "autoregressive":
+            assert max(len(guides) for _, guides in plan) == 3  # 2 random earlier frames + the previous one
+    assert _orbit_steps(7, "chunked", 3, 2, generator) == [([0, 1, 2], []), ([3, 4, 5], [0, 1, 2]), ([6], [3, 4, 5])]
+    with pytest.raises(ValueError, match="unknown orbit mode"):
+        _orbit_steps(4, "spiral", 1, 2, generator)
+
+
+@torch.no_grad()
+def test_an_orbit_is_seeded_per_object_and_starts_from_the_input(cars, monkeypatch):
+    from genvs.data.srn import SRNDataset
+    from genvs.cameras import trajectory_from
+
+    model = GeNVS(genvs_config("smoke"), seed=0).eval()
+    denoiser = multiview_denoiser(*networks())
+    dataset = SRNDataset(cars, split="train", views_per_item=None)
+    views = [dataset.load_views(index, [0]) for index in range(2)]
+    images, K_in, c2w = (torch.stack([view[key] for view in views]) for key in ("images", "K", "c2w"))
+    target_c2w = torch.stack([trajectory_from(view["c2w"][0], 4) for view in views])
+    target_K = K_in.expand(-1, 4, -1, -1)
+    seen = ViewsSeen(monkeypatch)
+    options = {"steps": 2, "s_churn": 0.8, "guidance_scale": 2.0, "chunk": 2, "progress": False}
+    orbit = generate_orbit(model, denoiser, images, K_in, c2w, target_K, target_c2w, seed=[3, 4], **options)
+    assert orbit["samples"].shape == (2, 4, 3, SIZE, SIZE) and orbit["guides"] == [[], [0, 1]]
+    assert set(seen.views) == {3, 5}  # input + 2 new; input + 2 guides + 2 new
+    alone = generate_orbit(model, denoiser, images[1:], K_in[1:], c2w[1:], target_K[1:], target_c2w[1:], seed=[4],
+                           **options)
+    # the same random numbers; the images equal up to the rounding of batched matrix products (sampling.py)
+    torch.testing.assert_close(alone["samples"][0], orbit["samples"][1], atol=2e-4, rtol=0)
+
+
+@torch.no_grad()
+def test_recorded_attention_is_each_groups_softmax_and_matches_torchs_attention():
+    from genvs.multiview import _heads, attention_weights, recording
+
+    base, controlnet = networks()
+    denoiser = multiview_denoiser(base, controlnet)
+    x, sigma, render = batch(objects=2)
+    with recording(denoiser) as calls:
+        denoiser(x, sigma, unet_cond=render, views=VIEWS)
+    assert len(calls) == len(base.attn_processors) + len(controlnet.attn_processors)  # every layer, base and ControlNet
+    attn, hidden_states, views = calls[-1]
+    weights = attention_weights(attn, hidden_states, views)
+    tokens = hidden_states.shape[-1] * hidden_states.shape[-2]
+    assert weights.shape == (2, attn.heads, VIEWS * tokens, VIEWS * tokens)
+    torch.testing.assert_close(weights.sum(-1), torch.ones(weights.shape[:-1]))
+    query, key, value = _heads(attn, hidden_states, views)
+    torch.testing.assert_close(weights @ value, torch.nn.functional.scaled_dot_product_attention(query, key, value),
+                               atol=1e-5, rtol=1e-4)
+    assert denoiser.inner_model.groups.recorded is None  # recording stops with the block

@@ -1,0 +1,47 @@
+import pytest
+import torch
+
+from genvs.data.srn import SRNDataset
+from genvs.data.synthetic import make_dataset, read_attributes
+from genvs.probe import dataset_seed
+from genvs.turntable import TurntableConfig, compare_turntables, true_orbit
+
+SIZE = 32
+
+
+@pytest.fixture(scope="module")
+def cars(tmp_path_factory):
+    return make_dataset(tmp_path_factory.mktemp("cars"), n_objects=10, n_views=6, image_size=SIZE, seed=3,
+                        progress=False)
+
+
+def test_the_true_orbit_is_what_the_dataset_wrote(cars):
+    dataset = SRNDataset(cars, split="test", views_per_item=None)
+    views = dataset.load_views(0, list(range(6)))
+    truth = true_orbit(dataset.objects[0].folder, dataset_seed(cars), views["K"][0], views["c2w"], SIZE)
+    # the PNGs hold 8 bits: the re-rendered views equal them to within one step of 2/255 in [-1, 1]
+    assert (truth["images"] - views["images"]).abs().max() <= 2 / 255 + 1e-6
+    record = read_attributes(dataset.objects[0].folder)
+    for index, view in enumerate(record["views"]):
+        assert {name for name, shows in truth["shows"].items() if shows[index]} == set(view["shows"])
+    assert ((truth["depth"] > 0) == (truth["opacity"] > 0)).all() and truth["opacity"].any()
+
+
+def test_a_route_that_returns_the_truth_scores_as_the_truth_and_a_frozen_frame_does_not(cars):
+    def oracle(inputs, K_t, c2w_t, seeds):
+        dataset = SRNDataset(cars, split="test", views_per_item=None)
+        return torch.stack([true_orbit(dataset.objects[0].folder, dataset_seed(cars), K_t[0, 0], c2w_t[0],
+                                       SIZE)["images"]])
+
+    def frozen(inputs, K_t, c2w_t, seeds):  # the input view at every frame: no turn at all
+        return inputs["images"][:, :1].expand(-1, c2w_t.shape[1], -1, -1, -1)
+
+    config = TurntableConfig(n_objects=1, n_frames=6)
+    result = compare_turntables({"oracle": oracle, "frozen": frozen}, cars, None, config, progress=False)
+    scores = {name: {metric: value["mean"] for metric, value in row.items()} for name, row in result["scores"].items()}
+    assert scores["oracle"]["consistency"] == scores["truth"]["consistency"] > 15
+    assert scores["oracle"]["psnr"] == float("inf") and scores["oracle"]["ssim"] == pytest.approx(1.0)
+    assert scores["frozen"]["consistency"] < scores["truth"]["consistency"] - 3  # the true depth catches a still car
+    assert torch.equal(result["frames"]["frozen"][0, 3], result["inputs"]["images"][0, 0])
+    with pytest.raises(ValueError, match="fewer than n_objects"):
+        compare_turntables({}, cars, None, TurntableConfig(n_objects=5), progress=False)
