@@ -59,8 +59,9 @@ with warnings.catch_warnings():  # diffusers warns about optional packages it do
     from diffusers import ControlNetModel, UNet2DConditionModel
 
 __all__ = ["BaseConfig", "BASE_PRESETS", "base_config", "FitConfig", "BASE_FIT", "CONTROLNET_FIT", "TIMESTEP_SCALE",
-           "SHIPPED_BASE", "SHIPPED_CONTROLNET", "GUIDANCE_SCALE", "build_base", "build_controlnet", "EDMUNet", "edm_denoiser",
-           "fit_network", "train_base", "train_controlnet", "save_pretrained", "load_base", "load_controlnet", "controlnet_route"]
+           "SHIPPED_BASE", "SHIPPED_CONTROLNET", "GUIDANCE_SCALE", "build_base", "build_controlnet", "EDMUNet",
+           "edm_denoiser", "fit_network", "train_base", "train_controlnet", "save_pretrained", "load_base",
+           "load_controlnet", "controlnet_route"]
 
 TIMESTEP_SCALE = 250.0
 """``t = TIMESTEP_SCALE * c_noise``: EDM's ``c_noise = ln(sigma) / 4`` (-1.6 to 1.1 for sigma 0.002 to 80) spread over
@@ -233,8 +234,9 @@ def edm_denoiser(base: UNet2DConditionModel, controlnet: ControlNetModel | None 
 # -- training -----------------------------------------------------------------------------------------------------
 
 
-def fit_network(network: nn.Module, loss_of: Callable[[dict, torch.Generator], Tensor], batches: StepBatches, steps: int,
-         config: FitConfig, out: Path, device: torch.device, save_every: int, progress: bool) -> dict:
+def fit_network(network: nn.Module, loss_of: Callable[[dict, torch.Generator], Tensor], batches: StepBatches,
+                steps: int, config: FitConfig, out: Path, device: torch.device, save_every: int,
+                progress: bool) -> dict:
     """Train ``network`` for ``steps`` AdamW steps on ``loss_of(batch, generator)``; write its EMA to ``out`` (a
     diffusers folder, every ``save_every`` steps and at the end) and the loss log to ``out/log.csv``.
 

@@ -48,8 +48,8 @@ from genvs.seeding import derive_seed, draw
 from genvs.training import StepBatches
 
 __all__ = ["ViewGroups", "CrossViewAttnProcessor", "attention_weights", "recording", "MultiViewUNet",
-           "multiview_denoiser", "CLEAN_SIGMA", "MULTIVIEW_FIT", "SHIPPED_MULTIVIEW", "group_loss", "train_multiview", "multiview_route", "sample_jointly",
-           "ORBIT_MODES", "generate_orbit"]
+           "multiview_denoiser", "CLEAN_SIGMA", "MULTIVIEW_FIT", "SHIPPED_MULTIVIEW", "group_loss", "train_multiview",
+           "multiview_route", "sample_jointly", "ORBIT_MODES", "generate_orbit"]
 
 CLEAN_SIGMA = 0.05
 """The noise level a clean conditioning view is given (it enters unnoised): low, yet one the base and the ControlNet

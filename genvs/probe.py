@@ -41,8 +41,8 @@ from genvs.data.srn import SRNDataset, SRNFormatError, read_pose
 from genvs.data.synthetic import (ATTRIBUTES, MANIFEST_NAME, read_attributes, render_car, sample_car_params,
                                   srn_intrinsics)
 
-__all__ = ["ProbeConfig", "AttributeProbe", "attribute_views", "dataset_seed", "car_of", "blended_views", "train_probe", "probe_accuracy",
-           "blend_confidence", "save_probe", "load_probe", "shipped_probe", "SHIPPED_PROBE"]
+__all__ = ["ProbeConfig", "AttributeProbe", "attribute_views", "dataset_seed", "car_of", "blended_views", "train_probe",
+           "probe_accuracy", "blend_confidence", "save_probe", "load_probe", "shipped_probe", "SHIPPED_PROBE"]
 
 SHIPPED_PROBE = Path(__file__).resolve().parent.parent / "data" / "checkpoints" / "probe"
 

@@ -36,7 +36,7 @@ from genvs.data.srn import SRNDataset
 from genvs.data.synthetic import (VISIBLE_FRACTION, attribute_coverage, car_primitives, cast_rays, read_attributes,
                                   render_car)
 from genvs.metrics import detail_score, psnr, reprojection_consistency, ssim
-from genvs.multiview import generate_orbit
+from genvs.multiview import ORBIT_MODES, generate_orbit
 from genvs.probe import AttributeProbe, car_of, dataset_seed
 from genvs.raycond import ray_condition
 from genvs.sampling import generate_trajectory, sample_images, sample_novel_views, sampling_options
@@ -98,8 +98,8 @@ def true_orbit(folder: str | Path, seed: int, K_cam: Tensor, c2w: Tensor, image_
             "opacity": hit.float(), "shows": shows}
 
 
-def standard_routes(model, config: TurntableConfig, controlnet=None, multiview=None, raycond=None
-                    ) -> dict[str, Route]:
+def standard_routes(model, config: TurntableConfig, controlnet=None, multiview=None,
+                    raycond=None) -> dict[str, Route]:
     """The routes of lesson 08's table, those whose denoiser is given (GeNVS's are always there).
 
     ``genvs_independent`` / ``genvs_autoregressive``: :func:`genvs.sampling.generate_trajectory` with ``model``'s own
@@ -111,7 +111,8 @@ def standard_routes(model, config: TurntableConfig, controlnet=None, multiview=N
     """
     stochastic = sampling_options("stochastic", config.steps, config.churn)
     guided = {**stochastic, "guidance_scale": config.guidance_scale}
-    joint = {key: stochastic[key] for key in ("steps", "s_churn", "s_noise")} | {"guidance_scale": config.guidance_scale}
+    joint = {key: stochastic[key] for key in ("steps", "s_churn", "s_noise")}
+    joint["guidance_scale"] = config.guidance_scale
 
     def frame_seeds(seeds: list[int], n_frames: int) -> list[int]:
         return [derive_seed(seed, frame) for seed in seeds for frame in range(n_frames)]
@@ -121,16 +122,18 @@ def standard_routes(model, config: TurntableConfig, controlnet=None, multiview=N
             model, inputs["images"], inputs["K"], inputs["c2w"], K_t, c2w_t, autoregressive=autoregressive,
             max_random=config.max_random, seed=seeds, progress=False, **stochastic)["samples"]
 
+    def multiview_orbit(mode: str) -> Route:
+        return lambda inputs, K_t, c2w_t, seeds: generate_orbit(
+            model, multiview, inputs["images"], inputs["K"], inputs["c2w"], K_t, c2w_t, mode=mode, chunk=config.chunk,
+            max_random=config.max_random, seed=seeds, progress=False, **joint)["samples"]
+
     routes = {"genvs_independent": genvs(False), "genvs_autoregressive": genvs(True)}
     if controlnet is not None:
         routes["controlnet"] = lambda inputs, K_t, c2w_t, seeds: sample_novel_views(
             model, inputs["images"], inputs["K"], inputs["c2w"], K_t, c2w_t, denoiser=controlnet,
             seed=frame_seeds(seeds, c2w_t.shape[1]), **guided)["samples"]
     if multiview is not None:
-        for mode in ("chunked", "autoregressive"):
-            routes[f"multiview_{mode}"] = (lambda mode: lambda inputs, K_t, c2w_t, seeds: generate_orbit(
-                model, multiview, inputs["images"], inputs["K"], inputs["c2w"], K_t, c2w_t, mode=mode,
-                chunk=config.chunk, max_random=config.max_random, seed=seeds, progress=False, **joint)["samples"])(mode)
+        routes |= {f"multiview_{mode}": multiview_orbit(mode) for mode in ORBIT_MODES}
     if raycond is not None:
         def two_d(inputs, K_t, c2w_t, seeds):
             cond = ray_condition(inputs["images"][:, 0], inputs["K"][:, 0], inputs["c2w"][:, 0], K_t, c2w_t)
