@@ -49,7 +49,7 @@ from genvs.training import StepBatches
 
 __all__ = ["ViewGroups", "CrossViewAttnProcessor", "attention_weights", "recording", "MultiViewUNet",
            "multiview_denoiser", "CLEAN_SIGMA", "MULTIVIEW_FIT", "SHIPPED_MULTIVIEW", "group_loss", "train_multiview",
-           "multiview_route", "sample_jointly", "ORBIT_MODES", "generate_orbit"]
+           "multiview_route", "sample_jointly", "ORBIT_MODES", "orbit_plan", "generate_orbit"]
 
 CLEAN_SIGMA = 0.05
 """The noise level a clean conditioning view is given (it enters unnoised): low, yet one the base and the ControlNet
@@ -284,8 +284,8 @@ def sample_jointly(denoiser: K.layers.Denoiser, cond: Tensor, clean: Tensor, gui
     return x.clamp(-1.0, 1.0).view(n_groups, n_new, 3, height, width)
 
 
-def _orbit_steps(n_frames: int, mode: str, chunk: int, max_random: int, generator: torch.Generator
-                 ) -> list[tuple[list[int], list[int]]]:
+def orbit_plan(n_frames: int, mode: str, chunk: int, max_random: int,
+               generator: torch.Generator) -> list[tuple[list[int], list[int]]]:
     """``(new frames, guide frames)`` of each sampling call along an orbit of ``n_frames``.
 
     ``"chunked"``: frames in chunks of ``chunk``, each guided by the previous chunk. ``"autoregressive"``: one
@@ -309,7 +309,7 @@ def generate_orbit(model, denoiser: K.layers.Denoiser, images: Tensor, K_in: Ten
     """Generate ``B`` objects' trajectories with the multi-view route, chunked or autoregressive (module docstring).
 
     Every view's condition is rendered from the field of the real input views (one field, whatever was generated
-    before: the guides carry the earlier frames). Call ``c`` (:func:`_orbit_steps`) samples its new frames with
+    before: the guides carry the earlier frames). Call ``c`` (:func:`orbit_plan`) samples its new frames with
     :func:`sample_jointly`, the input views clean, its guide frames as guides, seeded ``derive_seed(s_b, c)``.
     The autoregressive plan (which earlier frames guide which frame) is one for the whole batch, so that all groups
     have the same size: drawn from a generator seeded with the first object's seed ``s_0``.
@@ -329,7 +329,7 @@ def generate_orbit(model, denoiser: K.layers.Denoiser, images: Tensor, K_in: Ten
     device = next(denoiser.parameters()).device
     (n_objects, n_inputs), n_frames = images.shape[:2], target_c2w.shape[1]
     seeds = [derive_seed(seed, index) for index in range(n_objects)] if isinstance(seed, int) else list(seed)
-    plan = _orbit_steps(n_frames, mode, chunk, max_random, torch.Generator().manual_seed(seeds[0]))
+    plan = orbit_plan(n_frames, mode, chunk, max_random, torch.Generator().manual_seed(seeds[0]))
     images, target_K, target_c2w = images.to(device), target_K.to(device), target_c2w.to(device)
     with eval_mode(model):
         field = model.field.encode(images, K_in.to(device), c2w.to(device))

@@ -9,7 +9,7 @@ from test_controlnet import trained_looking
 from genvs.controlnet import CONTROLNET_FIT, base_config, build_base, build_controlnet, edm_denoiser
 from genvs.data.synthetic import make_dataset
 from genvs.model import GeNVS, genvs_config
-from genvs.multiview import (CrossViewAttnProcessor, _orbit_steps, generate_orbit, multiview_denoiser,
+from genvs.multiview import (CrossViewAttnProcessor, orbit_plan, generate_orbit, multiview_denoiser,
                              sample_jointly, train_multiview)
 
 SIZE, VIEWS = 32, 4
@@ -121,7 +121,7 @@ def test_joint_sampling_uses_guides_keeps_objects_apart_and_is_seeded_per_object
 def test_orbit_plans_cover_every_frame_once_guided_by_earlier_frames():
     generator = torch.Generator().manual_seed(0)
     for mode, chunk in (("chunked", 3), ("autoregressive", 1)):
-        plan = _orbit_steps(10, mode, chunk, 2, generator)
+        plan = orbit_plan(10, mode, chunk, 2, generator)
         assert sorted(frame for new, _ in plan for frame in new) == list(range(10))
         for new, guides in plan:
             assert len(new) <= chunk and all(guide < min(new) for guide in guides)
@@ -129,9 +129,9 @@ def test_orbit_plans_cover_every_frame_once_guided_by_earlier_frames():
                 assert min(new) - 1 in guides  # the frame just before is always a guide
         if mode == "autoregressive":
             assert max(len(guides) for _, guides in plan) == 3  # 2 random earlier frames + the previous one
-    assert _orbit_steps(7, "chunked", 3, 2, generator) == [([0, 1, 2], []), ([3, 4, 5], [0, 1, 2]), ([6], [3, 4, 5])]
+    assert orbit_plan(7, "chunked", 3, 2, generator) == [([0, 1, 2], []), ([3, 4, 5], [0, 1, 2]), ([6], [3, 4, 5])]
     with pytest.raises(ValueError, match="unknown orbit mode"):
-        _orbit_steps(4, "spiral", 1, 2, generator)
+        orbit_plan(4, "spiral", 1, 2, generator)
 
 
 @torch.no_grad()
