@@ -42,8 +42,8 @@ from tqdm.auto import tqdm
 from genvs.controlnet import (CONTROLNET_FIT, GUIDANCE_SCALE, SHIPPED_BASE, EDMUNet, FitConfig, fit_network,
                               load_base, load_controlnet)
 from genvs.data.srn import SRNDataset
-from genvs.denoiser import K, drop_condition, null_condition, sample_training_sigmas
-from genvs.sampling import _noise, conditioning_set, eval_mode, karras_sigmas, sample_karras
+from genvs.denoiser import K, drop_condition, sample_training_sigmas
+from genvs.sampling import _guided, _noise, conditioning_set, eval_mode, karras_sigmas, sample_karras
 from genvs.seeding import derive_seed, draw
 from genvs.training import StepBatches
 
@@ -263,8 +263,9 @@ def sample_jointly(denoiser: K.layers.Denoiser, cond: Tensor, clean: Tensor, gui
     device = cond.device
     seeds = [seed] * n_groups if isinstance(seed, int) else list(seed)
     draw_noise = _noise(seeds, n_groups, device)  # per-group streams over [B, n * 3, H, W]
-    conds = torch.cat([cond, null_condition(cond)]).flatten(0, 1) if guidance_scale != 1 else cond.flatten(0, 1)
-    halves = 2 if guidance_scale != 1 else 1
+    # genvs.sampling's guidance on whole groups: its two halves are [groups | groups], each group kept together
+    guided = _guided(lambda x, sigma, unet_cond: denoiser(x, sigma, unet_cond=unet_cond, views=views),
+                     cond.flatten(0, 1), guidance_scale)
 
     def denoise(x: Tensor, sigma: Tensor) -> Tensor:  # x [B, n_new * 3, H, W], sigma [B]
         noisy_guides = guides + sigma.view(-1, 1, 1, 1, 1) * draw_noise(
@@ -272,10 +273,8 @@ def sample_jointly(denoiser: K.layers.Denoiser, cond: Tensor, clean: Tensor, gui
         group = torch.cat([clean, noisy_guides, x.view(n_groups, n_new, 3, height, width)], 1)
         sigmas = torch.cat([torch.full((n_groups, n_clean), CLEAN_SIGMA, device=device),
                             sigma[:, None].expand(n_groups, views - n_clean)], 1)
-        out = denoiser(group.flatten(0, 1).repeat(halves, 1, 1, 1), sigmas.flatten().repeat(halves), unet_cond=conds,
-                       views=views).view(halves, n_groups, views, 3, height, width)[:, :, n_clean + n_guides:]
-        guided = out[0] if halves == 1 else out[1] + guidance_scale * (out[0] - out[1])
-        return guided.flatten(1, 2)
+        out = guided(group.flatten(0, 1), sigmas.flatten()).view(n_groups, views, 3, height, width)
+        return out[:, n_clean + n_guides:].flatten(1, 2)
 
     sigmas = karras_sigmas(steps, sigma_min, sigma_max, rho, device)
     with eval_mode(denoiser):
