@@ -185,3 +185,19 @@ def test_course_map_names_every_lesson_and_draws_every_pipeline_stage_in_a_box()
         assert any(box.contains(x, y) for box in boxes), f"no box around {stage!r}"
     assert any("autoregressive" in text for text in texts)
     matplotlib.pyplot.close(figure)
+
+
+def test_error_per_sigma_figure_shades_the_levels_that_decide_the_detail():
+    """The band shaded on both panels runs between the noise levels where 25% and 90% of the detail is decided."""
+    sigmas = torch.logspace(2, -2, 9)
+    errors = {"sigma": sigmas, "rmse": sigmas.clamp(max=0.2), "truth_detail_rms": torch.tensor(0.1)}
+    undecided = torch.tensor([1.0, 1.0, 0.9, 0.7, 0.4, 0.05, 0.01, 0.0, 0.0])  # decided: 0.3 at step 3, 0.95 at 5
+    settling = {"undecided": undecided, "agreement": torch.full((9,), 0.5)}
+    figure = viz.plot_error_per_sigma(errors, settling, sigmas, training_noise=(0.5, 1.4))
+    left, right = figure.axes[0], figure.axes[1]
+    for ax in (left, right):
+        (band,) = [patch for patch in ax.patches if patch.get_alpha() == 0.1]
+        start, end = band.get_x(), band.get_x() + band.get_width()
+        assert np.isclose(start, float(sigmas[5])) and np.isclose(end, float(sigmas[3]))
+    assert left.xaxis_inverted() and right.xaxis_inverted()
+    assert np.allclose(left.lines[0].get_ydata(), errors["rmse"].numpy())
