@@ -1,7 +1,8 @@
 """Run profiles and configs.
 
 ``GENVS_SMOKE=1`` (CI) makes every lesson use tiny sizes so it finishes in well under a minute on
-2 CPU cores; without it, lessons run their default CPU sizes (minutes) and show real results.
+2 CPU cores; without it, lessons run their default CPU sizes (minutes) and show real results, and
+larger ones where a CUDA GPU is present (:func:`by_profile`, :func:`lesson_device`).
 Configs are frozen dataclasses with named presets (:func:`from_preset`); a run's config is
 stored as JSON (:func:`config_from_dict` reads it back) and changed from the command line with
 ``key=value`` strings (:func:`with_overrides`).
@@ -16,16 +17,31 @@ import typing
 from pathlib import Path
 from typing import Any, Mapping, TypeVar
 
-__all__ = ["SMOKE", "by_profile", "generated_data_dir", "from_preset", "config_from_dict", "with_overrides"]
+import torch
+
+__all__ = ["SMOKE", "by_profile", "lesson_device", "generated_data_dir", "from_preset", "config_from_dict", "with_overrides"]
 
 T = TypeVar("T")
 
 SMOKE: bool = os.environ.get("GENVS_SMOKE", "0") not in ("", "0", "false", "False")
 
 
-def by_profile(smoke: T, default: T) -> T:
-    """The value for the current run profile: ``smoke`` under ``GENVS_SMOKE=1``, else ``default``."""
-    return smoke if SMOKE else default
+def by_profile(smoke: T, default: T, cuda: T | None = None) -> T:
+    """The value for the current run profile: ``smoke`` under ``GENVS_SMOKE=1``; else ``cuda`` where a CUDA
+    GPU is present and ``cuda`` is given (e.g. more training steps for a lesson on Colab's T4); else ``default``."""
+    if SMOKE:
+        return smoke
+    return cuda if cuda is not None and torch.cuda.is_available() else default
+
+
+def lesson_device() -> torch.device:
+    """Where a lesson computes: the first CUDA GPU when there is one, else the CPU.
+
+    On the CPU torch uses as many threads as the machine has cores (``torch.get_num_threads()``), unless the
+    environment says otherwise (``OMP_NUM_THREADS=1``, as ``make test`` and CI set it); ``benchmarks/bench_threads.py``
+    measures what the threads buy on the lessons' workloads.
+    """
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def from_preset(presets: dict[str, T], preset: str, kind: str, **overrides) -> T:

@@ -2,6 +2,7 @@ import dataclasses
 import json
 
 import pytest
+import torch
 
 from genvs.config import config_from_dict, from_preset, with_overrides
 from genvs.training import PRESETS, TrainConfig
@@ -45,3 +46,16 @@ def test_bad_overrides_say_what_is_wrong(key, value, message):
 def test_unknown_presets_list_the_valid_ones():
     with pytest.raises(ValueError, match=r"unknown training preset 'huge'; valid presets: \['colab-t4', 'cpu'"):
         from_preset(PRESETS, "huge", "training")
+
+
+def test_profiles_pick_smoke_default_or_cuda(monkeypatch):
+    import genvs.config as config
+
+    monkeypatch.setattr(config, "SMOKE", False)
+    monkeypatch.setattr(config.torch.cuda, "is_available", lambda: True)
+    assert config.by_profile(1, 2, cuda=3) == 3 and config.by_profile(1, 2) == 2
+    assert config.lesson_device() == torch.device("cuda")
+    monkeypatch.setattr(config.torch.cuda, "is_available", lambda: False)
+    assert config.by_profile(1, 2, cuda=3) == 2 and config.lesson_device() == torch.device("cpu")
+    monkeypatch.setattr(config, "SMOKE", True)
+    assert config.by_profile(1, 2, cuda=3) == 1
