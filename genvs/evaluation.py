@@ -118,6 +118,8 @@ class EvaluationConfig:
             only (module docstring); 1 reproduces results computed before objects were batched bit for bit.
         draws: samples per object and sampling method when the attribute metrics run (two seeds disagreeing needs
             2); draw 0 alone is scored by the other metrics.
+        methods: which of :data:`METHODS` to score; ``regression`` always is (its render gives every method's
+            consistency depth), so ``("regression",)`` evaluates the feature field alone, in seconds.
     """
 
     split: str = "test"
@@ -130,8 +132,12 @@ class EvaluationConfig:
     max_random: int = 4
     object_batch: int = 1
     draws: int = 2
+    methods: tuple[str, ...] = METHODS
 
     def __post_init__(self):
+        unknown = sorted(set(self.methods) - set(METHODS))
+        if unknown or "regression" not in self.methods:
+            raise ValueError(f"methods must be among {METHODS} and include 'regression', got {self.methods}")
         for name in ("max_objects", "input_view", "target_views"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
@@ -166,7 +172,8 @@ def _samplers(model, config: EvaluationConfig, routes: Mapping[str, tuple[nn.Mod
     clashes = set(routes) & set(METHODS + ("truth",))
     if clashes:
         raise ValueError(f"route names {sorted(clashes)} clash with the protocol's methods {METHODS} or the truth")
-    own = {mode: (model.denoiser, sampling_options(mode, config.steps)) for mode in ("deterministic", "stochastic")}
+    own = {mode: (model.denoiser, sampling_options(mode, config.steps)) for mode in ("deterministic", "stochastic")
+           if mode in config.methods}
     return {**own, **routes}
 
 
@@ -402,12 +409,14 @@ def evaluate(model, data: str | Path, config: EvaluationConfig = EvaluationConfi
         for batch in _object_batches([len(ids) for ids in view_ids], config.object_batch):
             views = [dataset.load_views(index, view_ids[index]) for index in batch]
             seeds = [[derive_seed(config.seed + draw, index) for draw in range(draws)] for index in batch]
-            trajectories = torch.stack([_autoregressive(model, views, config, [object_seeds[draw]
-                                                                                for object_seeds in seeds])
-                                        for draw in range(draws)], dim=1)  # [B, R, T, 3, H, W]
+            trajectories = (torch.stack([_autoregressive(model, views, config, [object_seeds[draw]
+                                                                                 for object_seeds in seeds])
+                                         for draw in range(draws)], dim=1)  # [B, R, T, 3, H, W]
+                            if "autoregressive" in config.methods else [None] * len(batch))
             for index, object_seeds, object_views, trajectory in zip(batch, seeds, views, trajectories):
                 predictions, geometry = _predict(model, object_views, config, object_seeds, device, samplers)
-                predictions["autoregressive"] = trajectory
+                if trajectory is not None:
+                    predictions["autoregressive"] = trajectory
                 truth = object_views["images"][1:]
                 per_object.append(_object_scores({method: images[0] for method, images in predictions.items()},
                                                  geometry, truth, object_views["K"][1:], object_views["c2w"][1:],

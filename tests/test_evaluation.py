@@ -49,6 +49,28 @@ def test_evaluation_scores_every_method_reproducibly(cars, model):
     assert other_seed["metrics"]["regression"] == results["metrics"]["regression"]  # no randomness in regression
 
 
+def test_the_field_alone_scores_as_in_the_full_protocol_without_sampling(cars, model, monkeypatch):
+    """methods=("regression",) gives the regression's (and the truth's) scores of the whole protocol, bit for bit,
+    and never calls a sampler."""
+    import genvs.evaluation as evaluation
+
+    config = dataclasses.replace(PROTOCOLS["smoke"], target_views=3, steps=2)
+    full = evaluate(model, cars, config, lpips=False, examples=0, progress=False)
+
+    def no_sampling(*args, **kwargs):
+        raise AssertionError("the field alone must not sample")
+
+    monkeypatch.setattr(evaluation, "sample_images", no_sampling)
+    monkeypatch.setattr(evaluation, "generate_trajectory", no_sampling)
+    alone = evaluate(model, cars, dataclasses.replace(config, methods=("regression",)), lpips=False, examples=0,
+                     progress=False)
+    assert list(alone["metrics"]) == ["regression", "truth"]
+    assert alone["metrics"]["regression"] == full["metrics"]["regression"]
+    assert alone["metrics"]["truth"] == full["metrics"]["truth"]
+    same = lambda a, b: json.dumps(a) == json.dumps(b)  # NaN (nothing to score) equals NaN here
+    assert same(alone["attribute_metrics"]["regression"], full["attribute_metrics"]["regression"])
+
+
 def test_a_sampler_returning_the_truth_scores_perfectly(cars, model, monkeypatch):
     # Replace the sampler by a copy of the truth: its PSNR must be infinite, SSIM, sharpness and detail 1, and the
     # probe must read in it what it reads in the truth.
@@ -133,6 +155,10 @@ def test_bad_protocols_are_refused_with_the_reason(cars, model):
         EvaluationConfig(steps=0)
     with pytest.raises(ValueError, match="object_batch must be >= 1"):
         EvaluationConfig(object_batch=0)
+    with pytest.raises(ValueError, match="include 'regression'"):
+        EvaluationConfig(methods=("stochastic",))
+    with pytest.raises(ValueError, match="must be among"):
+        EvaluationConfig(methods=("regression", "heun"))
     with pytest.raises(SRNFormatError, match="has 6 views, no input view 64"):
         evaluate(model, cars, EvaluationConfig(max_objects=1, input_view=64), lpips=False, progress=False)
 
