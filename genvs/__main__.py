@@ -74,7 +74,7 @@ def _write_orbit(model, view: dict, out: Path, args: argparse.Namespace) -> dict
 
     poses = trajectory_from(view["c2w"][0], args.frames, elevation_swing_deg=args.swing)
     result = generate_trajectory(model, view["images"], view["K"], view["c2w"], view["K"].expand(args.frames, 3, 3),
-                                 poses, seed=args.seed, **sampling_options(args.mode, args.steps))
+                                 poses, seed=args.seed, **sampling_options(args.mode, args.steps, args.churn))
     field = model.config.field
     video_frames = trajectory_frames(result, field.near, field.far)  # panels >= 256 px (32 px images: x8)
     video = write_video(video_frames, out / "orbit.mp4", fps=8)
@@ -443,6 +443,9 @@ def build_parser() -> argparse.ArgumentParser:
         command.add_argument("--swing", type=float, default=10.0, help="elevation swing of the orbit, degrees")
         command.add_argument("--mode", choices=SAMPLING_MODES, default="stochastic", help="sampling mode")
         command.add_argument("--steps", type=int, default=25, help="sampler steps")
+        command.add_argument("--churn", type=float, default=0.4,
+                             help="EDM's per-step churn gamma of --mode stochastic: sigma is raised to "
+                                  "(1 + churn) sigma before each step; 0..0.414")
         command.add_argument("--seed", type=int, default=0)
 
     sample = commands.add_parser("sample", help="an orbit of novel views from one SRN-format view")
@@ -572,10 +575,19 @@ def _positive(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None
             parser.error(f"--{name} must be a positive integer, got {value}")
 
 
+def _churn_in_range(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    from genvs.sampling import MAX_CHURN
+
+    churn = getattr(args, "churn", None)
+    if churn is not None and not 0 <= churn <= MAX_CHURN:
+        parser.error(f"--churn must be in [0, sqrt(2) - 1 = {MAX_CHURN:.4f}] (EDM's per-step gamma), got {churn}")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = build_parser()
     args = parser.parse_args(argv)
     _positive(parser, args)
+    _churn_in_range(parser, args)
     args.run(args)
 
 

@@ -236,7 +236,7 @@ def multiview_route(base: str | Path = SHIPPED_BASE, controlnet: str | Path = SH
 
 @torch.no_grad()
 def sample_jointly(denoiser: K.layers.Denoiser, cond: Tensor, clean: Tensor, guides: Tensor, *, steps: int = 25,
-                   s_churn: float = 0.0, s_noise: float = 1.0, guidance_scale: float = GUIDANCE_SCALE,
+                   churn: float = 0.0, s_noise: float = 1.0, guidance_scale: float = GUIDANCE_SCALE,
                    sigma_min: float = 0.002, sigma_max: float = 80.0, rho: float = 7.0,
                    seed: int | Sequence[int] = 0) -> Tensor:
     """Sample the new views of ``B`` groups jointly (module docstring), with EDM's Euler sampler and churn.
@@ -246,7 +246,8 @@ def sample_jointly(denoiser: K.layers.Denoiser, cond: Tensor, clean: Tensor, gui
         cond: ``[B, V, C, H, W]`` the renders of every view of each group, in group order: clean, guides, new.
         clean: ``[B, n_clean, 3, H, W]`` clean conditioning views (>= 1); guides: ``[B, n_guides, 3, H, W]``
             earlier generated views (``n_guides`` may be 0), re-noised to the current level at every step.
-        steps, s_churn, s_noise, sigma_min, sigma_max, rho: as :func:`genvs.sampling.sample_images`.
+        steps, churn, s_noise, sigma_min, sigma_max, rho: as :func:`genvs.sampling.sample_images` (``churn``: EDM's
+            per-step gamma, ``sigma_hat = (1 + churn) sigma_i``, 0 to sqrt(2) - 1).
         guidance_scale: classifier-free guidance ``w``: ``D_w = D(null) + w (D(c) - D(null))``, the null render
             for every view of the group in the unconditional half (the clean views' pixels stay).
         seed: one int per group (or one int for all): group ``b``'s start noise, churn and guide noise come from
@@ -279,7 +280,7 @@ def sample_jointly(denoiser: K.layers.Denoiser, cond: Tensor, clean: Tensor, gui
     sigmas = karras_sigmas(steps, sigma_min, sigma_max, rho, device)
     with eval_mode(denoiser):
         x = draw_noise((n_groups, n_new * 3, height, width)) * sigmas[0]
-        x = sample_karras(denoise, x, sigmas, draw_noise, s_churn=s_churn, s_noise=s_noise)
+        x = sample_karras(denoise, x, sigmas, draw_noise, churn=churn, s_noise=s_noise)
     return x.clamp(-1.0, 1.0).view(n_groups, n_new, 3, height, width)
 
 
@@ -321,7 +322,7 @@ def generate_orbit(model, denoiser: K.layers.Denoiser, images: Tensor, K_in: Ten
         mode: one of :data:`ORBIT_MODES`; chunk: frames per call (chunked); max_random: random earlier frames
             among the guides (autoregressive).
         seed: one int (object ``b`` gets ``derive_seed(seed, b)``), or one int per object.
-        options: :func:`sample_jointly`'s sampler options (steps, s_churn, s_noise, guidance_scale, ...).
+        options: :func:`sample_jointly`'s sampler options (steps, churn, s_noise, guidance_scale, ...).
     Returns:
         ``samples [B, N, 3, H, W]`` and ``guides``: per call, the guide frame indices.
     """

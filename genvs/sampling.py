@@ -9,10 +9,11 @@ Starting from ``x_0 = sigma_max * n``, every sampler integrates the probability-
 ``dx / dsigma = (x - D(x; sigma)) / sigma`` down to ``sigma = 0``:
 
 * ``"euler"``, ``"heun"``: Karras et al.'s Algorithm 2 (1 and 2 denoiser calls per step). With
-  ``s_churn > 0`` they are EDM's stochastic sampler: at steps with ``s_tmin <= sigma_i <= s_tmax``
-  noise is first added to go up to ``sigma_hat = (1 + gamma) sigma_i``, with
-  ``gamma = min(s_churn / steps, sqrt(2) - 1)``: ``x <- x + sqrt(sigma_hat^2 - sigma_i^2) * s_noise * eps``.
-  With ``s_churn = 0`` they are deterministic. (GeNVS's "gamma 0.4 every step" is ``s_churn = 0.4 * steps``.)
+  ``churn > 0`` they are EDM's stochastic sampler: at steps with ``s_tmin <= sigma_i <= s_tmax``
+  noise is first added to go up to ``sigma_hat = (1 + churn) sigma_i`` (``churn`` is EDM's per-step
+  ``gamma``, ``0 <= churn <= sqrt(2) - 1``): ``x <- x + sqrt(sigma_hat^2 - sigma_i^2) * s_noise * eps``.
+  With ``churn = 0`` they are deterministic. (GeNVS's "gamma 0.4 every step" is ``churn = 0.4``;
+  k-diffusion's own samplers take it as ``s_churn = k_diffusion_s_churn(0.4, steps)``.)
 * ``"euler_ancestral"``: Euler steps down to ``sigma_down``, then fresh noise back up to ``sigma_{i+1}``.
 * ``"dpmpp_2m"``: DPM-Solver++(2M), a deterministic second-order multistep solver.
 
@@ -48,17 +49,39 @@ from genvs.denoiser import K, null_condition  # K: k_diffusion, imported there w
 from genvs.field import InputViews
 from genvs.seeding import derive_seed, draw
 
-__all__ = ["SAMPLERS", "CHURN_SAMPLERS", "PRECISIONS", "karras_sigmas", "sample_karras", "eval_mode",
-           "sample_images", "sample_novel_views", "SAMPLING_MODES", "sampling_options", "conditioning_set",
-           "generate_trajectory"]
+__all__ = ["SAMPLERS", "CHURN_SAMPLERS", "MAX_CHURN", "PRECISIONS", "karras_sigmas", "k_diffusion_s_churn",
+           "sample_karras", "eval_mode", "sample_images", "sample_novel_views", "SAMPLING_MODES", "sampling_options",
+           "conditioning_set", "generate_trajectory"]
 
 Noise = Callable[[tuple[int, ...]], Tensor]
 """``noise(shape)``: a draw ``[B, C, H, W] ~ N(0, I)`` from the sampling's seeds (module docstring)."""
 
+MAX_CHURN = 2 ** 0.5 - 1
+"""The largest churn, EDM's and k-diffusion's cap on ``gamma``: above it, ``sigma_hat^2 = (1 + churn)^2 sigma_i^2``
+would be more than twice ``sigma_i^2`` (a step would more than double the variance)."""
+
+
+def _check_churn(churn: float) -> None:
+    if not 0 <= churn <= MAX_CHURN:
+        raise ValueError(f"churn={churn} is outside [0, sqrt(2) - 1 = {MAX_CHURN:.4f}]: churn is EDM's per-step "
+                         f"gamma (sigma_hat = (1 + churn) sigma); above sqrt(2) - 1 a step would more than double the "
+                         f"variance")
+
+
+def k_diffusion_s_churn(churn: float, steps: int) -> float:
+    """k-diffusion's ``s_churn`` for EDM's per-step ``churn`` over ``steps`` steps: ``churn * steps``.
+
+    k-diffusion's ``sample_euler`` / ``sample_heun`` take the churn summed over the steps and compute
+    ``gamma = min(s_churn / steps, sqrt(2) - 1)``; so ``s_churn = churn * steps`` gives ``gamma = churn``
+    (``0 <= churn <= sqrt(2) - 1``). For calling k-diffusion's own samplers; this module takes ``churn`` itself.
+    """
+    _check_churn(churn)
+    return churn * steps
+
 
 @torch.no_grad()
 def sample_karras(denoise: Callable[[Tensor, Tensor], Tensor], x: Tensor, sigmas: Tensor, noise: Noise, *,
-                  heun: bool = False, callback: Callable[[dict], None] | None = None, s_churn: float = 0.0,
+                  heun: bool = False, callback: Callable[[dict], None] | None = None, churn: float = 0.0,
                   s_tmin: float = 0.0, s_tmax: float = float("inf"), s_noise: float = 1.0) -> Tensor:
     """Karras et al.'s Algorithm 2 from ``x [B, C, H, W]`` at ``sigmas[0]`` down to ``sigmas[-1] = 0``: Euler steps,
     or Heun steps (the last one Euler) when ``heun``; returns ``x`` at sigma 0 (module docstring).
@@ -67,10 +90,13 @@ def sample_karras(denoise: Callable[[Tensor, Tensor], Tensor], x: Tensor, sigmas
     which draw ``eps`` with ``torch.randn_like``; here ``eps = noise(x.shape) * s_noise`` is drawn at every step
     (used where ``s_tmin <= sigma_i <= s_tmax``), as they draw it, so one seed gives both the same numbers.
     ``denoise(x, sigma [B])`` is ``D``; ``callback`` gets k-diffusion's dict after each step's first call.
+    ``churn``: EDM's per-step ``gamma`` (``sigma_hat = (1 + churn) sigma_i`` where ``s_tmin <= sigma_i <= s_tmax``),
+    ``0 <= churn <= sqrt(2) - 1``; k-diffusion's samplers take it as :func:`k_diffusion_s_churn`.
     """
+    _check_churn(churn)
     s_in = x.new_ones([x.shape[0]])
     for i in range(len(sigmas) - 1):
-        gamma = min(s_churn / (len(sigmas) - 1), 2 ** 0.5 - 1) if s_tmin <= sigmas[i] <= s_tmax else 0.0
+        gamma = churn if s_tmin <= sigmas[i] <= s_tmax else 0.0
         eps = noise(x.shape) * s_noise
         sigma_hat = sigmas[i] * (gamma + 1)
         if gamma > 0:
@@ -108,7 +134,7 @@ SAMPLERS: dict[str, Callable] = {
 }
 """Sampler names and their functions ``sampler(denoise, x, sigmas, noise, callback=..., **options)``."""
 CHURN_SAMPLERS = ("euler", "heun")
-"""Samplers that take EDM's churn options (``s_churn``, ``s_tmin``, ``s_tmax``)."""
+"""Samplers that take EDM's churn options (``churn``, ``s_tmin``, ``s_tmax``)."""
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16}
 """Precisions of the denoiser calls during sampling (module docstring), by name."""
 
@@ -122,7 +148,7 @@ def sampling_options(mode: str = "stochastic", steps: int = 25, churn: float = 0
     """:func:`sample_images` options for a named sampling mode (:data:`SAMPLING_MODES`).
 
     * ``"stochastic"`` (default, the seed reimplementation's): Euler with EDM churn, noise raised
-      by ``gamma = churn`` at every step (``s_churn = churn * steps``) and ``s_noise = 1.003``;
+      to ``(1 + churn) sigma`` at every step (EDM's per-step ``gamma = churn``) and ``s_noise = 1.003``;
     * ``"deterministic"``: Euler without churn (the seed's "deterministic");
     * ``"unconditional"``: deterministic Euler with the null condition (what 10% dropout taught);
     * ``"guided"``: deterministic Euler with classifier-free guidance ``guidance_scale``.
@@ -131,7 +157,8 @@ def sampling_options(mode: str = "stochastic", steps: int = 25, churn: float = 0
         raise ValueError(f"unknown sampling mode {mode!r}; valid modes: {SAMPLING_MODES}")
     options = {"sampler": "euler", "steps": steps}
     if mode == "stochastic":
-        return {**options, "s_churn": churn * steps, "s_noise": 1.003}
+        _check_churn(churn)
+        return {**options, "churn": churn, "s_noise": 1.003}
     if mode == "unconditional":
         return {**options, "unconditional": True}
     if mode == "guided":
@@ -187,13 +214,14 @@ def _guided(denoiser: Callable[..., Tensor], cond: Tensor, guidance_scale: float
     return denoise
 
 
-def _sampler_options(sampler: str, s_churn: float, s_tmin: float, s_tmax: float, s_noise: float) -> dict:
+def _sampler_options(sampler: str, churn: float, s_tmin: float, s_tmax: float, s_noise: float) -> dict:
     if sampler not in SAMPLERS:
         raise ValueError(f"unknown sampler {sampler!r}; valid samplers: {sorted(SAMPLERS)}")
+    _check_churn(churn)
     if sampler in CHURN_SAMPLERS:
-        return {"s_churn": s_churn, "s_tmin": s_tmin, "s_tmax": s_tmax, "s_noise": s_noise}
-    if s_churn:
-        raise ValueError(f"s_churn={s_churn} applies to the samplers {CHURN_SAMPLERS} only, not {sampler!r}")
+        return {"churn": churn, "s_tmin": s_tmin, "s_tmax": s_tmax, "s_noise": s_noise}
+    if churn:
+        raise ValueError(f"churn={churn} applies to the samplers {CHURN_SAMPLERS} only, not {sampler!r}")
     return {"s_noise": s_noise} if sampler == "euler_ancestral" else {}
 
 
@@ -230,7 +258,7 @@ def sample_images(
     sigma_min: float = 0.002,
     sigma_max: float = 80.0,
     rho: float = 7.0,
-    s_churn: float = 0.0,
+    churn: float = 0.0,
     s_tmin: float = 0.0,
     s_tmax: float = float("inf"),
     s_noise: float = 1.0,
@@ -252,8 +280,10 @@ def sample_images(
             ``seed`` when None.
         sampler: one of :data:`SAMPLERS`; steps: number of noise levels (denoiser calls: ``steps`` for
             euler, euler_ancestral and dpmpp_2m, ``2 * steps - 1`` for heun).
-        sigma_min, sigma_max, rho: the Karras schedule; s_churn, s_tmin, s_tmax, s_noise: EDM's
-            stochasticity (euler and heun; ``s_noise`` also scales euler_ancestral's noise).
+        sigma_min, sigma_max, rho: the Karras schedule; churn, s_tmin, s_tmax, s_noise: EDM's
+            stochasticity (euler and heun; ``s_noise`` also scales euler_ancestral's noise): ``churn`` is EDM's
+            per-step ``gamma``, ``sigma_hat = (1 + churn) sigma_i`` at steps with ``s_tmin <= sigma_i <= s_tmax``,
+            ``0 <= churn <= sqrt(2) - 1`` (k-diffusion's ``s_churn`` is :func:`k_diffusion_s_churn`).
         guidance_scale: ``w`` of classifier-free guidance (1: plain conditional sampling).
         unconditional: sample with :func:`genvs.denoiser.null_condition` as the condition.
         seed: an int, or a generator to draw one from; every random number of the sampling (start
@@ -268,7 +298,7 @@ def sample_images(
         the final images, clamped to [-1, 1].
     """
     device = next(denoiser.parameters()).device
-    options = _sampler_options(sampler, s_churn, s_tmin, s_tmax, s_noise)
+    options = _sampler_options(sampler, churn, s_tmin, s_tmax, s_noise)
     shape = _image_shape(denoiser, cond, shape, noise, unconditional)
     if unconditional:
         if guidance_scale != 1.0:
@@ -351,7 +381,7 @@ def generate_trajectory(model: nn.Module, images: Tensor, K: Tensor, c2w: Tensor
         max_random: most random earlier frames in a conditioning set (the seed: 4).
         seed: one int per object (a sequence of ``B``); or one int, which is the seed of a single unbatched
             object, and for a batch gives object ``b`` the seed ``derive_seed(seed, b)``.
-        options: :func:`sample_images`'s sampler options (sampler, steps, s_churn, guidance_scale, precision, ...).
+        options: :func:`sample_images`'s sampler options (sampler, steps, churn, guidance_scale, precision, ...).
     Returns:
         dict with ``samples [B, N, 3, H, W]``; the field's ``features [B, N, C, s, s]``, ``depth`` and
         ``opacity [B, N, s, s]`` for the same cameras (from the views that conditioned each frame);

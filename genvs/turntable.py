@@ -111,7 +111,7 @@ def standard_routes(model, config: TurntableConfig, controlnet=None, multiview=N
     """
     stochastic = sampling_options("stochastic", config.steps, config.churn)
     guided = {**stochastic, "guidance_scale": config.guidance_scale}
-    joint = {key: stochastic[key] for key in ("steps", "s_churn", "s_noise")}
+    joint = {key: stochastic[key] for key in ("steps", "churn", "s_noise")}
     joint["guidance_scale"] = config.guidance_scale
 
     def frame_seeds(seeds: list[int], n_frames: int) -> list[int]:

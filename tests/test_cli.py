@@ -86,7 +86,7 @@ def test_sample_turns_a_wide_view_into_an_orbit_on_the_chosen_device(smoke_run, 
     (tmp_path / "intrinsics.txt").write_text(f"{focal} {cx + 4} {cy} 0\n0. 0. 0.\n1.\n32 40\n")
     result = _run("sample", "--checkpoint", str(run), "--image", str(tmp_path / "wide.png"), "--pose", view["--pose"],
                   "--intrinsics", str(tmp_path / "intrinsics.txt"), "--out", str(tmp_path / "orbit"), "--frames", "4",
-                  "--steps", "2", "--device", "cpu")
+                  "--steps", "2", "--churn", "0.2", "--device", "cpu")
     assert result.returncode == 0, result.stderr
     assert "note: wide.png is 40x32: centre-cropped to 32x32 (K adjusted)" in result.stdout.splitlines()
     frames = sorted((tmp_path / "orbit" / "frames").glob("*.png"))
@@ -123,6 +123,18 @@ def test_sample_stops_on_broken_input_with_one_line_naming_the_file(smoke_run, t
         assert (result.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: ") and named in lines[0]
                 and problem in lines[0] and "Traceback" not in result.stderr), (case, result.returncode, result.stderr)
     assert not (tmp_path / "orbit").exists()
+
+
+def test_churn_is_edms_per_step_gamma_and_out_of_range_is_refused(tmp_path):
+    """--churn is EDM's per-step gamma: 0..sqrt(2) - 1, refused outside (exit 2, one usage line) before any work."""
+    from genvs.__main__ import build_parser
+
+    assert build_parser().parse_args(["demo"]).churn == 0.4
+    for churn in ("0.5", "-0.1"):
+        result = _run("demo", "--out", str(tmp_path / "demo"), "--churn", churn)
+        assert result.returncode == 2 and f"--churn must be in [0, sqrt(2) - 1 = 0.4142] (EDM's per-step gamma), got " \
+            f"{float(churn)}" in result.stderr, result.stderr
+    assert not (tmp_path / "demo").exists()
 
 
 def test_export_then_evaluate_writes_every_result_and_says_why_lpips_was_skipped(tmp_path):

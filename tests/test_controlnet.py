@@ -101,7 +101,7 @@ def test_class_1_ignores_the_render_and_the_null_render_is_class_1(base):
 def test_guided_sampling_reproduces_with_a_seed(base):
     denoiser = edm_denoiser(base, trained_looking(build_controlnet(base)))
     render = inputs()[2]
-    options = {"sampler": "euler", "steps": 4, "s_churn": 1.6, "guidance_scale": 2.0}
+    options = {"sampler": "euler", "steps": 4, "churn": 0.4, "guidance_scale": 2.0}
     first = sample_images(denoiser, render, seed=3, **options)
     assert torch.equal(sample_images(denoiser, render, seed=3, **options), first)
     assert not torch.equal(sample_images(denoiser, render, seed=4, **options), first)

@@ -104,7 +104,7 @@ def guide_inputs(objects=2, n_guides=1, n_new=2, seed=0):
 def test_joint_sampling_uses_guides_keeps_objects_apart_and_is_seeded_per_object(monkeypatch):
     denoiser = multiview_denoiser(*networks())
     cond, clean, guides = guide_inputs()
-    options = {"steps": 3, "s_churn": 1.2, "guidance_scale": 2.0}
+    options = {"steps": 3, "churn": 0.4, "guidance_scale": 2.0}
     seen = ViewsSeen(monkeypatch)
     both = sample_jointly(denoiser, cond, clean, guides, seed=[5, 6], **options)
     assert both.shape == (2, 2, 3, SIZE, SIZE) and set(seen.views) == {4}  # the whole group, guidance halves apart
@@ -147,7 +147,7 @@ def test_an_orbit_is_seeded_per_object_and_starts_from_the_input(cars, monkeypat
     target_c2w = torch.stack([trajectory_from(view["c2w"][0], 4) for view in views])
     target_K = K_in.expand(-1, 4, -1, -1)
     seen = ViewsSeen(monkeypatch)
-    options = {"steps": 2, "s_churn": 0.8, "guidance_scale": 2.0, "chunk": 2, "progress": False}
+    options = {"steps": 2, "churn": 0.4, "guidance_scale": 2.0, "chunk": 2, "progress": False}
     orbit = generate_orbit(model, denoiser, images, K_in, c2w, target_K, target_c2w, seed=[3, 4], **options)
     assert orbit["samples"].shape == (2, 4, 3, SIZE, SIZE) and orbit["guides"] == [[], [0, 1]]
     assert set(seen.views) == {3, 5}  # input + 2 new; input + 2 guides + 2 new

@@ -6,7 +6,8 @@ import torch
 from torch import nn
 
 from genvs.denoiser import K, build_denoiser, denoiser_config
-from genvs.sampling import CHURN_SAMPLERS, SAMPLERS, eval_mode, karras_sigmas, sample_images, sampling_options
+from genvs.sampling import (CHURN_SAMPLERS, SAMPLERS, eval_mode, k_diffusion_s_churn, karras_sigmas, sample_images,
+                            sampling_options)
 from genvs.seeding import derive_seed, seeded_rng
 
 STEPS = 4
@@ -126,22 +127,29 @@ def _oracle_cond():
 
 
 SAMPLER_VARIANTS = [pytest.param(name, {}, id=name) for name in sorted(SAMPLERS)] \
-    + [pytest.param(name, {"s_churn": 1.0}, id=f"{name}-churn") for name in CHURN_SAMPLERS] \
+    + [pytest.param(name, {"churn": 0.25}, id=f"{name}-churn") for name in CHURN_SAMPLERS] \
     + [pytest.param("euler_ancestral", {"s_noise": 1.5}, id="euler_ancestral-s_noise")]
 # churn at some steps only (sigma in [0.1, 5]): the noise is drawn at every step all the same
-WINDOWED_CHURN = [pytest.param(name, {"s_churn": 2.0, "s_tmin": 0.1, "s_tmax": 5.0, "s_noise": 1.003},
+WINDOWED_CHURN = [pytest.param(name, {"churn": 0.4, "s_tmin": 0.1, "s_tmax": 5.0, "s_noise": 1.003},
                                id=f"{name}-churn-window") for name in CHURN_SAMPLERS]
+
+
+def _k_diffusion_sample(denoiser, cond, sampler, seed, steps=STEPS, **options):
+    """k-diffusion's own ``sample_<sampler>``, drawing from the global RNG seeded with ``seed`` (what ``sample_images``
+    called before it drew from explicit generators); ``churn`` given to it as its ``s_churn``."""
+    if "churn" in options:
+        options["s_churn"] = k_diffusion_s_churn(options.pop("churn"), steps)
+    sigmas = karras_sigmas(steps)
+    with eval_mode(denoiser), seeded_rng(seed, torch.device("cpu")), torch.no_grad():
+        start = torch.randn(2, 3, 16, 16) * sigmas[0]
+        return getattr(K.sampling, f"sample_{sampler}")(lambda x, sigma: denoiser(x, sigma, unet_cond=cond), start,
+                                                        sigmas, disable=True, **options).clamp(-1, 1)
 
 
 @pytest.mark.parametrize("sampler,options", SAMPLER_VARIANTS + WINDOWED_CHURN)
 def test_samplers_compute_k_diffusions_samplers_bit_for_bit(denoiser, cond, sampler, options):
-    """The oracle: k-diffusion's own sampler, drawing from the global RNG seeded with the same seed (what
-    ``sample_images`` called before it drew from explicit generators), gives the same images bit for bit."""
-    sigmas = karras_sigmas(STEPS)
-    with eval_mode(denoiser), seeded_rng(11, torch.device("cpu")), torch.no_grad():
-        start = torch.randn(2, 3, 16, 16) * sigmas[0]
-        expected = getattr(K.sampling, f"sample_{sampler}")(lambda x, sigma: denoiser(x, sigma, unet_cond=cond), start,
-                                                            sigmas, disable=True, **options).clamp(-1, 1)
+    """The oracle: k-diffusion's own sampler given the same seed gives the same images bit for bit."""
+    expected = _k_diffusion_sample(denoiser, cond, sampler, 11, **options)
     assert torch.equal(_sample(denoiser, cond, sampler=sampler, seed=11, **options), expected)
 
 
@@ -165,7 +173,7 @@ def test_per_image_seeds_give_each_image_the_numbers_it_gets_alone(sampler, opti
 def test_per_image_seeds_with_the_unet_match_sampling_alone_to_rounding(denoiser, cond):
     """With k-diffusion's U-Net a batch of 2 equals its images sampled alone up to float rounding (measured: 2e-6),
     and seeds [s] for one image are seed s bit for bit."""
-    options = {"sampler": "euler", "s_churn": 1.0}
+    options = {"sampler": "euler", "churn": 0.25}
     together = _sample(denoiser, cond, seed=[3, 4], **options)
     for b, seed in enumerate((3, 4)):
         alone = _sample(denoiser, cond[b:b + 1], seed=seed, **options)
@@ -237,7 +245,7 @@ def test_unconditional_conditional_and_guided_sampling_use_the_right_denoiser():
 
 @pytest.mark.parametrize("sampler", sorted(SAMPLERS))
 def test_seed_reproduces_and_different_seeds_differ(denoiser, cond, sampler):
-    churn = {"s_churn": 1.0} if sampler in CHURN_SAMPLERS else {}
+    churn = {"churn": 0.25} if sampler in CHURN_SAMPLERS else {}
     a = _sample(denoiser, cond, sampler=sampler, seed=3, **churn)
     b = _sample(denoiser, cond, sampler=sampler, seed=3, **churn)
     c = _sample(denoiser, cond, sampler=sampler, seed=4, **churn)
@@ -253,7 +261,7 @@ def test_seed_reproduces_and_different_seeds_differ(denoiser, cond, sampler):
 @pytest.mark.parametrize("sampler", ["euler", "heun", "euler_ancestral"])
 def test_sampler_noise_follows_the_seed(denoiser, cond, sampler):
     """With the start noise fixed, churn / ancestral noise still comes from the seed."""
-    churn = {"s_churn": 1.0} if sampler in CHURN_SAMPLERS else {}
+    churn = {"churn": 0.25} if sampler in CHURN_SAMPLERS else {}
     noise = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(0))
     a, b, c = (_sample(denoiser, cond, sampler=sampler, noise=noise, seed=s, **churn) for s in (1, 1, 2))
     assert torch.equal(a, b) and (a - c).abs().max() > 1e-3
@@ -268,7 +276,7 @@ def test_deterministic_samplers_depend_on_the_start_noise_only(denoiser, cond, s
 
 def test_seeded_sampling_leaves_the_global_rng_unchanged(denoiser, cond):
     state = torch.get_rng_state()
-    _sample(denoiser, cond, sampler="euler", s_churn=1.0, seed=0)
+    _sample(denoiser, cond, sampler="euler", churn=0.25, seed=0)
     _sample(denoiser, cond, sampler="euler_ancestral", seed=0)
     assert torch.equal(torch.get_rng_state(), state)
 
@@ -326,8 +334,8 @@ def test_karras_sigmas():
 def test_bad_arguments_are_reported(denoiser, cond):
     with pytest.raises(ValueError, match="valid samplers: \\['dpmpp_2m', 'euler', 'euler_ancestral', 'heun'\\]"):
         _sample(denoiser, cond, sampler="ddim")
-    with pytest.raises(ValueError, match="s_churn=1.0 applies to"):
-        _sample(denoiser, cond, sampler="dpmpp_2m", s_churn=1.0)
+    with pytest.raises(ValueError, match=r"churn=0.25 applies to the samplers \('euler', 'heun'\) only, not 'dpmpp"):
+        _sample(denoiser, cond, sampler="dpmpp_2m", churn=0.25)
     with pytest.raises(ValueError, match="cond is None"):
         sample_images(denoiser, shape=(2, 3, 16, 16))
     with pytest.raises(ValueError, match="guidance_scale=2.0 needs conditional"):
@@ -441,8 +449,8 @@ def test_a_batch_of_trajectories_is_each_object_generated_alone(genvs_model, aut
 def test_sampling_modes_name_the_seeds_settings():
     from genvs.sampling import SAMPLING_MODES
 
-    assert sampling_options("stochastic", steps=50) == {"sampler": "euler", "steps": 50, "s_churn": 20.0,
-                                                        "s_noise": 1.003}  # gamma = 20 / 50 = 0.4 per step
+    assert sampling_options("stochastic", steps=50) == {"sampler": "euler", "steps": 50, "churn": 0.4,
+                                                        "s_noise": 1.003}  # gamma = 0.4 per step
     assert sampling_options("deterministic", steps=10) == {"sampler": "euler", "steps": 10}
     assert sampling_options("unconditional")["unconditional"] is True
     assert sampling_options("guided", guidance_scale=3.0)["guidance_scale"] == 3.0
@@ -478,16 +486,50 @@ def test_only_the_stochastic_mode_draws_noise_after_the_start(denoiser, cond):
         assert torch.equal(a, b) != (mode == "stochastic"), mode
 
 
-def test_churn_is_capped_as_in_k_diffusion():
-    """gamma = min(s_churn / steps, sqrt(2) - 1): asking for churn 0.5 per step gives sqrt(2) - 1."""
+@pytest.mark.parametrize("churn", [0.1, 0.4])
+def test_churn_raises_sigma_to_one_plus_churn_at_every_step_of_its_window(churn):
+    """EDM's per-step gamma: sigma_hat = (1 + churn) sigma_i at every step with s_tmin <= sigma_i <= s_tmax (read
+    from k-diffusion's callback dict), sigma_hat = sigma_i outside; the perfect denoiser still lands on y."""
     y = _clean_images(0)
-    for churn, gamma in ((0.2, 0.2), (0.5, math.sqrt(2) - 1)):
-        steps = []
-        out = sample_images(_Oracle(y), _oracle_cond(), seed=0, callback=steps.append,
-                            **sampling_options("stochastic", steps=STEPS, churn=churn))
-        torch.testing.assert_close(out, y, atol=1e-5, rtol=0)
-        assert [float(info["sigma_hat"]) for info in steps] == pytest.approx(
-            [(1 + gamma) * float(info["sigma"]) for info in steps], rel=1e-6)
+    steps = 6
+    sigmas = karras_sigmas(steps)
+    s_tmin, s_tmax = float(sigmas[3]), float(sigmas[1])  # steps 1-3 churn, steps 0, 4 and 5 do not
+    for sampler in CHURN_SAMPLERS:
+        for window, inside in (({}, [True] * steps), ({"s_tmin": s_tmin, "s_tmax": s_tmax}, [False] + [True] * 3
+                                                      + [False] * 2)):
+            seen = []
+            out = sample_images(_Oracle(y), _oracle_cond(), sampler=sampler, steps=steps, seed=0, churn=churn,
+                                callback=seen.append, **window)
+            torch.testing.assert_close(out, y, atol=1e-5, rtol=0)
+            ratios = [float(info["sigma_hat"]) / float(info["sigma"]) for info in seen]
+            assert ratios == pytest.approx([1 + churn if churning else 1.0 for churning in inside], rel=1e-6), \
+                (sampler, window)
+
+
+@pytest.mark.parametrize("steps", [STEPS, 5])
+@pytest.mark.parametrize("churn", [0.1, 0.4, math.sqrt(2) - 1])
+def test_churn_is_k_diffusions_s_churn_over_the_steps(denoiser, cond, churn, steps):
+    """sample_images(euler, churn=c) is k-diffusion's own sample_euler with s_churn = k_diffusion_s_churn(c, steps)
+    = c * steps, given the same noise: gamma = min(s_churn / steps, sqrt(2) - 1) = c, bit for bit."""
+    assert k_diffusion_s_churn(churn, steps) == churn * steps
+    expected = _k_diffusion_sample(denoiser, cond, "euler", 11, steps=steps, churn=churn)
+    assert torch.equal(sample_images(denoiser, cond, sampler="euler", steps=steps, seed=11, churn=churn), expected)
+    assert not torch.equal(sample_images(denoiser, cond, sampler="euler", steps=steps, seed=11), expected)
+
+
+@pytest.mark.parametrize("churn", [-0.1, 0.5, math.sqrt(2) - 1 + 1e-9])
+def test_churn_outside_zero_to_sqrt2_minus_1_is_refused(denoiser, cond, churn):
+    from genvs.sampling import sample_karras
+
+    message = rf"churn={churn} is outside \[0, sqrt\(2\) - 1 = 0.4142\]"
+    with pytest.raises(ValueError, match=message):
+        _sample(denoiser, cond, sampler="euler", churn=churn)
+    with pytest.raises(ValueError, match=message):
+        sampling_options("stochastic", steps=STEPS, churn=churn)
+    with pytest.raises(ValueError, match=message):
+        k_diffusion_s_churn(churn, STEPS)
+    with pytest.raises(ValueError, match=message):
+        sample_karras(lambda x, sigma: x, torch.zeros(1, 3, 4, 4), karras_sigmas(STEPS), torch.randn, churn=churn)
 
 
 def test_a_generated_frame_is_encoded_with_its_own_pose(monkeypatch):
