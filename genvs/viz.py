@@ -38,9 +38,11 @@ __all__ = [
     "plot_course_map",
     "plot_losses",
     "plot_error_per_sigma",
+    "trace_summary",
     "samples_browser",
     "field_rgb",
     "trajectory_frames",
+    "progress_frames",
     "write_video",
     "save_frames",
     "show_video",
@@ -475,6 +477,27 @@ def plot_error_per_sigma(errors: dict[str, Tensor], settling: dict[str, Tensor] 
     return figure
 
 
+def trace_summary(trace: dict) -> str:
+    """The numbers behind :func:`plot_error_per_sigma` for a :func:`genvs.sampling.trace_detail` result, as text:
+    the truth's fine-detail size, the denoiser's error at 8 of the noise levels, the band of levels where 25% to 90%
+    of the final fine detail is decided, the share still undecided after the first step below sigma = 0.1, and the cosine with the
+    truth's fine detail at the first and last step."""
+    errors, settling, step_sigmas = trace["errors"], trace["settling"], trace["step_sigmas"]
+    lines = [f"{len(trace['samples'])} images; size of the truth's fine detail (RMS): {errors['truth_detail_rms']:.3f}",
+             f"{'σ':>8}{'RMSE of D':>11}{'noise left':>12}{'detail of D':>13}"]
+    for row in range(0, len(errors["sigma"]), max(1, len(errors["sigma"]) // 8)):
+        lines.append(f"{errors['sigma'][row]:8.3f}{errors['rmse'][row]:11.3f}{errors['noise_left'][row]:12.3f}"
+                     f"{errors['detail'][row]:13.2f}")
+    start = settling["undecided"][0]
+    low = step_sigmas < 0.1
+    late = float(settling["undecided"][low][0] / start) if low.any() else 0.0
+    lines += [f"25% to 90% of the final fine detail is decided between σ = {max(trace['band']):.2f} and "
+              f"σ = {min(trace['band']):.2f}; after the first step below σ = 0.1, {late:.1%} of it is still undecided",
+              f"cosine with the truth's fine detail: {settling['agreement'][0]:.2f} at the first step, "
+              f"{settling['agreement'][-1]:.2f} at the last"]
+    return "\n".join(lines)
+
+
 def samples_browser(run_dir: str | Path, image_scale: float = 2.0):
     """A slider over a run's ``samples/step_*.png`` grids: watch the samples change during training."""
     import ipywidgets as widgets
@@ -561,6 +584,24 @@ def trajectory_frames(result: dict, near: float, far: float, scale: int | None =
               panel(result["opacity"][:, None].expand(-1, 3, -1, -1) * 2 - 1)]
     frames = torch.cat(panels, dim=-1)
     scale = panel_scale(size) if scale is None else scale
+    return torch.nn.functional.interpolate(frames, scale_factor=scale, mode="nearest") if scale > 1 else frames
+
+
+def progress_frames(steps: Sequence[dict], images: Sequence[int] = (0,), scale: int | None = None) -> Tensor:
+    """Video frames of one sampling run, step by step: the noisy image ``x`` beside the denoiser's estimate.
+
+    Args:
+        steps: the dicts :func:`genvs.sampling.sample_images` passes to its ``callback``, one per step
+            (``x``, ``denoised`` ``[B, 3, H, W]``, ``sigma``).
+        images: which of the batch's images to show, one row each.
+        scale: integer upscaling (nearest); ``None``: :func:`panel_scale` of the image size.
+    Returns:
+        ``[S, 3, rows * H * scale, 2 * W * scale]`` in [-1, 1] (``x`` clamped to [-1, 1] for display).
+    """
+    frames = torch.stack([torch.cat([torch.cat([step["x"][index].clamp(-1, 1), step["denoised"][index].clamp(-1, 1)],
+                                               dim=-1) for index in images], dim=-2).float().cpu()
+                          for step in steps])
+    scale = panel_scale(frames.shape[-2] // len(images)) if scale is None else scale
     return torch.nn.functional.interpolate(frames, scale_factor=scale, mode="nearest") if scale > 1 else frames
 
 

@@ -201,3 +201,12 @@ def test_error_per_sigma_figure_shades_the_levels_that_decide_the_detail():
         assert np.isclose(start, float(sigmas[5])) and np.isclose(end, float(sigmas[3]))
     assert left.xaxis_inverted() and right.xaxis_inverted()
     assert np.allclose(left.lines[0].get_ydata(), errors["rmse"].numpy())
+
+
+def test_progress_frames_put_each_steps_noisy_image_beside_its_estimate():
+    steps = [{"x": torch.full((2, 3, 4, 4), 5.0 - step), "denoised": torch.full((2, 3, 4, 4), 0.1 * step),
+              "sigma": torch.tensor(1.0)} for step in range(3)]
+    frames = viz.progress_frames(steps, images=(1, 0), scale=2)
+    assert frames.shape == (3, 3, 16, 16)
+    assert torch.equal(frames[0, :, :, :8], torch.ones(3, 16, 8))  # x = 5, clamped to the display range
+    assert torch.allclose(frames[2, :, :, 8:], torch.full((3, 16, 8), 0.2))
