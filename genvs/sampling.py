@@ -328,13 +328,17 @@ def sample_novel_views(model: nn.Module, images: Tensor, K: Tensor, c2w: Tensor,
         options: :func:`sample_images`'s keyword arguments (sampler, steps, seed, guidance_scale, precision, ...).
     Returns:
         ``samples [B, T, 3, H, W]`` and the field's render at ``render_size``: ``features
-        [B, T, C, s, s]`` (channels 0-2 are its RGB guess), ``depth`` and ``opacity [B, T, s, s]``.
+        [B, T, C, s, s]`` (channels 0-2 are its RGB guess), ``depth`` and ``opacity [B, T, s, s]``, on the
+        device of ``images`` (the inputs are moved to the model's device for the computation).
     """
+    device, output_device = next(model.parameters()).device, images.device
+    images, K, c2w, target_K, target_c2w = (tensor.to(device) for tensor in (images, K, c2w, target_K, target_c2w))
     with eval_mode(model):
         views = model.field.encode(images, K, c2w)
         cond, rendered = model.condition(views, target_K, target_c2w)
         samples = sample_images(model.denoiser if denoiser is None else denoiser, cond, **options)
-    return {"samples": samples.unflatten(0, tuple(target_c2w.shape[:2])), **rendered}
+    result = {"samples": samples.unflatten(0, tuple(target_c2w.shape[:2])), **rendered}
+    return {name: value.to(output_device) for name, value in result.items()}
 
 
 def conditioning_set(frame: int, n_inputs: int, max_random: int, generator: torch.Generator) -> list[int]:
