@@ -1,7 +1,8 @@
 # genvs: two commands do everything on a fresh machine.
 #   make demo   the main job (synthetic cars, the shipped model, an orbit video + GIF under outputs/demo/)
 #   make test   unit tests + every notebook under nbval in smoke mode
-# Both depend on `make install`, which builds .venv once and again only when pyproject.toml changes.
+# Both depend on `make install`, which builds .venv once and again only when pyproject.toml or constraints.txt
+# changes: genvs's dependency ranges from pyproject.toml, at the exact versions pinned in constraints.txt.
 
 PYTHON ?= python3
 VENV   := .venv
@@ -12,10 +13,10 @@ STAMP  := $(VENV)/.installed
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade "pip>=23"
-	$(PY) -m pip install -e ".[dev]"
+	$(PY) -m pip install -c constraints.txt -e ".[dev]"
 	$(PY) -c "import torch, torchvision, k_diffusion, diffusers; print('torch', torch.__version__, '| torchvision', torchvision.__version__, '| diffusers', diffusers.__version__, '| k-diffusion OK')"
 	touch $(STAMP)
 
