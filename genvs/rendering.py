@@ -128,7 +128,7 @@ def importance_samples(
     pdf = _dilate(weights.detach()) + 1e-5
     pdf = pdf / pdf.sum(dim=-1, keepdim=True)
     cdf = torch.cat([torch.zeros_like(pdf[..., :1]), torch.cumsum(pdf, dim=-1)], dim=-1)  # [..., S+1]
-    cdf[..., -1] = 1.0
+    cdf[..., -1].fill_(1.0)  # in place from a Python scalar: `cdf[..., -1] = 1.0` builds a tensor from host data on torch 2.14
     shape = t.shape[:-1] + (n_samples,)
     if perturb:
         u = draw(torch.rand, shape, generator, t.device, t.dtype)
