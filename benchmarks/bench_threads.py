@@ -17,6 +17,7 @@ Workloads, with the shipped ``lesson`` model (``data/checkpoints/lesson``) on 12
 
 from __future__ import annotations
 
+import argparse
 import os
 import statistics
 import tempfile
@@ -74,8 +75,6 @@ def workloads(folder: Path) -> dict:
 
 
 def main() -> None:
-    import argparse
-
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--repeats", type=int, default=5)
@@ -94,7 +93,7 @@ def main() -> None:
                         times[threads].append(time.perf_counter() - start)
             row = {"workload": name, **{f"seconds_{threads}_threads": statistics.median(times[threads])
                                         for threads in settings}}
-            row["speedup"] = row[f"seconds_1_threads"] / row[f"seconds_{settings[-1]}_threads"]
+            row["speedup"] = row["seconds_1_threads"] / row[f"seconds_{settings[-1]}_threads"]
             print(f"{name:14s}" + "".join(f"{threads} thread(s) {row[f'seconds_{threads}_threads']:7.3f} s   "
                                           for threads in settings) + f"speed-up {row['speedup']:.2f}x")
             rows.append(row)

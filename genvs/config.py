@@ -19,7 +19,8 @@ from typing import Any, Mapping, TypeVar
 
 import torch
 
-__all__ = ["SMOKE", "by_profile", "lesson_device", "generated_data_dir", "from_preset", "config_from_dict", "with_overrides"]
+__all__ = ["SMOKE", "by_profile", "lesson_device", "generated_data_dir", "from_preset", "config_from_dict",
+           "with_overrides"]
 
 T = TypeVar("T")
 

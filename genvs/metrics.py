@@ -28,9 +28,8 @@ from torchmetrics.image.kid import poly_mmd
 
 from genvs.cameras import project, unproject
 
-__all__ = ["psnr", "ssim", "high_frequency_energy", "sharpness", "band_energies", "detail_score", "detail_settling", "deciding_sigmas",
-           "kernel_distance",
-           "total_variation", "LPIPS", "LPIPSUnavailable", "reprojection_consistency"]
+__all__ = ["psnr", "ssim", "high_frequency_energy", "sharpness", "band_energies", "detail_score", "detail_settling",
+           "deciding_sigmas", "kernel_distance", "total_variation", "LPIPS", "LPIPSUnavailable", "reprojection_consistency"]
 
 
 def psnr(prediction: Tensor, target: Tensor, data_range: float = 2.0) -> Tensor:
@@ -159,7 +158,7 @@ def detail_settling(estimates: Tensor, final: Tensor, truth: Tensor, sigma: floa
     denoiser's estimate of the clean images after sampler step ``s`` (``sample_images``' ``callback["denoised"]``):
 
     * ``undecided[s] = ||h(e_s) - h(final)||^2 / ||h(final)||^2``: the share of the final sample's fine detail
-      not yet in the estimate (1 before anything is decided, 0 once it is all there);
+      not yet in the estimate (1 for an estimate without fine detail, 0 once it is all there);
     * ``agreement[s] = <h(e_s), h(truth)> / (||h(e_s)|| ||h(truth)||)``: the cosine between the estimate's fine
       detail and the truth's (1: the same detail in the same places; near 0: detail invented elsewhere).
 
