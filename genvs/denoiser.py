@@ -270,6 +270,7 @@ def error_per_sigma(denoiser: K.layers.Denoiser, images: Tensor, cond: Tensor, s
     images, cond = images.to(device), cond.to(device)
     was_training = denoiser.training
     denoiser.eval()
+    truth_energy = high_frequency_energy(images)  # [N]
     rows = []
     for sigma in sigmas:
         squared, energy = 0.0, 0.0
@@ -279,7 +280,7 @@ def error_per_sigma(denoiser: K.layers.Denoiser, images: Tensor, cond: Tensor, s
             squared += (estimate - y).pow(2).mean(dim=(1, 2, 3)).sum().item()
             energy += high_frequency_energy(estimate).sum().item()
         mse = squared / len(images)
-        rows.append((float(sigma), mse ** 0.5, mse / sigma ** 2, energy / high_frequency_energy(images).sum().item()))
+        rows.append((float(sigma), mse ** 0.5, mse / sigma ** 2, energy / truth_energy.sum().item()))
     denoiser.train(was_training)
     return {**dict(zip(("sigma", "rmse", "noise_left", "detail"), torch.tensor(rows).T)),
-            "truth_detail_rms": high_frequency_energy(images).mean().sqrt().cpu()}
+            "truth_detail_rms": truth_energy.mean().sqrt().cpu()}

@@ -21,7 +21,6 @@ from torchvision.utils import make_grid
 
 from genvs.cameras import pixel_rays, rotate_around, unproject
 from genvs.field import plane_depths
-from genvs.metrics import deciding_sigmas
 
 __all__ = [
     "to_display",
@@ -425,26 +424,24 @@ def plot_losses(records: Sequence[dict], ax=None, parts: Sequence[str] = LOSS_PA
     return ax
 
 
-def plot_error_per_sigma(errors: dict[str, Tensor], settling: dict[str, Tensor] | None = None,
-                         step_sigmas: Tensor | None = None, training_noise: tuple[float, float] | None = None,
-                         title: str = ""):
-    """Where a denoiser's samples get their fine detail, as one figure for lessons 03-05.
+def plot_error_per_sigma(trace: dict, training_noise: tuple[float, float] | None = None, title: str = ""):
+    """Where a denoiser's samples get their fine detail, as one figure for lessons 03-05, from a
+    :func:`genvs.sampling.trace_detail` result.
 
     Left: the denoiser's error ``rmse`` per noise level (:func:`genvs.denoiser.error_per_sigma`) against
     ``sigma`` itself (what returning the noisy input would score) and the truth's fine-detail size: where the
     error is above that size the denoiser cannot know the fine detail and a sampler must invent it. Shaded: the
-    training distribution ``ln sigma ~ N(mean, std^2)`` (``training_noise``). Right (with ``settling``, from
-    :func:`genvs.metrics.detail_settling` at ``step_sigmas``): along one sampling run, the share of the final
-    sample's fine detail still undecided and the cosine between the estimate's fine detail and the truth's. The
-    band between the levels where 25% and 90% of the detail is decided (:func:`genvs.metrics.deciding_sigmas`)
-    is shaded on both panels. Noise falls from left to right, as in sampling.
+    training distribution ``ln sigma ~ N(mean, std^2)`` (``training_noise``). Right: along one sampling run
+    (:func:`genvs.metrics.detail_settling` at the steps' noise levels), the share of the final sample's fine detail
+    still undecided and the cosine between the estimate's fine detail and the truth's. The trace's ``band``, where
+    25% to 90% of the detail is decided (:func:`genvs.metrics.deciding_sigmas`), is shaded on both panels. Noise
+    falls from left to right, as in sampling.
 
     Returns:
         the matplotlib figure.
     """
-    panels = 1 if settling is None else 2
-    figure, axes = plt.subplots(1, panels, figsize=(5.2 * panels, 3.4), squeeze=False)
-    ax = axes[0, 0]
+    errors, settling, band = trace["errors"], trace["settling"], trace["band"]
+    figure, (ax, right) = plt.subplots(1, 2, figsize=(10.4, 3.4))
     sigma = errors["sigma"].numpy()
     ax.loglog(sigma, errors["rmse"].numpy(), "o-", markersize=3, label="denoiser's error (RMSE)")
     ax.loglog(sigma, sigma, "--", color="gray", label="σ: the noisy input's error")
@@ -458,20 +455,15 @@ def plot_error_per_sigma(errors: dict[str, Tensor], settling: dict[str, Tensor] 
         twin.set(ylim=(0, 1.05), yticks=[])
         twin.legend(loc="lower left", fontsize=7)
     ax.set(xlabel="σ", ylabel="RMSE of D(y + σn; σ)", title=title or "the denoiser's error per noise level")
-    if settling is not None:
-        band = deciding_sigmas(step_sigmas, settling["undecided"])
-        right = axes[0, 1]
-        steps = step_sigmas.numpy()
-        right.semilogx(steps, settling["undecided"].numpy(), "o-", markersize=3,
-                       label="final fine detail still undecided")
-        right.semilogx(steps, settling["agreement"].numpy(), "s-", markersize=3,
-                       label="estimate's fine detail vs the truth's (cosine)")
-        right.set(xlabel="σ of the sampler's step", ylim=(0, 1.05), title="one sampling run, step by step")
-        for panel in (ax, right):
-            panel.axvspan(min(band), max(band), color="tab:red", alpha=0.1)
-        right.legend(fontsize=7)
-        right.invert_xaxis()
-    ax.invert_xaxis()
+    steps = trace["step_sigmas"].numpy()
+    right.semilogx(steps, settling["undecided"].numpy(), "o-", markersize=3, label="final fine detail still undecided")
+    right.semilogx(steps, settling["agreement"].numpy(), "s-", markersize=3,
+                   label="estimate's fine detail vs the truth's (cosine)")
+    right.set(xlabel="σ of the sampler's step", ylim=(0, 1.05), title="one sampling run, step by step")
+    for panel in (ax, right):
+        panel.axvspan(min(band), max(band), color="tab:red", alpha=0.1)
+        panel.invert_xaxis()
+    right.legend(fontsize=7)
     ax.legend(fontsize=7, loc="upper right")
     figure.tight_layout()
     return figure

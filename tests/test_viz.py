@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from genvs import cameras, viz
+from genvs.metrics import deciding_sigmas
 
 
 def test_to_display_maps_model_range_to_unit_range():
@@ -193,7 +194,9 @@ def test_error_per_sigma_figure_shades_the_levels_that_decide_the_detail():
     errors = {"sigma": sigmas, "rmse": sigmas.clamp(max=0.2), "truth_detail_rms": torch.tensor(0.1)}
     undecided = torch.tensor([1.0, 1.0, 0.9, 0.7, 0.4, 0.05, 0.01, 0.0, 0.0])  # decided: 0.3 at step 3, 0.95 at 5
     settling = {"undecided": undecided, "agreement": torch.full((9,), 0.5)}
-    figure = viz.plot_error_per_sigma(errors, settling, sigmas, training_noise=(0.5, 1.4))
+    trace = {"errors": errors, "settling": settling, "step_sigmas": sigmas,
+             "band": deciding_sigmas(sigmas, undecided)}
+    figure = viz.plot_error_per_sigma(trace, training_noise=(0.5, 1.4))
     left, right = figure.axes[0], figure.axes[1]
     for ax in (left, right):
         (band,) = [patch for patch in ax.patches if patch.get_alpha() == 0.1]
