@@ -19,12 +19,17 @@ still leaves its figures.
    the model FLOPs utilisation against the GPU's datasheet peak (:data:`PEAK_FLOPS`).
 3. sampling_benchmark: seconds per 128 px view of the paper preset's model (random weights: the time does
    not depend on them), one view per call and several per call, 25 and 250 stochastic Euler steps, fp32 and bf16.
-4. final_training: the ``cpu`` preset's model at 64 px with GPU batches (:data:`FINAL_64`), bf16, compiled if
-   compiling paid off in phase 2, for the time that is left (``Trainer.run(time_limit=...)``).
+4. final_training: a 64 px model small enough to ship (:data:`FINAL_64`) with GPU batches, bf16, compiled if
+   compiling paid off in phase 2, for the time that is left (``Trainer.run(time_limit=...)``); its schedule is
+   sized from phase 2's speed, or from a few timed steps of its own when phase 2 was skipped.
 5. export: its EMA weights in fp16 (:func:`genvs.training.export_model`), packed as ``model_fp16.tar`` in parts
    of at most 15 MiB (the device tool brings back files of at most 16 MiB).
-6. evaluation: the held-out protocol (``PROTOCOLS["synthetic"]``) on the exported model.
+6. evaluation: the held-out protocol (``PROTOCOLS["synthetic"]``, objects batched: :data:`GPU_PROTOCOL`) on the
+   exported model.
 7. figure: ``samples.png``, the evaluation's examples.
+
+``--skip training_benchmark,sampling_benchmark`` leaves the benchmark phases out (recorded as skipped), so that the
+final training gets their minutes: a call that only trains, once the benchmarks are measured.
 
 ``--dry-run`` runs the same code on the CPU with the smoke preset, a few cars, a few steps and the "aot_eager"
 compile backend (no code generation), in under a minute. ``DIR`` stays flat: ``results.json``, ``gpu_job.log``,
@@ -103,8 +108,11 @@ import genvs.training  # noqa: E402
 from genvs.checkpoint import latest_checkpoint  # noqa: E402
 from genvs.data import SRNDataset  # noqa: E402
 from genvs.data.synthetic import make_dataset  # noqa: E402
+from genvs.denoiser import denoiser_config  # noqa: E402
+from genvs.encoder import encoder_config  # noqa: E402
 from genvs.evaluation import PROTOCOLS, EvaluationConfig, evaluate, results_table  # noqa: E402
-from genvs.model import GeNVS  # noqa: E402
+from genvs.field import field_config  # noqa: E402
+from genvs.model import GeNVS, GeNVSConfig  # noqa: E402
 from genvs.sampling import sample_novel_views, sampling_options  # noqa: E402
 from genvs.seeding import derive_seed  # noqa: E402
 from genvs.training import (GPU_SPEED, StepBatches, TrainConfig, Trainer, export_model, load_model,  # noqa: E402
@@ -118,6 +126,8 @@ BUDGET = {"data": 0.10, "training_benchmark": 0.40, "sampling_benchmark": 0.07, 
 """Each phase's share of ``--minutes``; final_training gets what is left once the phases after it are reserved.
 Time a phase does not use goes to the next ones."""
 AFTER_TRAINING = ("export", "evaluation", "figure")
+SKIPPABLE = ("training_benchmark", "sampling_benchmark")
+"""Phases ``--skip`` may leave out."""
 
 PEAK_FLOPS = (  # (name contains, dense bf16, dense TF32) in FLOP/s per GPU, vendors' datasheets (no sparsity)
     ("H100 PCIe", 756.0e12, 378.0e12),
@@ -132,15 +142,28 @@ MODES = {"fp32_eager": ("fp32", False), "bf16_eager": ("bf16", False), "bf16_com
 """Training benchmark modes: (precision, compile); all with :data:`genvs.training.GPU_SPEED` (TF32,
 channels-last, fused AdamW)."""
 
-FINAL_64 = train_config("cpu", batch_size=32, precision="bf16", speed=GPU_SPEED)
+FINAL_64 = train_config(
+    "cpu", model=GeNVSConfig(field_config("smoke", encoder=encoder_config("smoke", image_size=64, volume_size=32),
+                                          render_size=32),
+                             denoiser_config("cpu", noise="genvs", image_size=64), input_rgb_weight=1.0),
+    batch_size=32, precision="bf16", speed=GPU_SPEED)
 FINAL_64_WHY = (
-    "the cpu preset's model (ResNet-34 encoder, 3.5M-parameter U-Net, 64 px): the 64 px model the course documents, "
-    "which one CPU thread could not train (500 steps in 33 minutes gave grey blobs); 32 objects x 2 targets per step "
-    "instead of 4 x 2, so that a step keeps the GPU busy (at 4 objects it is launch-bound) and a few minutes see "
-    "each of ~1900 training cars many times; the preset's learning rates, stable here at batch 4 (a larger batch "
-    "only lowers the gradient noise), and its 50-step warm-up (the colab-t4 preset's lower rates and 500-step "
-    "warm-up suit runs of tens of thousands of steps, not a thousand); bf16, the GPU speed settings")
+    "the shipped reference model's architecture (the lesson preset: ResNet-18 encoder, 8 depth planes, field MLP 32 "
+    "wide, 8 + 8 samples per ray, the cpu preset's 3.5M-parameter U-Net) at 64 px, its volume at half the image side "
+    "(32 x 32, as the cpu preset) and features rendered at 32 x 32: 15.0M parameters, 28.6 MiB in fp16, under the "
+    "30 MB a shipped model may take (the cpu preset's ResNet-34 model, trained in the first H200 run, exports to "
+    "50.6 MiB); 32 objects x 2 targets per step instead of 4 x 2, so that a step keeps the GPU busy (at 4 objects it "
+    "is launch-bound) and a few minutes see each of ~1900 training cars many times; the cpu preset's learning rates "
+    "and 50-step warm-up (trained stably at 32 x 2 in the first H200 run; the colab-t4 preset's lower rates and "
+    "500-step warm-up suit runs of tens of thousands of steps, not a few thousand); bf16, the GPU speed settings")
 """The model trained in the job, and why (``results.json``: ``final_training.choice``)."""
+
+GPU_PROTOCOL = dataclasses.replace(PROTOCOLS["synthetic"], object_batch=PROTOCOLS["synthetic"].max_objects)
+"""The evaluation on the GPU: the synthetic protocol with every object's autoregressive trajectory in one denoiser
+batch (scores change by float rounding only, :mod:`genvs.evaluation`). One object at a time, the autoregressive
+method alone is 20 objects x 2 draws x 8 frames x 25 steps = 8,000 sequential U-Net calls of one image (the H200
+run of 2026-11-29, with one draw and objects one at a time, ran out of its 58 s in the evaluation). Batched: 400
+calls of 20 images."""
 
 PART_BYTES = 15 * 2**20
 """Largest file written into DIR: the device tool brings back files of at most 16 MiB, 8 of them."""
@@ -254,11 +277,11 @@ def gpu_plan() -> Plan:
     """The plan for one GPU (an H200: 16 CPU cores, minutes of GPU time)."""
     return Plan(device=torch.device("cuda"), compile_backend="inductor",
                 data={"bench": DataSpec(128, 48, 1, 10, seed=1), "train": DataSpec(64, 50, 48, 16, seed=0)},
-                bench={"cpu64": (FINAL_64, "train"), "paper": (train_config("paper"), "bench")},
+                bench={"final64": (FINAL_64, "train"), "paper": (train_config("paper"), "bench")},
                 min_warmup=2, max_warmup=8, timed_steps=5,
                 sampling_preset="paper", sampling_data="bench", sampling_steps=(25, 250), sampling_views=(1, 8),
-                final=FINAL_64, final_why=FINAL_64_WHY, final_bench="cpu64", final_data="train", final_max_steps=None,
-                log_every=25, protocol=PROTOCOLS["synthetic"], workers=8, processes=os.cpu_count() or 1,
+                final=FINAL_64, final_why=FINAL_64_WHY, final_bench="final64", final_data="train", final_max_steps=None,
+                log_every=25, protocol=GPU_PROTOCOL, workers=8, processes=os.cpu_count() or 1,
                 matmul_size=8192)
 
 
@@ -291,8 +314,8 @@ class State:
 class Job:
     """The output folder, the log and ``results.json`` (rewritten atomically after every phase)."""
 
-    def __init__(self, out: Path, work: Path, plan: Plan, clock: Clock, results: dict):
-        self.out, self.work, self.plan, self.clock, self.results = out, work, plan, clock, results
+    def __init__(self, out: Path, work: Path, plan: Plan, clock: Clock, results: dict, skip: frozenset[str] = frozenset()):
+        self.out, self.work, self.plan, self.clock, self.results, self.skip = out, work, plan, clock, results, skip
         self.state = State()
         self._log = (out / "gpu_job.log").open("a")
 
@@ -314,7 +337,9 @@ class Job:
         record = {"budget_s": round(budget_s, 1)}
         self.results[name] = record
         ready, missing = needs
-        if not ready:
+        if name in self.skip:
+            record["status"] = "skipped: --skip"
+        elif not ready:
             record["status"] = f"skipped: needs {missing}"
         elif budget_s < self.min_phase_s:
             record["status"] = "skipped: out of time"
@@ -337,6 +362,15 @@ class Job:
     @property
     def min_phase_s(self) -> float:
         return 1.0 if self.plan.device.type == "cpu" else 5.0
+
+    def data_needed(self) -> list[str]:
+        """The data sets of :attr:`Plan.data` that the phases not skipped read."""
+        needed = {self.plan.final_data}
+        if "training_benchmark" not in self.skip:
+            needed |= {key for _, key in self.plan.bench.values()}
+        if "sampling_benchmark" not in self.skip:
+            needed.add(self.plan.sampling_data)
+        return [key for key in self.plan.data if key in needed]
 
     def budget(self, name: str) -> float:
         """``name``'s share of the job, at most what is left once the phases after final training are reserved."""
@@ -417,11 +451,13 @@ def merge_chunks(chunks: list[tuple[int, Path]], root: Path) -> Path:
 
 
 def make_data(job: Job, record: dict) -> None:
-    """Phase 1: every chunk of every data set, in parallel processes; at the deadline the chunks done are kept."""
-    plan, tasks = job.plan, []
-    for key, spec in plan.data.items():
+    """Phase 1: every chunk of every data set the phases not skipped read, in parallel processes; at the deadline
+    the chunks done are kept."""
+    plan, tasks, keys = job.plan, [], job.data_needed()
+    for key in keys:
+        spec = plan.data[key]
         tasks += [(key, index, spec, job.work / "chunks" / f"{key}_{index:03d}") for index in range(spec.chunks)]
-    done: dict[str, list[tuple[int, Path]]] = {key: [] for key in plan.data}
+    done: dict[str, list[tuple[int, Path]]] = {key: [] for key in keys}
     seconds: list[float] = []
     processes = min(plan.processes, len(tasks))
     job.log(f"data: {len(tasks)} chunks of cars on {processes} processes")
@@ -433,7 +469,8 @@ def make_data(job: Job, record: dict) -> None:
     finally:  # also when out of time: keep the chunks rendered so far
         record["processes"], record["sets"] = processes, {}
         record["seconds_per_car_per_process"] = statistics.median(seconds) if seconds else None
-        for key, spec in plan.data.items():
+        for key in keys:
+            spec = plan.data[key]
             if done[key]:
                 job.state.data[key] = merge_chunks(done[key], job.work / f"cars_{key}")
             record["sets"][key] = {"image_size": spec.image_size, "views": spec.views, "cars": len(done[key]) *
@@ -622,19 +659,24 @@ def choose_compile(modes: dict | None, seconds: float) -> tuple[bool, str]:
 
 
 def final_training(job: Job, record: dict) -> None:
-    """Phase 4: train :attr:`Plan.final` for the time left, its cosine schedule sized from the measured speed."""
+    """Phase 4: train :attr:`Plan.final` for the time left, its cosine schedule sized from the measured speed
+    (phase 2's, or, where phase 2 has none for this config, that of a few timed steps of its own)."""
     plan = job.plan
-    seconds = job.clock.left() - (2.0 if plan.device.type == "cpu" else 15.0)  # the last checkpoint's write
+    data = job.state.data[plan.final_data]
+    last_write_s = 2.0 if plan.device.type == "cpu" else 15.0  # the last checkpoint
+    seconds = job.clock.left() - last_write_s
     modes = job.state.bench.get(plan.final_bench, {})
     compiled, reason = choose_compile(modes, seconds)
     config = dataclasses.replace(plan.final, speed=dataclasses.replace(plan.final.speed, compile=compiled))
     measured = modes.get("bf16_compile" if compiled else "bf16_eager", {})
-    if "steps_per_s" in measured:
-        steps = int(0.9 * measured["steps_per_s"] * (seconds - (measured["warmup_s"] if compiled else 0.0)))
-    else:
-        steps = 1000  # no speed measured: the time limit stops the run, before the schedule ends
+    if "steps_per_s" not in measured:  # e.g. --skip training_benchmark: time the final config itself, eager
+        measured = record["speed_probe"] = {}
+        time_mode(job, config, data, job.work / "final_speed_probe", warmup_steps(config, data, plan)[0], False,
+                  measured)
+        seconds = job.clock.left() - last_write_s
+        job.log(f"final_training: speed probe {measured['steps_per_s']:.2f} steps/s")
+    steps = int(0.9 * measured["steps_per_s"] * (seconds - (measured["warmup_s"] if compiled else 0.0)))
     steps = max(1, min(steps, plan.final_max_steps or steps))
-    data = job.state.data[plan.final_data]
     record.update(config={key: value for key, value in dataclasses.asdict(config).items() if key != "model"},
                   choice=plan.final_why, compile=compiled, compile_decision=reason, planned_steps=steps,
                   time_limit_s=seconds, cars=len(SRNDataset(data, split="train", views_per_item=None)))
@@ -748,9 +790,14 @@ def main() -> int:
     parser.add_argument("--minutes", type=float, default=None,
                         help="the whole job's time, wheel install included (default: 8; dry run: 2)")
     parser.add_argument("--dry-run", action="store_true", help="the same phases on the CPU at tiny sizes")
+    parser.add_argument("--skip", default="", help=f"comma-separated phases to leave out, among {', '.join(SKIPPABLE)} "
+                                                   "(their minutes go to the final training)")
     parser.add_argument("--work", type=Path, default=None,
                         help="scratch folder for data and runs (default: a temporary folder, removed at the end)")
     args = parser.parse_args()
+    skip = frozenset(filter(None, args.skip.split(",")))
+    if not skip <= set(SKIPPABLE):
+        parser.error(f"--skip: unknown or required phases {sorted(skip - set(SKIPPABLE))}; may skip {SKIPPABLE}")
     if not args.dry_run and not torch.cuda.is_available():
         parser.error("no CUDA device here: --dry-run runs the job's code on the CPU at tiny sizes")
     minutes = args.minutes if args.minutes is not None else (2.0 if args.dry_run else 8.0)
@@ -762,9 +809,10 @@ def main() -> int:
     work.mkdir(parents=True, exist_ok=True)
     clock = Clock(minutes * 60)
     results = {"job": {"dry_run": args.dry_run, "minutes": minutes, "argv": sys.argv[1:], "budget_shares": BUDGET,
+                       "skip": sorted(skip),
                        "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")},
                "units": UNITS, "setup": SETUP, "device": device_facts(plan.device, plan.matmul_size)}
-    job = Job(args.out, work, plan, clock, results)
+    job = Job(args.out, work, plan, clock, results, skip)
     device = results["device"]
     job.log(f"gpu_job: {device['name']}, torch {device['torch']}, {minutes:g} min, "
             f"{'dry run' if args.dry_run else 'GPU plan'}; wheels: {SETUP.get('wheels') or len(SETUP['installed'])}; "

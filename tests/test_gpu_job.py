@@ -1,6 +1,7 @@
 """benchmarks/gpu_job.py: the dry run on the CPU (the GPU job's code path at tiny sizes), its time budgets, and
 the offline install of carried wheels."""
 
+import dataclasses
 import importlib.util
 import io
 import json
@@ -122,6 +123,35 @@ def test_peak_flops_come_from_the_first_matching_datasheet_entry(gpu_job):
     assert gpu_job.peak_flops("NVIDIA H100 PCIe")["tf32"] == 378e12
     assert gpu_job.peak_flops("NVIDIA A100-SXM4-80GB")["bf16"] == 312e12
     assert gpu_job.peak_flops("Tesla T4") is None
+
+
+def test_gpu_evaluation_is_the_synthetic_protocol_with_all_objects_in_one_batch(gpu_job):
+    from genvs.evaluation import PROTOCOLS
+    protocol, synthetic = gpu_job.gpu_plan().protocol, PROTOCOLS["synthetic"]
+    assert protocol.object_batch == synthetic.max_objects == 20
+    assert dataclasses.replace(protocol, object_batch=1) == synthetic  # nothing else differs
+
+
+def test_skipping_the_benchmarks_trains_on_a_speed_probe_of_the_final_config(tmp_path):
+    result, _ = _job("--out", str(tmp_path / "out"), "--skip", "training_benchmark,sampling_benchmark")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert results["training_benchmark"]["status"] == results["sampling_benchmark"]["status"] == "skipped: --skip"
+    assert set(results["data"]["sets"]) == {"train"}  # the 128 px benchmark cars are not rendered
+    probe, final = results["final_training"]["speed_probe"], results["final_training"]
+    assert _finite_number(probe["steps_per_s"]) and probe["steps_per_s"] > 0
+    assert final["status"] == "done" and final["steps"] == final["planned_steps"] >= 1
+    assert results["evaluation"]["status"] == "done"
+    bad, _ = _job("--out", str(tmp_path / "bad"), "--skip", "final_training")
+    assert bad.returncode != 0 and "may skip" in bad.stderr
+
+
+def test_the_final_64_px_model_fits_the_shipped_model_budget(gpu_job):
+    from genvs.model import GeNVS
+    config = gpu_job.FINAL_64.model
+    assert config.field.encoder.image_size == config.denoiser.image_size == 64
+    parameters = sum(parameter.numel() for parameter in GeNVS(config, seed=0).parameters())
+    assert parameters * 2 < 30 * 2**20  # fp16 export: 2 bytes per parameter
 
 
 def _wheel(folder: Path, name: str) -> Path:
