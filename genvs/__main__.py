@@ -199,7 +199,10 @@ def _evaluate(args: argparse.Namespace) -> None:
         model, checkpoint = load_model(args.checkpoint, device=device)
         attributes = (False if args.no_attributes else
                       load_probe(args.probe, device=device)[0] if args.probe is not None else True)
-        routes = {}
+        if any(scale < 0 for scale in args.guided):
+            raise ValueError(f"--guided: guidance scales must be >= 0, got {args.guided}")
+        routes = {f"guided w={scale:g}": (model.denoiser, sampling_options("guided", config.steps, guidance_scale=scale))
+                  for scale in args.guided}
         if args.controlnet is not None:
             route = controlnet_route(args.controlnet_base, args.controlnet, device)
             routes["controlnet"] = (route, {**sampling_options("stochastic", config.steps),
@@ -484,6 +487,10 @@ def build_parser() -> argparse.ArgumentParser:
     evaluation.add_argument("--no-lpips", action="store_true", help="skip LPIPS even if its weights are on disk")
     evaluation.add_argument("--probe", type=Path, help="attribute probe folder (default: the shipped one)")
     evaluation.add_argument("--no-attributes", action="store_true", help="skip the hidden-side attribute metrics")
+    evaluation.add_argument("--guided", type=float, nargs="+", default=[], metavar="W",
+                            help="also score GeNVS sampled deterministically with classifier-free guidance scale W, "
+                                 "a row 'guided w=W' each (1: the deterministic row; below 1 leans on the "
+                                 "unconditional model, above on the condition)")
     evaluation.add_argument("--controlnet", type=Path, help="also score lesson 07's ControlNet route (its folder) on "
                             "the same condition and seeds")
     evaluation.add_argument("--controlnet-base", type=Path, default=SHIPPED_BASE, help="the ControlNet's base U-Net")

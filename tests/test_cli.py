@@ -144,14 +144,19 @@ def test_export_then_evaluate_writes_every_result_and_says_why_lpips_was_skipped
     assert result.returncode == 0 and "fp16 EMA weights" in result.stdout, result.stderr
     no_weights = {"TORCH_HOME": str(tmp_path / "torch_home")}  # wherever this runs, no LPIPS backbone on disk
     result = _run("evaluate", "--checkpoint", str(tmp_path / "shipped"), "--data", str(data), "--out",
-                  str(tmp_path / "eval"), "--protocol", "smoke", "--steps", "2", "--targets", "2", env=no_weights)
+                  str(tmp_path / "eval"), "--protocol", "smoke", "--steps", "2", "--targets", "2", "--guided", "1", "0.5",
+                  env=no_weights)
     assert result.returncode == 0, result.stderr
     results = json.loads((tmp_path / "eval" / "results.json").read_text())
     assert set(results) == {"protocol", "data", "objects", "views", "image_size", "lpips", "attributes", "metrics",
                             "attribute_metrics", "seconds", "device", "torch", "checkpoint"}
     assert results["protocol"]["steps"] == 2 and results["protocol"]["target_views"] == 2
     assert results["checkpoint"]["step"] == 1 and len(results["objects"]) == 2
-    assert set(results["metrics"]) == {"regression", "deterministic", "stochastic", "autoregressive", "truth"}
+    assert set(results["metrics"]) == {"regression", "deterministic", "stochastic", "autoregressive", "guided w=1",
+                                       "guided w=0.5", "truth"}
+    # guidance 1 is plain conditional sampling: on the same condition and seeds, the deterministic row exactly
+    assert results["metrics"]["guided w=1"] == results["metrics"]["deterministic"]
+    assert results["metrics"]["guided w=0.5"]["psnr"] != results["metrics"]["deterministic"]["psnr"]
     for method in ("regression", "deterministic", "stochastic", "autoregressive"):
         for metric in ("psnr", "ssim", "sharpness", "detail", "consistency"):
             assert set(results["metrics"][method][metric]) == {"mean", "std", "per_object"}
@@ -164,6 +169,9 @@ def test_export_then_evaluate_writes_every_result_and_says_why_lpips_was_skipped
     result = _run("evaluate", "--checkpoint", str(tmp_path / "run"), "--data", str(data), "--input-view", "9",
                   "--out", str(tmp_path / "eval2"))
     assert result.returncode == 2 and "has 5 views, no input view 9" in result.stderr
+    result = _run("evaluate", "--checkpoint", str(tmp_path / "run"), "--data", str(data), "--guided", "-1",
+                  "--out", str(tmp_path / "eval4"))
+    assert result.returncode == 2 and "--guided: guidance scales must be >= 0, got [-1.0]" in result.stderr
     result = _run("evaluate", "--checkpoint", str(tmp_path / "run"), "--data", str(data), "--out", str(tmp_path / "eval3"),
                   "--protocol", "smoke", "--steps", "1", "--no-attributes", "--no-lpips")
     assert result.returncode == 0 and "attribute metrics skipped: not asked for" in result.stdout, result.stderr
