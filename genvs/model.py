@@ -33,11 +33,28 @@ from genvs.config import from_preset
 from genvs.denoiser import DenoiserConfig, build_denoiser, denoiser_config, denoising_loss
 from genvs.field import FieldConfig, InputViews, build_field, field_config
 
-__all__ = ["GeNVSConfig", "PRESETS", "STAGES", "genvs_config", "GeNVS", "rgb_loss"]
+__all__ = ["GeNVSConfig", "PRESETS", "STAGES", "TRAINING_SETTINGS", "architecture", "genvs_config", "GeNVS", "rgb_loss"]
 
 STAGES = ("joint", "field", "denoiser")
 """Training stages: everything, the encoder and field alone (RGB losses), the denoiser alone."""
 STAGE_PARTS = {"joint": {"encoder", "field", "denoiser"}, "field": {"encoder", "field"}, "denoiser": {"denoiser"}}
+TRAINING_SETTINGS = ("rgb_weight", "input_rgb_weight", "opacity_weight", "max_input_views", "denoiser.dropout",
+                     "denoiser.noise_mean", "denoiser.noise_std", "denoiser.cond_dropout")
+"""Settings of :class:`GeNVSConfig` (dotted paths) that change how the model trains, not what its weights compute:
+a stage may change them from the one before (GeNVS raises the training noise from "mid" to "high" between stages)."""
+
+
+def architecture(config: dict) -> dict:
+    """A :class:`GeNVSConfig` as a dict (``dataclasses.asdict``) less its :data:`TRAINING_SETTINGS`: what two
+    checkpoints must share for the weights of one to start the other."""
+    kept = {key: (dict(value) if isinstance(value, dict) else value) for key, value in config.items()}
+    for path in TRAINING_SETTINGS:
+        *parents, name = path.split(".")
+        node = kept
+        for parent in parents:
+            node = node.get(parent, {})
+        node.pop(name, None)
+    return kept
 
 
 @dataclass(frozen=True)

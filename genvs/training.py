@@ -53,7 +53,7 @@ from genvs.denoiser import K as k_diffusion
 from genvs.denoiser import denoiser_config
 from genvs.field import field_config
 from genvs.model import PRESETS as MODEL_PRESETS
-from genvs.model import STAGES, GeNVS, GeNVSConfig
+from genvs.model import STAGES, GeNVS, GeNVSConfig, architecture
 from genvs.sampling import sample_novel_views
 from genvs.seeding import derive_seed, seeded_rng
 from genvs.viz import field_rgb, save_contact_sheet
@@ -444,14 +444,16 @@ class Trainer:
         """Start from another run's weights (the staged recipe): its raw weights into the model, its EMA into the
         EMA (an export holds the EMA only: it starts both)."""
         step, state, config = load_checkpoint(init, device=self.device)
-        expected = json.loads(json.dumps(dataclasses.asdict(self.config.model)))
-        if config.get("model") != expected:
-            raise CheckpointError(f"{init}: its model config differs from this run's (the staged recipe needs the "
-                                  f"same model in every stage): {config_differences(config.get('model', {}), expected)}")
+        stored, expected = config.get("model", {}), json.loads(json.dumps(dataclasses.asdict(self.config.model)))
+        if architecture(stored) != architecture(expected):
+            raise CheckpointError(f"{init}: its model differs from this run's (the staged recipe needs the same model "
+                                  f"in every stage): {config_differences(architecture(stored), architecture(expected))}")
         self.model.load_state_dict(state.get("model", state["ema"]))
         self.ema.load_state_dict(state["ema"])
+        changed = config_differences(stored, expected)
         self._note(f"initialised the model from {init} (step {step}): " +
-                   ("its raw weights and its EMA" if "model" in state else "its EMA weights (an export), in both"))
+                   ("its raw weights and its EMA" if "model" in state else "its EMA weights (an export), in both") +
+                   (f"; training settings changed: {changed}" if changed else ""))
 
     def _note(self, message: str) -> None:
         if self.rank == 0:

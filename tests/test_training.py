@@ -1,3 +1,4 @@
+import dataclasses
 import math
 import os
 import subprocess
@@ -9,7 +10,7 @@ import torch
 from genvs.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint
 from genvs.data import SRNDataset
 from genvs.data.synthetic import make_dataset
-from genvs.model import GeNVS
+from genvs.model import GeNVS, architecture
 from genvs.training import StepBatches, Trainer, lr_factor, export_model, load_model, read_log, train_config
 
 # the smoke model with small batches: about 0.1 s a step on one thread
@@ -154,10 +155,26 @@ def test_staged_training_trains_only_its_parts_and_hands_weights_on(cars, tmp_pa
     assert all(torch.equal(final[name], trained[name]) for name in trained if name.startswith("field."))
     assert any(not torch.equal(final[name], trained[name]) for name in trained if name.startswith("denoiser."))
 
-    other_model = train_config("smoke", stage="denoiser", batch_size=2, model=CONFIG.model.__class__(
-        CONFIG.model.field, CONFIG.model.denoiser, rgb_weight=0.5))
-    with pytest.raises(CheckpointError, match="rgb_weight: checkpoint has 1.0, expected 0.5"):
+    other_model = train_config("smoke", stage="denoiser", batch_size=2, model=dataclasses.replace(
+        CONFIG.model, field=dataclasses.replace(CONFIG.model.field, mlp_hidden=2 * CONFIG.model.field.mlp_hidden)))
+    with pytest.raises(CheckpointError, match=f"field.mlp_hidden: checkpoint has {CONFIG.model.field.mlp_hidden}, "):
         _trainer(cars, tmp_path / "mismatch", steps=1, init=tmp_path / "field", config=other_model)
+
+
+def test_a_stage_may_change_how_the_model_trains_but_not_the_model(cars, tmp_path):
+    """GeNVS's recipe raises the training noise between stages: the weights carry over unchanged."""
+    _trainer(cars, tmp_path / "first", steps=1).run()
+    model = CONFIG.model
+    retuned = dataclasses.replace(model, rgb_weight=model.rgb_weight + 0.5, max_input_views=1, denoiser=dataclasses.replace(
+        model.denoiser, noise_mean=model.denoiser.noise_mean + 1.0, cond_dropout=0.0, dropout=0.2))
+    assert architecture(dataclasses.asdict(retuned)) == architecture(dataclasses.asdict(model))
+    second = _trainer(cars, tmp_path / "second", steps=1, init=tmp_path / "first",
+                      config=train_config("smoke", batch_size=2, model=retuned))
+    torch.testing.assert_close(second.model.state_dict(), load_checkpoint(tmp_path / "first")[1]["model"], rtol=0, atol=0)
+    assert second.model.config.denoiser.noise_mean == model.denoiser.noise_mean + 1.0
+    for changed in ({"sigma_data": 1.0}, {"channels": tuple(2 * c for c in model.denoiser.channels)}):
+        other = dataclasses.replace(model, denoiser=dataclasses.replace(model.denoiser, **changed))
+        assert architecture(dataclasses.asdict(other)) != architecture(dataclasses.asdict(model)), changed
 
 
 def test_a_run_writes_its_log_samples_and_a_model_that_loads(cars, tmp_path):
