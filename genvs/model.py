@@ -23,6 +23,7 @@ field's features, then everything jointly.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 import torch
@@ -47,7 +48,7 @@ a stage may change them from the one before (GeNVS raises the training noise fro
 def architecture(config: dict) -> dict:
     """A :class:`GeNVSConfig` as a dict (``dataclasses.asdict``) less its :data:`TRAINING_SETTINGS`: what two
     checkpoints must share for the weights of one to start the other."""
-    kept = {key: (dict(value) if isinstance(value, dict) else value) for key, value in config.items()}
+    kept = copy.deepcopy(config)
     for path in TRAINING_SETTINGS:
         *parents, name = path.split(".")
         node = kept
