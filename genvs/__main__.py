@@ -196,11 +196,11 @@ def _evaluate(args: argparse.Namespace) -> None:
     device = _device(args)
     try:
         config = dataclasses.replace(PROTOCOLS[args.protocol], **chosen)
+        if any(scale < 0 for scale in args.guided):
+            raise ValueError(f"--guided: guidance scales must be >= 0, got {args.guided}")
         model, checkpoint = load_model(args.checkpoint, device=device)
         attributes = (False if args.no_attributes else
                       load_probe(args.probe, device=device)[0] if args.probe is not None else True)
-        if any(scale < 0 for scale in args.guided):
-            raise ValueError(f"--guided: guidance scales must be >= 0, got {args.guided}")
         routes = {f"guided w={scale:g}": (model.denoiser, sampling_options("guided", config.steps, guidance_scale=scale))
                   for scale in args.guided}
         if args.controlnet is not None:
