@@ -41,7 +41,8 @@ def _write_object(folder: Path, n_views: int, size: int = 8, rgba: bool = False)
     (folder / "pose").mkdir()
     (folder / "intrinsics.txt").write_text(f"{size} {size / 2} {size / 2} 0.\n0. 0. 0.\n1.\n{size} {size}\n")
     for view in range(n_views):
-        pixels = np.full((size, size, 4 if rgba else 3), 40 * view, dtype=np.uint8)
+        grey = view * 255 // max(n_views - 1, 1)  # a level of its own per view, inside uint8's 0..255
+        pixels = np.full((size, size, 4 if rgba else 3), grey, dtype=np.uint8)
         Image.fromarray(pixels).save(folder / "rgb" / f"{view:06d}.png")
         _write_pose(folder / "pose" / f"{view:06d}.txt", _pose())
     return folder
