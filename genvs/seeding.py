@@ -19,15 +19,16 @@ __all__ = ["draw", "seeded_rng", "derive_seed"]
 
 
 def draw(kind: Callable[..., Tensor], shape: tuple[int, ...], generator: torch.Generator | None = None,
-         device: torch.device | str | None = None, dtype: torch.dtype = torch.float32) -> Tensor:
+         device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> Tensor:
     """``kind(shape)`` (``torch.rand`` or ``torch.randn``) from ``generator``, returned on ``device``.
 
     A generator produces numbers on its own device, so they are drawn there and moved: the same
     seed gives the same numbers wherever the result goes. ``generator=None`` uses the global RNG
-    of ``device``. ``device=None`` keeps the numbers where they were drawn.
+    of ``device``. ``device=None`` keeps the numbers where they were drawn. ``dtype=None``: torch's
+    default dtype (float32 unless ``torch.set_default_dtype`` changed it).
     """
     source = generator.device if generator is not None else torch.device(device or "cpu")
-    return kind(shape, generator=generator, device=source).to(device or source, dtype)
+    return kind(shape, generator=generator, device=source, dtype=dtype).to(device or source)
 
 
 @contextlib.contextmanager

@@ -364,9 +364,16 @@ def test_a_step_waits_for_the_device_once_however_many_micro_batches(cars, tmp_p
 
 @pytest.mark.parametrize("option", ["tf32", "compile"])
 def test_each_speed_option_computes_the_losses_and_gradients_of_the_plain_path(cars, tmp_path, monkeypatch, option):
-    """One micro-batch's losses and gradients with a speed option on equal the plain path's up to float rounding
-    (compile with the aot_eager backend: dynamo's graph capture and autograd tracing, without inductor's minutes
-    of C++ code generation on a CPU)."""
+    """One micro-batch's losses and gradients with a speed option on equal the plain path's (compile with the
+    aot_eager backend: dynamo's graph capture and autograd tracing, without inductor's minutes of C++ code
+    generation on a CPU).
+
+    Both paths run in float64, where rounding cannot reach the tolerance. In float32, summing in another order
+    moved the smoke encoder's first-layer gradients by up to 2.3e-6 (relative 4e-3: batch norm over layer4's 2
+    values per channel amplifies rounding about 3e4-fold), by amounts that differ from machine to machine; the
+    same amplification of float64's rounding (eps 2.2e-16) stays below 1e-11, far inside rtol 1e-8, while a
+    graph that computes anything else still fails.
+    """
     import dataclasses
 
     from genvs import training
@@ -375,19 +382,29 @@ def test_each_speed_option_computes_the_losses_and_gradients_of_the_plain_path(c
     plain = train_config("smoke", batch_size=2, target_views=1, speed=training.SpeedConfig(tf32=False))
     fast = dataclasses.replace(plain, speed=dataclasses.replace(plain.speed, **{option: True}))
     results = {}
-    for name, config in (("plain", plain), ("fast", fast)):
-        trainer = _trainer(cars, tmp_path / name, steps=1, config=config)
-        parts = (trainer.model.field.encoder, trainer.model.field.mlp, trainer.model.denoiser.inner_model)
-        assert all((part._compiled_call_impl is not None) == (config.speed.compile) for part in parts)
-        losses = trainer._losses(trainer.batches[0], 0)
-        losses["loss"].backward()
-        results[name] = ({key: value.item() for key, value in losses.items()},
-                         {key: p.grad.clone() for key, p in trainer.model.named_parameters() if p.grad is not None})
+    default_dtype = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)  # weights, noise and noise levels; the data are cast below
+    try:
+        for name, config in (("plain", plain), ("fast", fast)):
+            trainer = _trainer(cars, tmp_path / name, steps=1, config=config)
+            parts = (trainer.model.field.encoder, trainer.model.field.mlp, trainer.model.denoiser.inner_model)
+            assert all((part._compiled_call_impl is not None) == (config.speed.compile) for part in parts)
+            batch = {key: value.double() if torch.is_tensor(value) and value.is_floating_point() else value
+                     for key, value in trainer.batches[0].items()}
+            losses = trainer._losses(batch, 0)
+            assert losses["loss"].dtype == torch.float64
+            losses["loss"].backward()
+            results[name] = ({key: value.item() for key, value in losses.items()},
+                             {key: p.grad.clone() for key, p in trainer.model.named_parameters() if p.grad is not None})
+    finally:
+        torch.set_default_dtype(default_dtype)
     (plain_losses, plain_grads), (fast_losses, fast_grads) = results["plain"], results["fast"]
-    assert fast_losses == pytest.approx(plain_losses, rel=1e-5)
+    assert fast_losses == pytest.approx(plain_losses, rel=1e-10)
     assert fast_grads.keys() == plain_grads.keys() and len(plain_grads) > 10
+    assert plain_grads["field.encoder.backbone.conv1.weight"].abs().max() > 0  # the far end of the backward pass
     for key, gradient in plain_grads.items():
-        torch.testing.assert_close(fast_grads[key], gradient, rtol=1e-3, atol=1e-6, msg=lambda text: f"{key}: {text}")
+        assert gradient.dtype == torch.float64, key
+        torch.testing.assert_close(fast_grads[key], gradient, rtol=1e-8, atol=1e-14, msg=lambda text: f"{key}: {text}")
 
 
 def test_fused_adamw_makes_the_plain_update(cars, tmp_path):
