@@ -19,16 +19,19 @@ train-controlnet | train-multiview | train-raycond | turntables | demo``.
     python -m genvs turntables --out outputs/turntables.json                        # every route's orbits, scored
     python -m genvs demo --out outputs/demo
 
-Bad arguments or input files stop with an ``error: ...`` line on stderr naming the problem, exit status 2.
+Bad arguments or input files stop with one ``error: ...`` line on stderr naming the problem, exit status 2;
+every number is checked against its range before any work starts (``--size 3``: "argument --size: must be an
+integer in [16, 1024], got 3").
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 from pathlib import Path
-from typing import NoReturn
+from typing import Callable, NoReturn
 
 __all__ = ["main"]
 
@@ -37,6 +40,46 @@ def _input_error(message: str) -> NoReturn:
     """Stop on bad input: ``error: <message>`` as one line on stderr, exit status 2, no usage text or traceback."""
     print("error: " + " ".join(message.splitlines()), file=sys.stderr)
     sys.exit(2)
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse's parser whose usage errors are one ``error: ...`` line (no usage block), exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        _input_error(f"{message} (see: {self.prog} --help)")
+
+
+def number(kind: type, at_least: float | None = None, at_most: float | None = None,
+           above: float | None = None) -> Callable[[str], float]:
+    """An argparse ``type=``: parses ``kind`` (int or float) and refuses a value outside
+    ``[at_least, at_most]`` (``above``: a strict lower bound), or a float that is not finite, naming the range."""
+    noun = "an integer" if kind is int else "a number"
+    if at_least is not None and at_most is not None:
+        allowed = f"{noun} in [{at_least:g}, {at_most:g}]"
+    else:
+        bounds = [f">= {at_least:g}" if at_least is not None else "", f"> {above:g}" if above is not None else "",
+                  f"<= {at_most:g}" if at_most is not None else ""]
+        allowed = " ".join([noun, *filter(None, bounds)])
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {allowed}, got {text!r}") from None
+        if (not math.isfinite(value) or (at_least is not None and value < at_least)
+                or (at_most is not None and value > at_most) or (above is not None and value <= above)):
+            raise argparse.ArgumentTypeError(f"must be {allowed}, got {text}")
+        return value
+
+    parse.__name__ = allowed  # argparse names the type in its own messages
+    return parse
+
+
+COUNT = number(int, at_least=1)       # objects, views, frames, steps, batch sizes
+INDEX = number(int, at_least=0)       # seeds, indices, "0: all" counts, intervals where 0 means never
+POSITIVE = number(float, above=0)     # learning rates, minutes
+SCALE = number(float, at_least=0)     # guidance scales
+IMAGE_SIZE = number(int, at_least=16, at_most=1024)  # below 16 px a car is a few pixels; SRN and GeNVS use 128
 
 
 def _device(args: argparse.Namespace) -> str:
@@ -196,8 +239,6 @@ def _evaluate(args: argparse.Namespace) -> None:
     device = _device(args)
     try:
         config = dataclasses.replace(PROTOCOLS[args.protocol], **chosen)
-        if any(scale < 0 for scale in args.guided):
-            raise ValueError(f"--guided: guidance scales must be >= 0, got {args.guided}")
         model, checkpoint = load_model(args.checkpoint, device=device)
         attributes = (False if args.no_attributes else
                       load_probe(args.probe, device=device)[0] if args.probe is not None else True)
@@ -403,16 +444,16 @@ def _turntables(args: argparse.Namespace) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m genvs", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = OneLineParser(prog="python -m genvs", description=__doc__,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
 
     make_data = commands.add_parser("make-data", help="render synthetic cars in the SRN layout")
     make_data.add_argument("--out", required=True, type=Path, help="output folder (cars_train/val/test inside)")
-    make_data.add_argument("--objects", type=int, default=100, help="number of cars (split 80/10/10)")
-    make_data.add_argument("--views", type=int, default=50, help="views per car")
-    make_data.add_argument("--size", type=int, default=64, help="image size in pixels (square)")
-    make_data.add_argument("--seed", type=int, default=0)
+    make_data.add_argument("--objects", type=COUNT, default=100, help="number of cars (split 80/10/10)")
+    make_data.add_argument("--views", type=COUNT, default=50, help="views per car")
+    make_data.add_argument("--size", type=IMAGE_SIZE, default=64, help="image size in pixels (square), 16..1024")
+    make_data.add_argument("--seed", type=INDEX, default=0)
     make_data.set_defaults(run=_make_data)
 
     from genvs.training import PRESETS as TRAIN_PRESETS
@@ -420,17 +461,17 @@ def build_parser() -> argparse.ArgumentParser:
     train = commands.add_parser("train", help="train GeNVS on SRN-format data (one process, or under torchrun)")
     train.add_argument("--data", required=True, type=Path, help="SRN-format root (cars_train/ ...)")
     train.add_argument("--preset", required=True, choices=sorted(TRAIN_PRESETS), help="training preset")
-    train.add_argument("--steps", required=True, type=int, help="optimiser steps of the whole run")
+    train.add_argument("--steps", required=True, type=COUNT, help="optimiser steps of the whole run")
     train.add_argument("--out", required=True, type=Path, help="run folder: checkpoints, log.csv, samples/")
     train.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint")
     train.add_argument("--init", type=Path, help="start from this run's model weights (staged training)")
     train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                        help="override a config value, e.g. lr_denoiser=1e-5 or model.denoiser.dropout=0.1")
     train.add_argument("--device", help="default: cuda:LOCAL_RANK if available, else cpu")
-    train.add_argument("--log-every", type=int, default=10)
-    train.add_argument("--sample-every", type=int, help="default: a tenth of the run; 0: never")
-    train.add_argument("--checkpoint-every", type=int, help="default: a tenth of the run; 0: only at the end")
-    train.add_argument("--workers", type=int, help="data-loading processes (default: 4 on CUDA, 0 on the CPU)")
+    train.add_argument("--log-every", type=COUNT, default=10)
+    train.add_argument("--sample-every", type=INDEX, help="default: a tenth of the run; 0: never")
+    train.add_argument("--checkpoint-every", type=INDEX, help="default: a tenth of the run; 0: only at the end")
+    train.add_argument("--workers", type=INDEX, help="data-loading processes (default: 4 on CUDA, 0 on the CPU)")
     train.set_defaults(run=_train, parser=train)
 
     export = commands.add_parser("export", help="a run's EMA weights alone, in fp16: a small checkpoint for sampling")
@@ -439,17 +480,18 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--dtype", choices=("fp16", "bf16", "fp32"), default="fp16")
     export.set_defaults(run=_export, parser=export)
 
-    from genvs.sampling import SAMPLING_MODES
+    from genvs.sampling import MAX_CHURN, SAMPLING_MODES
 
     def orbit_options(command: argparse.ArgumentParser) -> None:
-        command.add_argument("--frames", type=int, default=24, help="frames of the orbit")
-        command.add_argument("--swing", type=float, default=10.0, help="elevation swing of the orbit, degrees")
+        command.add_argument("--frames", type=COUNT, default=24, help="frames of the orbit")
+        command.add_argument("--swing", type=number(float, at_least=-90, at_most=90), default=10.0,
+                             help="elevation swing of the orbit, degrees (-90..90; negative: down first)")
         command.add_argument("--mode", choices=SAMPLING_MODES, default="stochastic", help="sampling mode")
-        command.add_argument("--steps", type=int, default=25, help="sampler steps")
-        command.add_argument("--churn", type=float, default=0.4,
+        command.add_argument("--steps", type=COUNT, default=25, help="sampler steps")
+        command.add_argument("--churn", type=number(float, at_least=0, at_most=MAX_CHURN), default=0.4,
                              help="EDM's per-step churn gamma of --mode stochastic: sigma is raised to "
-                                  "(1 + churn) sigma before each step; 0..0.414")
-        command.add_argument("--seed", type=int, default=0)
+                                  "(1 + churn) sigma before each step; 0..0.4142 (sqrt(2) - 1)")
+        command.add_argument("--seed", type=INDEX, default=0)
 
     sample = commands.add_parser("sample", help="an orbit of novel views from one SRN-format view")
     sample.add_argument("--checkpoint", required=True, type=Path, help="a run folder or a step_*.json checkpoint")
@@ -474,43 +516,43 @@ def build_parser() -> argparse.ArgumentParser:
     evaluation.add_argument("--protocol", choices=sorted(PROTOCOLS), default="synthetic",
                             help="named protocol; the options below override its values")
     evaluation.add_argument("--split", choices=("test", "val"), help="held-out split")
-    evaluation.add_argument("--max-objects", type=int, help="first N objects of the split (0: all)")
-    evaluation.add_argument("--input-view", type=int, help="index of each object's input view (SRN cars: 64)")
-    evaluation.add_argument("--targets", type=int, help="target views spread over the others (0: all)")
-    evaluation.add_argument("--steps", type=int, help="sampler steps")
-    evaluation.add_argument("--seed", type=int)
-    evaluation.add_argument("--target-batch", type=int, help="targets sampled together")
-    evaluation.add_argument("--object-batch", type=int,
+    evaluation.add_argument("--max-objects", type=INDEX, help="first N objects of the split (0: all)")
+    evaluation.add_argument("--input-view", type=INDEX, help="index of each object's input view (SRN cars: 64)")
+    evaluation.add_argument("--targets", type=INDEX, help="target views spread over the others (0: all)")
+    evaluation.add_argument("--steps", type=COUNT, help="sampler steps")
+    evaluation.add_argument("--seed", type=INDEX)
+    evaluation.add_argument("--target-batch", type=COUNT, help="targets sampled together")
+    evaluation.add_argument("--object-batch", type=COUNT,
                             help="objects whose autoregressive trajectories are generated together (memory)")
-    evaluation.add_argument("--draws", type=int, help="samples per object for the attribute metrics (2 seeds)")
+    evaluation.add_argument("--draws", type=COUNT, help="samples per object for the attribute metrics (2 seeds)")
     evaluation.add_argument("--device", help=DEVICE_HELP)
     evaluation.add_argument("--no-lpips", action="store_true", help="skip LPIPS even if its weights are on disk")
     evaluation.add_argument("--probe", type=Path, help="attribute probe folder (default: the shipped one)")
     evaluation.add_argument("--no-attributes", action="store_true", help="skip the hidden-side attribute metrics")
-    evaluation.add_argument("--guided", type=float, nargs="+", default=[], metavar="W",
+    evaluation.add_argument("--guided", type=SCALE, nargs="+", default=[], metavar="W",
                             help="also score GeNVS sampled deterministically with classifier-free guidance scale W, "
                                  "a row 'guided w=W' each (1: the deterministic row; below 1 leans on the "
                                  "unconditional model, above on the condition)")
     evaluation.add_argument("--controlnet", type=Path, help="also score lesson 07's ControlNet route (its folder) on "
                             "the same condition and seeds")
     evaluation.add_argument("--controlnet-base", type=Path, default=SHIPPED_BASE, help="the ControlNet's base U-Net")
-    evaluation.add_argument("--guidance", type=float, default=GUIDANCE_SCALE,
+    evaluation.add_argument("--guidance", type=SCALE, default=GUIDANCE_SCALE,
                             help="the ControlNet route's classifier-free guidance scale")
     evaluation.set_defaults(run=_evaluate, parser=evaluation)
 
     probe = commands.add_parser("train-probe", help="train the attribute probe the evaluation reads attributes with")
     probe.add_argument("--data", required=True, type=Path, help="synthetic cars (make-data) with attributes.json")
     probe.add_argument("--out", type=Path, default=Path("data/checkpoints/probe"), help="folder for the probe")
-    probe.add_argument("--steps", type=int, help="training steps (default 600)")
-    probe.add_argument("--seed", type=int)
+    probe.add_argument("--steps", type=COUNT, help="training steps (default 600)")
+    probe.add_argument("--seed", type=INDEX)
     probe.set_defaults(run=_train_probe, parser=probe)
 
     def fit_options(command: argparse.ArgumentParser, default_steps: int) -> None:
         command.add_argument("--data", required=True, type=Path, help="SRN-format root (its cars_train/ is used)")
-        command.add_argument("--steps", type=int, default=default_steps, help="optimiser steps")
-        command.add_argument("--lr", type=float, help="peak learning rate")
-        command.add_argument("--batch-size", type=int, help="images (base) or objects (ControlNet) per step")
-        command.add_argument("--seed", type=int)
+        command.add_argument("--steps", type=COUNT, default=default_steps, help="optimiser steps")
+        command.add_argument("--lr", type=POSITIVE, help="peak learning rate")
+        command.add_argument("--batch-size", type=COUNT, help="images (base) or objects (ControlNet) per step")
+        command.add_argument("--seed", type=INDEX)
         command.add_argument("--device", help=DEVICE_HELP)
 
     base = commands.add_parser("train-base", help="train lesson 07's base U-Net (unconditional, diffusers)")
@@ -551,10 +593,11 @@ def build_parser() -> argparse.ArgumentParser:
     turntables.add_argument("--controlnet", type=Path, default=SHIPPED_CONTROLNET)
     turntables.add_argument("--multiview", type=Path, default=SHIPPED_MULTIVIEW)
     turntables.add_argument("--raycond", type=Path, default=SHIPPED_RAYCOND)
-    turntables.add_argument("--objects", type=int, default=8)
-    turntables.add_argument("--frames", type=int, default=12)
-    turntables.add_argument("--steps", type=int, default=25)
-    turntables.add_argument("--seed", type=int, default=0)
+    turntables.add_argument("--objects", type=COUNT, default=8)
+    turntables.add_argument("--frames", type=number(int, at_least=2), default=12,
+                            help="frames per orbit (consistency compares consecutive frames: at least 2)")
+    turntables.add_argument("--steps", type=COUNT, default=25)
+    turntables.add_argument("--seed", type=INDEX, default=0)
     turntables.add_argument("--device", help=DEVICE_HELP)
     turntables.add_argument("--out", type=Path, default=Path("outputs/turntables.json"))
     turntables.set_defaults(run=_turntables, parser=turntables)
@@ -563,38 +606,21 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", type=Path, default=Path("outputs/demo"))
     demo.add_argument("--preset", choices=sorted(TRAIN_PRESETS), default="lesson",
                       help="the model: a shipped checkpoint of this preset (data/checkpoints/PRESET), else trained here")
-    demo.add_argument("--objects", type=int, default=40)
-    demo.add_argument("--views", type=int, default=24)
-    demo.add_argument("--data-seed", type=int, default=1,
+    demo.add_argument("--objects", type=COUNT, default=40)
+    demo.add_argument("--views", type=COUNT, default=24)
+    demo.add_argument("--data-seed", type=INDEX, default=1,
                       help="seed of the synthetic cars (the shipped checkpoint was trained on seed 0's: these are new)")
-    demo.add_argument("--train-minutes", type=float, default=4.0, help="training time without a shipped checkpoint")
-    demo.add_argument("--train-steps", type=int, default=1000, help="length of the demo's training run")
+    demo.add_argument("--train-minutes", type=POSITIVE, default=4.0,
+                      help="training time without a shipped checkpoint")
+    demo.add_argument("--train-steps", type=COUNT, default=1000, help="length of the demo's training run")
     demo.add_argument("--device", help=DEVICE_HELP)
     orbit_options(demo)
     demo.set_defaults(run=_demo)
     return parser
 
 
-def _positive(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    for name in ("objects", "views", "size", "steps", "frames", "train_steps"):
-        value = getattr(args, name, None)
-        if value is not None and value < 1:
-            parser.error(f"--{name} must be a positive integer, got {value}")
-
-
-def _churn_in_range(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    from genvs.sampling import MAX_CHURN
-
-    churn = getattr(args, "churn", None)
-    if churn is not None and not 0 <= churn <= MAX_CHURN:
-        parser.error(f"--churn must be in [0, sqrt(2) - 1 = {MAX_CHURN:.4f}] (EDM's per-step gamma), got {churn}")
-
-
 def main(argv: list[str] | None = None) -> None:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    _positive(parser, args)
-    _churn_in_range(parser, args)
+    args = build_parser().parse_args(argv)
     args.run(args)
 
 

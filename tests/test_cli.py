@@ -1,6 +1,7 @@
 """End-to-end CLI: python -m genvs make-data | train | sample | evaluate | demo, run as a learner would."""
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -125,16 +126,76 @@ def test_sample_stops_on_broken_input_with_one_line_naming_the_file(smoke_run, t
     assert not (tmp_path / "orbit").exists()
 
 
-def test_churn_is_edms_per_step_gamma_and_out_of_range_is_refused(tmp_path):
-    """--churn is EDM's per-step gamma: 0..sqrt(2) - 1, refused outside (exit 2, one usage line) before any work."""
+def test_churn_is_edms_per_step_gamma_from_0_to_sqrt_2_minus_1():
     from genvs.__main__ import build_parser
 
-    assert build_parser().parse_args(["demo"]).churn == 0.4
-    for churn in ("0.5", "-0.1"):
-        result = _run("demo", "--out", str(tmp_path / "demo"), "--churn", churn)
-        assert result.returncode == 2 and f"--churn must be in [0, sqrt(2) - 1 = 0.4142] (EDM's per-step gamma), got " \
-            f"{float(churn)}" in result.stderr, result.stderr
-    assert not (tmp_path / "demo").exists()
+    parser = build_parser()
+    assert parser.parse_args(["demo"]).churn == 0.4
+    for churn in (0.0, math.sqrt(2) - 1):  # EDM: gamma <= sqrt(2) - 1 keeps the raised sigma below sqrt(2) sigma
+        assert parser.parse_args(["demo", "--churn", repr(churn)]).churn == churn
+
+
+OUT_OF_RANGE = {  # arguments: the line that refuses them
+    ("make-data", "--out", "cars", "--size", "3"): "argument --size: must be an integer in [16, 1024], got 3",
+    ("make-data", "--out", "cars", "--objects", "many"): "argument --objects: must be an integer >= 1, got 'many'",
+    ("make-data", "--out", "cars", "--seed", "-1"): "argument --seed: must be an integer >= 0, got -1",
+    ("train", "--data", "cars", "--preset", "smoke", "--out", "run", "--steps", "0"):
+        "argument --steps: must be an integer >= 1, got 0",
+    ("train", "--data", "cars", "--preset", "smoke", "--out", "run", "--steps", "2", "--log-every", "0"):
+        "argument --log-every: must be an integer >= 1, got 0",
+    ("demo", "--frames", "0"): "argument --frames: must be an integer >= 1, got 0",
+    ("demo", "--churn", "0.5"): f"argument --churn: must be a number in [0, {math.sqrt(2) - 1:g}], got 0.5",
+    ("demo", "--churn", "-0.1"): f"argument --churn: must be a number in [0, {math.sqrt(2) - 1:g}], got -0.1",
+    ("demo", "--train-minutes", "nan"): "argument --train-minutes: must be a number > 0, got nan",
+    ("demo", "--swing", "120"): "argument --swing: must be a number in [-90, 90], got 120",
+    ("sample", "--checkpoint", "run", "--image", "car.png", "--pose", "p.txt", "--intrinsics", "i.txt", "--frames", "0"):
+        "argument --frames: must be an integer >= 1, got 0",
+    ("evaluate", "--checkpoint", "run", "--data", "cars", "--guided", "1", "-0.5"):
+        "argument --guided: must be a number >= 0, got -0.5",
+    ("evaluate", "--checkpoint", "run", "--data", "cars", "--guidance", "-1"):
+        "argument --guidance: must be a number >= 0, got -1",
+    ("evaluate", "--checkpoint", "run", "--data", "cars", "--target-batch", "0"):
+        "argument --target-batch: must be an integer >= 1, got 0",
+    ("train-base", "--data", "cars", "--batch-size", "0"): "argument --batch-size: must be an integer >= 1, got 0",
+    ("train-controlnet", "--data", "cars", "--lr", "0"): "argument --lr: must be a number > 0, got 0",
+    ("turntables", "--frames", "1"): "argument --frames: must be an integer >= 2, got 1",
+}
+
+
+@pytest.mark.parametrize("arguments", list(OUT_OF_RANGE), ids=[" ".join(args[:1] + args[-2:]) for args in OUT_OF_RANGE])
+def test_a_number_out_of_its_range_is_refused_with_one_line_naming_the_flag_and_the_range(arguments, tmp_path,
+                                                                                          monkeypatch, capsys):
+    from genvs.__main__ import main
+
+    monkeypatch.chdir(tmp_path)  # relative --out folders land here, if anything were written
+    with pytest.raises(SystemExit) as stop:
+        main(list(arguments))
+    assert stop.value.code == 2
+    assert capsys.readouterr().err.splitlines() == [f"error: {OUT_OF_RANGE[arguments]} "
+                                                    f"(see: python -m genvs {arguments[0]} --help)"]
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_every_numeric_option_of_every_command_has_a_range():
+    """Each option that parses a number refuses -1e30 and nan as out of range: none is a bare int or float."""
+    import argparse
+
+    from genvs.__main__ import build_parser
+
+    commands = next(action for action in build_parser()._actions if isinstance(action, argparse._SubParsersAction))
+    numeric = [(f"{name} {action.option_strings[0]}", action) for name, parser in commands.choices.items()
+               for action in parser._actions if action.option_strings and action.type not in (None, Path, str)]
+    assert len(numeric) > 40
+    for option, action in numeric:
+        for value in ("-1e30", "nan"):
+            try:
+                action.type(value)
+            except argparse.ArgumentTypeError as error:
+                assert str(error).startswith("must be "), (option, error)
+            except ValueError as error:
+                pytest.fail(f"{option} {value}: a bare type's error ({error}), no range")
+            else:
+                pytest.fail(f"{option} accepts {value}")
 
 
 def test_export_then_evaluate_writes_every_result_and_says_why_lpips_was_skipped(tmp_path):
@@ -169,9 +230,6 @@ def test_export_then_evaluate_writes_every_result_and_says_why_lpips_was_skipped
     result = _run("evaluate", "--checkpoint", str(tmp_path / "run"), "--data", str(data), "--input-view", "9",
                   "--out", str(tmp_path / "eval2"))
     assert result.returncode == 2 and "has 5 views, no input view 9" in result.stderr
-    result = _run("evaluate", "--checkpoint", str(tmp_path / "run"), "--data", str(data), "--guided", "-1",
-                  "--out", str(tmp_path / "eval4"))
-    assert result.returncode == 2 and "--guided: guidance scales must be >= 0, got [-1.0]" in result.stderr
     result = _run("evaluate", "--checkpoint", str(tmp_path / "run"), "--data", str(data), "--out", str(tmp_path / "eval3"),
                   "--protocol", "smoke", "--steps", "1", "--no-attributes", "--no-lpips")
     assert result.returncode == 0 and "attribute metrics skipped: not asked for" in result.stdout, result.stderr
@@ -235,13 +293,18 @@ def test_lesson_08s_routes_train_and_their_turntables_are_scored(smoke_run, tmp_
     assert "multiview_chunked" in result.stdout
 
 
-def test_bad_arguments_get_clear_errors(tmp_path):
-    result = _run("make-data", "--out", str(tmp_path), "--objects", "0")
-    assert result.returncode == 2 and "--objects must be a positive integer" in result.stderr
-    result = _run("make-data", "--objects", "3")
-    assert result.returncode == 2 and "--out" in result.stderr
-    result = _run("fly")
-    assert result.returncode == 2 and "invalid choice" in result.stderr
+def test_bad_arguments_get_one_line_and_exit_status_2_from_the_real_command(tmp_path, capsys):
+    result = _run("make-data", "--out", str(tmp_path), "--objects", "0")  # as a learner types it
+    assert result.returncode == 2 and result.stderr.splitlines() == [
+        "error: argument --objects: must be an integer >= 1, got 0 (see: python -m genvs make-data --help)"]
+    from genvs.__main__ import main
+
+    for arguments, message in ((["make-data", "--objects", "3"], "the following arguments are required: --out"),
+                               (["fly"], "argument command: invalid choice: 'fly'")):
+        with pytest.raises(SystemExit) as stop:
+            main(arguments)
+        lines = capsys.readouterr().err.splitlines()
+        assert stop.value.code == 2 and len(lines) == 1 and lines[0].startswith(f"error: {message}"), lines
 
 
 def test_train_runs_resumes_and_explains_bad_input(tmp_path):
@@ -265,7 +328,7 @@ def test_train_runs_resumes_and_explains_bad_input(tmp_path):
         ("--preset", "huge"): "invalid choice: 'huge'",
         ("--set", "lr=1"): "unknown config key 'lr'",
         ("--set", "lr_field"): "expected key=value",
-        ("--steps", "0"): "--steps must be a positive integer",
+        ("--steps", "0"): "argument --steps: must be an integer >= 1, got 0",
         ("--init", str(tmp_path / "nowhere")): "no such checkpoint file or run folder",
     }
     required = {"--data": str(data), "--preset": "smoke", "--steps": "1", "--out": str(tmp_path / "other")}
