@@ -26,6 +26,10 @@ channels of ones). The seed reimplementation used uniform noise instead.
 from __future__ import annotations
 
 import dataclasses
+import importlib
+import importlib.util
+import sys
+import types
 import warnings
 from dataclasses import dataclass
 from typing import Protocol, Sequence
@@ -37,9 +41,31 @@ from genvs.config import from_preset
 from genvs.metrics import high_frequency_energy
 from genvs.seeding import draw, seeded_rng
 
-with warnings.catch_warnings():  # clip-anytorch, imported by k-diffusion, warns about pkg_resources
-    warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
-    import k_diffusion as K
+
+def _import_k_diffusion():
+    """``import k_diffusion``, whatever setuptools is installed.
+
+    k-diffusion imports clip-anytorch, whose one use of setuptools is ``from pkg_resources import packaging``
+    (to compare torch versions). setuptools 82 removed ``pkg_resources``; where it is missing, a module that holds
+    just ``packaging`` stands in for it during this import and is removed afterwards, so genvs needs no
+    particular setuptools (Colab's stays). Where ``pkg_resources`` exists, its deprecation warning is silenced.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
+        if importlib.util.find_spec("pkg_resources") is not None:  # setuptools < 82
+            return importlib.import_module("k_diffusion")
+        import packaging.version
+
+        stand_in = types.ModuleType("pkg_resources")
+        stand_in.packaging = packaging
+        sys.modules["pkg_resources"] = stand_in
+        try:
+            return importlib.import_module("k_diffusion")
+        finally:
+            del sys.modules["pkg_resources"]
+
+
+K = _import_k_diffusion()
 
 __all__ = [
     "DenoiserConfig",
