@@ -61,7 +61,7 @@ def number(kind: type, at_least: float | None = None, at_most: float | None = No
                   f"<= {at_most:g}" if at_most is not None else ""]
         allowed = " ".join([noun, *filter(None, bounds)])
 
-    def parse(text: str):
+    def parse(text: str) -> float:
         try:
             value = kind(text)
         except ValueError:
@@ -71,7 +71,6 @@ def number(kind: type, at_least: float | None = None, at_most: float | None = No
             raise argparse.ArgumentTypeError(f"must be {allowed}, got {text}")
         return value
 
-    parse.__name__ = allowed  # argparse names the type in its own messages
     return parse
 
 
