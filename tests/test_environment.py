@@ -38,18 +38,6 @@ def _constraints() -> dict[str, str]:
     return pins
 
 
-def _environment_yml_pip_lines() -> list[str]:
-    lines = (ROOT / "environment.yml").read_text().splitlines()
-    start = next(i for i, line in enumerate(lines) if line.strip() == "- pip:")
-    items = []
-    for line in lines[start + 1:]:
-        item = line.strip()
-        if not item.startswith("- "):
-            break
-        items.append(item[2:].strip())
-    return items
-
-
 def test_pyproject_declares_ranges_not_pins():
     # `pip install genvs` beside Colab's own torch must replace nothing that satisfies a range.
     pinned = [str(req) for req in _pyproject_requirements() if any(s.operator in ("==", "===") for s in req.specifier)]

@@ -20,7 +20,9 @@ LESSON = ROOT / "notebooks" / "00_setup_and_data.ipynb"
 COLAB = ("numpy", "torch", "torchvision", "ipykernel", "nbclient", "nbformat")  # what Colab has before genvs
 
 RUN_LESSON = textwrap.dedent("""
-    import json, sys, time
+    import sys, time
+    from pathlib import Path
+
     import nbformat
     from nbclient import NotebookClient
 
@@ -33,7 +35,7 @@ RUN_LESSON = textwrap.dedent("""
     notebook.cells = [first, *notebook.cells, last]
     start = time.perf_counter()
     NotebookClient(notebook, kernel_name="python3", timeout=900,
-                   resources={"metadata": {"path": str(__import__("pathlib").Path(lesson).parent)}}).execute()
+                   resources={"metadata": {"path": str(Path(lesson).parent)}}).execute()
     print(f"lesson ran in {time.perf_counter() - start:.1f} s")
     nbformat.write(notebook, out)
 """)
