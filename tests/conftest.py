@@ -1,7 +1,12 @@
 """Shared test set-up."""
 
+from pathlib import Path
+
 import pytest
 import torch
+from packaging.utils import canonicalize_name
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -16,3 +21,18 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="session")
+def constraints() -> dict[str, str]:
+    """``{canonical name: pinned version}`` of constraints.txt (every line ``name==version``)."""
+    pins = {}
+    for line in (ROOT / "constraints.txt").read_text().splitlines():
+        line = line.split("#")[0].strip()
+        if not line:
+            continue
+        name, _, pinned = line.partition("==")
+        assert pinned and not set(pinned) & set("<>=!~*; "), f"constraints.txt: {line!r} is not name==version"
+        assert canonicalize_name(name) not in pins, f"constraints.txt: {name} twice"
+        pins[canonicalize_name(name)] = pinned
+    return pins

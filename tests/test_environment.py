@@ -24,28 +24,14 @@ def _pyproject_requirements() -> list[Requirement]:
     return [Requirement(req) for req in project["dependencies"] + extras]
 
 
-def _constraints() -> dict[str, str]:
-    """``{canonical name: pinned version}`` of constraints.txt (every line ``name==version``)."""
-    pins = {}
-    for line in (ROOT / "constraints.txt").read_text().splitlines():
-        line = line.split("#")[0].strip()
-        if not line:
-            continue
-        name, _, pinned = line.partition("==")
-        assert pinned and not set(pinned) & set("<>=!~*; "), f"constraints.txt: {line!r} is not name==version"
-        assert canonicalize_name(name) not in pins, f"constraints.txt: {name} twice"
-        pins[canonicalize_name(name)] = pinned
-    return pins
-
-
 def test_pyproject_declares_ranges_not_pins():
     # `pip install genvs` beside Colab's own torch must replace nothing that satisfies a range.
     pinned = [str(req) for req in _pyproject_requirements() if any(s.operator in ("==", "===") for s in req.specifier)]
     assert pinned == []
 
 
-def test_every_dependency_is_pinned_inside_its_range():
-    pins = _constraints()
+def test_every_dependency_is_pinned_inside_its_range(constraints):
+    pins = constraints
     for req in _pyproject_requirements():
         name = canonicalize_name(req.name)
         assert name in pins, f"{req.name} is a dependency in pyproject.toml but has no pin in constraints.txt"
@@ -53,8 +39,8 @@ def test_every_dependency_is_pinned_inside_its_range():
             f"constraints.txt pins {req.name}=={pins[name]}, outside pyproject.toml's range {req}"
 
 
-def test_installed_versions_are_the_constraints():
-    pins = _constraints()
+def test_installed_versions_are_the_constraints(constraints):
+    pins = constraints
     for req in _pyproject_requirements():
         pinned = pins[canonicalize_name(req.name)]
         try:
@@ -90,12 +76,12 @@ def test_the_readme_installs_a_conda_environment_as_make_install_does():
     assert conda in (ROOT / "README.md").read_text()
 
 
-def test_the_numpy_override_is_still_needed_and_admits_the_pinned_numpy():
+def test_the_numpy_override_is_still_needed_and_admits_the_pinned_numpy(constraints):
     """dctorch declares numpy<2 (so without overrides.txt numpy 2 cannot install); the override admits the pin."""
     from importlib.metadata import requires
 
     declared = next(Requirement(line) for line in requires("dctorch") if Requirement(line).name == "numpy")
-    pinned = _constraints()["numpy"]
+    pinned = constraints["numpy"]
     assert not declared.specifier.contains(pinned), f"dctorch now allows numpy {pinned}: drop overrides.txt's line"
     overrides = [Requirement(line) for line in (ROOT / "overrides.txt").read_text().splitlines()
                  if line.strip() and not line.startswith("#")]
@@ -126,11 +112,11 @@ def test_dctorch_computes_the_orthonormal_dct_on_the_installed_numpy():
         np.testing.assert_allclose(function(x).numpy(), expected, rtol=1e-10, atol=1e-12, err_msg=function.__name__)
 
 
-def test_torch_and_torchvision_are_the_pinned_matching_pair():
+def test_torch_and_torchvision_are_the_pinned_matching_pair(constraints):
     import torch
     import torchvision
 
-    pins = _constraints()
+    pins = constraints
     assert torch.__version__.split("+")[0] == pins["torch"]
     assert torchvision.__version__.split("+")[0] == pins["torchvision"]
     # The compiled operator that fails to load when the pair does not match.

@@ -50,11 +50,6 @@ def _index_reachable() -> bool:
         return False
 
 
-def _pins() -> dict[str, str]:
-    lines = (ROOT / "constraints.txt").read_text().splitlines()
-    return dict(line.split("==") for line in lines if line and not line.startswith("#"))
-
-
 def _installed(python: Path) -> dict[str, str]:
     """``{name: version}`` of what ``python``'s environment holds, as uv lists it."""
     listing = subprocess.run([str(UV), "pip", "list", "--python", str(python), "--format", "json"],
@@ -68,14 +63,14 @@ def _outputs_text(notebook: dict) -> str:
 
 
 @pytest.mark.skipif(not UV.exists(), reason="uv is not in this environment: make install puts it in .venv")
-def test_the_colab_cell_installs_genvs_beside_numpy_2_and_torch_and_lesson_00_runs_without_a_restart(tmp_path):
+def test_the_colab_cell_installs_genvs_beside_numpy_2_and_torch_and_lesson_00_runs_without_a_restart(
+        tmp_path, constraints):
     if not _index_reachable():
         pytest.skip("the package index cannot be reached: a fresh environment cannot be built here")
     colab, python = tmp_path / "colab", tmp_path / "colab" / "bin" / "python"
     subprocess.run([sys.executable, "-m", "venv", str(colab)], check=True)
-    pins = _pins()
     subprocess.run([str(UV), "pip", "install", "--quiet", "--python", str(python),
-                    *[f"{name}=={pins[name]}" for name in COLAB]], check=True)
+                    *[f"{name}=={constraints[name]}" for name in COLAB]], check=True)
     before = _installed(python)
     assert before["numpy"].startswith("2.") and "genvs" not in before
 
