@@ -13,7 +13,8 @@ import time
 
 from common import write_result
 
-from genvs.data.synthetic import SUPERSAMPLE, make_dataset
+from genvs.data.cars import SUPERSAMPLE
+from genvs.data.synthetic import make_dataset
 
 N_OBJECTS, N_VIEWS = 10, 20
 IMAGE_SIZES = (64, 128)

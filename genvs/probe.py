@@ -38,8 +38,8 @@ from tqdm.auto import tqdm
 
 from genvs.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint, save_checkpoint
 from genvs.data.srn import SRNDataset, SRNFormatError, read_pose
-from genvs.data.synthetic import (ATTRIBUTES, MANIFEST_NAME, read_attributes, render_car, sample_car_params,
-                                  srn_intrinsics)
+from genvs.data.cars import ATTRIBUTES, render_car, sample_car_params
+from genvs.data.synthetic import MANIFEST_NAME, read_attributes, srn_intrinsics
 
 __all__ = ["ProbeConfig", "AttributeProbe", "attribute_views", "dataset_seed", "car_of", "blended_views", "train_probe",
            "probe_accuracy", "blend_confidence", "save_probe", "load_probe", "shipped_probe", "SHIPPED_PROBE"]
@@ -155,7 +155,7 @@ def dataset_seed(root: str | Path) -> int:
 
 
 def car_of(folder: Path, seed: int):
-    """The :class:`genvs.data.synthetic.CarParams` that ``make_dataset`` drew for object folder ``car_NNNNN``."""
+    """The :class:`genvs.data.cars.CarParams` that ``make_dataset`` drew for object folder ``car_NNNNN``."""
     car = sample_car_params(np.random.default_rng([seed, int(folder.name.split("_")[-1])]))
     if car.attributes() != read_attributes(folder)["attributes"]:
         raise SRNFormatError(f"{folder}: its attributes.json does not match the car make_dataset draws for it with "
@@ -186,7 +186,7 @@ def blended_views(root: str | Path, views: dict, n_blends: int, seed: int, image
 
     Blend ``b`` takes a random view of ``views`` (:func:`attribute_views`) that shows some attribute, one such
     attribute ``a`` at random, weights ``w ~ Dirichlet(1, ..., 1)`` over ``a``'s values, and renders
-    ``x = sum_v w_v render(car with a = v)`` (:func:`genvs.data.synthetic.render_car` at ``image_size``); its
+    ``x = sum_v w_v render(car with a = v)`` (:func:`genvs.data.cars.render_car` at ``image_size``); its
     target for ``a`` is ``w``, for the other attributes their true value (one-hot).
 
     Args:

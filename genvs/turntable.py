@@ -33,8 +33,8 @@ from tqdm.auto import tqdm
 from genvs.cameras import pixel_rays, trajectory_from
 from genvs.controlnet import GUIDANCE_SCALE
 from genvs.data.srn import SRNDataset
-from genvs.data.synthetic import (VISIBLE_FRACTION, attribute_coverage, car_primitives, cast_rays, read_attributes,
-                                  render_car)
+from genvs.data.cars import VISIBLE_FRACTION, attribute_coverage, car_primitives, cast_rays, render_car
+from genvs.data.synthetic import read_attributes
 from genvs.metrics import detail_score, psnr, reprojection_consistency, ssim
 from genvs.multiview import ORBIT_MODES, generate_orbit
 from genvs.probe import AttributeProbe, car_of, dataset_seed
@@ -87,7 +87,7 @@ def true_orbit(folder: str | Path, seed: int, K_cam: Tensor, c2w: Tensor, image_
     Returns:
         ``images [N, 3, H, W]`` in [-1, 1] (as the dataset's views are rendered), ``depth [N, H, W]`` (camera depth
         of the ray through each pixel centre, 0 where it misses), ``opacity [N, H, W]`` (1 where it hits) and
-        ``shows {attribute: [N] bool}`` (coverage >= :data:`genvs.data.synthetic.VISIBLE_FRACTION`).
+        ``shows {attribute: [N] bool}`` (coverage >= :data:`genvs.data.cars.VISIBLE_FRACTION`).
     """
     car = car_of(Path(folder), seed)
     rgb, _ = render_car(car, K_cam, c2w, image_size, image_size)

@@ -103,7 +103,8 @@ def test_detail_score_is_one_for_the_truth_and_lower_for_noise_blur_and_a_flat_i
     # The known faults of lesson 06 on a true view of a synthetic car: noise must not pass for detail.
     import numpy as np
 
-    from genvs.data.synthetic import hemisphere_poses, render_car, sample_car_params, srn_intrinsics
+    from genvs.data.cars import render_car, sample_car_params
+    from genvs.data.synthetic import hemisphere_poses, srn_intrinsics
 
     rng = np.random.default_rng([0, 0])
     rgb, _ = render_car(sample_car_params(rng), srn_intrinsics(64), hemisphere_poses(rng, 1)[0], 64, 64)

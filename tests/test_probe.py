@@ -5,7 +5,8 @@ import torch
 
 from genvs.checkpoint import CheckpointError
 from genvs.data.srn import SRNFormatError
-from genvs.data.synthetic import ATTRIBUTES, make_dataset
+from genvs.data.cars import ATTRIBUTES
+from genvs.data.synthetic import make_dataset
 from genvs.probe import (AttributeProbe, ProbeConfig, _masked_cross_entropy, attribute_views, blend_confidence,
                          blended_views, load_probe, probe_accuracy, save_probe, shipped_probe, train_probe)
 

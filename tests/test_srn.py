@@ -6,9 +6,10 @@ import pytest
 import torch
 from PIL import Image
 
-from genvs.cameras import project
+from genvs.cameras import make_intrinsics, project, spherical_to_c2w
 from genvs.data import SRNDataset, SRNFormatError, srn_fixture_dir
-from genvs.data.srn import read_pose, read_view
+from genvs.data.srn import (read_image, read_intrinsics, read_pose, read_view, write_image, write_intrinsics,
+                             write_pose)
 from genvs.data.synthetic import make_dataset
 
 SAMPLE = srn_fixture_dir()
@@ -300,3 +301,38 @@ def test_a_camera_that_does_not_see_the_origin_within_the_depth_range_is_refused
     read_view(image, pose, intrinsics)  # a valid pose: without a depth range nothing is checked
     with pytest.raises(SRNFormatError, match=rf"pose\.txt: .*{problem}"):
         read_view(image, pose, intrinsics, depth_range=(0.8, 1.8))
+
+
+def test_written_intrinsics_read_back_as_the_same_k_and_size(tmp_path):
+    K = make_intrinsics(32.8125, 20.0, 12.5)  # 6 decimals or fewer: exact in the file
+    write_intrinsics(tmp_path / "intrinsics.txt", K, 24, 40)
+    assert (tmp_path / "intrinsics.txt").read_text() == "32.812500 20.000000 12.500000 0.\n0. 0. 0.\n1.\n24 40\n"
+    read_K, size = read_intrinsics(tmp_path / "intrinsics.txt")
+    assert torch.equal(read_K, K) and size == (24, 40)
+    non_square_pixels = K.clone()
+    non_square_pixels[1, 1] = 31.0
+    with pytest.raises(ValueError, match="one focal length"):
+        write_intrinsics(tmp_path / "other.txt", non_square_pixels, 24, 40)
+
+
+def test_a_written_float32_pose_reads_back_bit_for_bit(tmp_path):
+    c2w = spherical_to_c2w(torch.tensor(0.7), torch.tensor(0.4), 1.3)
+    assert c2w.dtype == torch.float32
+    write_pose(tmp_path / "000000.txt", c2w)
+    assert torch.equal(read_pose(tmp_path / "000000.txt"), c2w)
+
+
+def test_a_written_image_reads_back_composited_on_white(tmp_path):
+    generator = torch.Generator().manual_seed(0)
+    rgb = torch.randint(0, 256, (8, 8, 3), generator=generator) / 255.0
+    alpha = torch.ones(8, 8)
+    alpha[:2] = 0.0  # background: white, whatever rgb says there
+    rgb[:2] = 1.0
+    write_image(tmp_path / "opaque.png", rgb, alpha)
+    torch.testing.assert_close(read_image(tmp_path / "opaque.png"), rgb.permute(2, 0, 1) * 2 - 1, atol=1e-6, rtol=0)
+    # Edge pixels, partly covered: C = c a + (1 - a) comes back to 8-bit rounding.
+    coverage = torch.rand(8, 8, generator=generator)
+    composited = rgb * coverage[..., None] + (1 - coverage[..., None])
+    write_image(tmp_path / "edges.png", composited, coverage)
+    torch.testing.assert_close(read_image(tmp_path / "edges.png"), composited.permute(2, 0, 1) * 2 - 1,
+                               atol=1 / 255 + 1e-5, rtol=0)

@@ -11,6 +11,16 @@ Layout, one folder per object::
 deterministically from the sorted object ids), or a folder holding ``*_train``, ``*_val`` and
 ``*_test`` split folders (SRN's ``cars_train`` / ``cars_val`` / ``cars_test``).
 Poses are returned exactly as in the files: no axis flips.
+
+Writing (:func:`write_intrinsics`, :func:`write_pose`, :func:`write_image`) is the readers' inverse: what is
+written reads back as the same ``K``, the same float32 pose and the same image to 8-bit rounding. PNGs are
+written RGBA with straight (not premultiplied) colour, as PNG specifies::
+
+    c = (C - (1 - a)) / a   where a > 0, else 1 (white)
+
+so compositing on white, ``c * a + (1 - a)``, gives back ``C`` (to 8-bit rounding: ``c`` is computed from
+the 8-bit alpha), which is what :func:`read_image` does. Pixels fully covered (``a = 1``) and background
+pixels (``a = 0``) have ``c = C``; only edge pixels differ between "drop alpha" and "composite on white".
 """
 
 from __future__ import annotations
@@ -28,7 +38,7 @@ from torch import Tensor
 from genvs.cameras import make_intrinsics, project, rescale_intrinsics
 
 __all__ = ["SRNFormatError", "SRNObject", "SRNDataset", "read_pose", "read_intrinsics", "read_image", "read_view",
-           "require_views", "find_objects"]
+           "require_views", "find_objects", "write_intrinsics", "write_pose", "write_image"]
 
 SPLITS = ("train", "val", "test")
 
@@ -371,3 +381,53 @@ def _read_floats(path: Path) -> Tensor:
         return torch.tensor([float(value) for value in path.read_text().split()], dtype=torch.float32)
     except ValueError as error:
         raise SRNFormatError(f"{path}: expected numbers only ({error})") from None
+
+
+def write_intrinsics(path: Path, K: Tensor, height: int, width: int) -> None:
+    """Write an object-level ``intrinsics.txt``; :func:`read_intrinsics` reads back ``K`` (6 decimals) and ``(H, W)``.
+
+    Format: ``f cx cy 0.`` with 6 decimals, then ``0. 0. 0.``, ``1.`` and ``H W``. The file holds one focal
+    length and no skew, so ``K`` must have ``fx = fy`` and a zero skew.
+
+    Args:
+        K: ``[3, 3]`` intrinsics in pixels of an ``height x width`` image.
+    """
+    focal, cx, cy = float(K[0, 0]), float(K[0, 2]), float(K[1, 2])
+    if float(K[1, 1]) != focal or float(K[0, 1]) != 0.0:
+        raise ValueError(f"intrinsics.txt holds one focal length and no skew; K has fx {focal}, fy {float(K[1, 1])}, "
+                         f"skew {float(K[0, 1])}")
+    Path(path).write_text(f"{focal:f} {cx:f} {cy:f} 0.\n0. 0. 0.\n1.\n{height} {width}\n")
+
+
+def write_pose(path: Path, c2w: Tensor) -> None:
+    """Write a camera-to-world pose ``c2w [4, 4]`` as :func:`read_pose` reads it: 16 floats on one line,
+    row-major, each value printed exactly (as SRN does), so a float32 pose reads back bit for bit."""
+    Path(path).write_text(" ".join(repr(float(value)) for value in c2w.reshape(-1).tolist()) + "\n")
+
+
+def write_image(path: Path, rgb: Tensor, alpha: Tensor) -> None:
+    """Write an image composited on white and its coverage as an 8-bit RGBA PNG with straight colour (module docstring).
+
+    :func:`read_image` reads back ``rgb`` (as ``[3, H, W]`` in [-1, 1]) to 8-bit rounding.
+
+    Args:
+        rgb: ``C [H, W, 3]`` in [0, 1], composited on white; alpha: ``a [H, W]`` coverage in [0, 1].
+    """
+    Image.fromarray(_straight_rgba(rgb, alpha)).save(path)
+
+
+def _straight_rgba(rgb: Tensor, alpha: Tensor) -> np.ndarray:
+    """8-bit RGBA with straight colour ``c = (C - (1 - a)) / a`` (white where ``a = 0``).
+
+    ``c`` is computed from the 8-bit alpha, so ``c * a + (1 - a)`` matches ``C`` to 8-bit rounding.
+
+    Args:
+        rgb: ``[H, W, 3]`` image composited on white; alpha: ``[H, W]`` coverage.
+    Returns:
+        ``[H, W, 4]`` uint8 array.
+    """
+    alpha_8bit = torch.round(alpha * 255.0)
+    a = (alpha_8bit / 255.0)[..., None]
+    straight = torch.where(a > 0, (rgb - (1.0 - a)) / a.clamp(min=1.0 / 255.0), 1.0).clamp(0.0, 1.0)
+    rgba = torch.cat([torch.round(straight * 255.0), alpha_8bit[..., None]], dim=-1)
+    return rgba.to(torch.uint8).numpy()
