@@ -1,0 +1,120 @@
+"""``train``, ``export`` and ``train-probe``: fitting GeNVS (one process or under torchrun), shipping its EMA
+weights, and fitting the attribute probe the evaluation reads hidden sides with."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from genvs.artefacts import shipped_path
+from genvs.cli.options import COUNT, INDEX, TRAIN_PRESETS, InputError
+
+__all__ = ["add_commands"]
+
+DTYPES = ("fp16", "bf16", "fp32")
+"""``export --dtype`` choices."""
+
+
+def add_commands(commands: argparse._SubParsersAction) -> None:
+    """Register ``train``, ``export`` and ``train-probe``."""
+    train = commands.add_parser("train", help="train GeNVS on SRN-format data (one process, or under torchrun)")
+    train.add_argument("--data", required=True, type=Path, help="SRN-format root (cars_train/ ...)")
+    train.add_argument("--preset", required=True, choices=TRAIN_PRESETS, help="training preset")
+    train.add_argument("--steps", required=True, type=COUNT, help="optimiser steps of the whole run")
+    train.add_argument("--out", required=True, type=Path, help="run folder: checkpoints, log.csv, samples/")
+    train.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint")
+    train.add_argument("--init", type=Path, help="start from this run's model weights (staged training)")
+    train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a config value, e.g. lr_denoiser=1e-5 or model.denoiser.dropout=0.1")
+    train.add_argument("--device", help="default: cuda:LOCAL_RANK if available, else cpu")
+    train.add_argument("--log-every", type=COUNT, default=10)
+    train.add_argument("--sample-every", type=INDEX, help="default: a tenth of the run; 0: never")
+    train.add_argument("--checkpoint-every", type=INDEX, help="default: a tenth of the run; 0: only at the end")
+    train.add_argument("--workers", type=INDEX, help="data-loading processes (default: 4 on CUDA, 0 on the CPU)")
+    train.set_defaults(run=train_command)
+
+    export = commands.add_parser("export", help="a run's EMA weights alone, in fp16: a small checkpoint for sampling")
+    export.add_argument("--checkpoint", required=True, type=Path, help="a run folder or a step_*.json checkpoint")
+    export.add_argument("--out", required=True, type=Path, help="folder to write the exported checkpoint into")
+    export.add_argument("--dtype", choices=DTYPES, default="fp16")
+    export.set_defaults(run=export_command)
+
+    probe = commands.add_parser("train-probe", help="train the attribute probe the evaluation reads attributes with")
+    probe.add_argument("--data", required=True, type=Path, help="synthetic cars (make-data) with attributes.json")
+    probe.add_argument("--out", type=Path, default=shipped_path("probe"),
+                       help="folder for the probe (default: the shipped one, probe)")
+    probe.add_argument("--steps", type=COUNT, help="training steps (default 600)")
+    probe.add_argument("--seed", type=INDEX)
+    probe.set_defaults(run=train_probe_command)
+
+
+def overrides(pairs: list[str]) -> dict[str, str]:
+    """``--set key=value`` pairs as a dict.
+
+    Raises:
+        InputError: a pair without ``=`` or without a key.
+    """
+    chosen = {}
+    for pair in pairs:
+        key, equals, value = pair.partition("=")
+        if not equals or not key:
+            raise InputError(f"--set {pair!r}: expected key=value, e.g. --set lr_denoiser=1e-5")
+        chosen[key.strip()] = value
+    return chosen
+
+
+def train_command(args: argparse.Namespace) -> None:
+    """Build the config and the trainer, then train; a stop (Ctrl-C) leaves a checkpoint to ``--resume`` from."""
+    from genvs.config import with_overrides
+    from genvs.training import PRESETS, Trainer
+
+    if not args.data.is_dir():
+        raise InputError(f"--data {args.data}: no such folder. Point it at SRN-format data (cars_train/, cars_val/, "
+                         f"...) or make synthetic cars first: python -m genvs make-data --out {args.data}")
+    config = with_overrides(PRESETS[args.preset], overrides(args.set))
+    trainer = Trainer(config, args.data, args.out, args.steps, resume=args.resume, init=args.init,
+                      device=args.device, log_every=args.log_every, sample_every=args.sample_every,
+                      checkpoint_every=args.checkpoint_every, workers=args.workers)
+    start = trainer.step
+    try:
+        records = trainer.run()
+    except KeyboardInterrupt:
+        sys.exit(f"stopped at step {trainer.step}, checkpoint saved; continue with the same command and --resume")
+    except FloatingPointError as error:
+        sys.exit(str(error))
+    finally:
+        trainer.close()
+    if trainer.rank == 0 and records:
+        seconds = sum(record["seconds"] for record in records)
+        print(f"trained steps {start}..{trainer.step} in {seconds:.1f} s of training "
+              f"({(trainer.step - start) / seconds:.2f} steps/s, {records[-1]['images_per_s']:.1f} target images/s); "
+              f"final loss {records[-1]['loss']:.4f}")
+        print(f"run folder: {args.out} (log.csv, samples/, checkpoints)")
+
+
+def export_command(args: argparse.Namespace) -> None:
+    """The EMA weights of a run, in ``--dtype``, as a small checkpoint to ship or share."""
+    import torch
+
+    from genvs.training import export_model
+
+    dtype = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}[args.dtype]
+    path = export_model(args.checkpoint, args.out, dtype=dtype)
+    tensors = path.with_suffix(".safetensors")
+    print(f"wrote {path} and {tensors.name} ({tensors.stat().st_size / 1e6:.1f} MB, {args.dtype} EMA weights)")
+
+
+def train_probe_command(args: argparse.Namespace) -> None:
+    """Train the attribute probe on synthetic cars' training views, test it on their test split, save it."""
+    import dataclasses
+    import json
+
+    from genvs.probe import ProbeConfig, save_probe, train_probe
+
+    chosen = {name: getattr(args, name) for name in ("steps", "seed") if getattr(args, name) is not None}
+    probe, record = train_probe(args.data, dataclasses.replace(ProbeConfig(), **chosen))
+    save_probe(probe, args.out, record)
+    print(json.dumps(record["accuracy"], indent=1))
+    print(f"held-out accuracy {record['accuracy']['all']['accuracy']:.4f} on {record['accuracy']['all']['views']} "
+          f"(view, attribute) pairs; {record['seconds']:.0f} s; saved to {args.out}")
