@@ -24,17 +24,21 @@ field's features, then everything jointly.
 from __future__ import annotations
 
 import copy
+import dataclasses
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from genvs.config import from_preset
+from genvs.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from genvs.config import config_from_dict, from_preset
 from genvs.denoiser import DenoiserConfig, build_denoiser, denoiser_config, denoising_loss
 from genvs.field import FieldConfig, InputViews, build_field, field_config
 
-__all__ = ["GeNVSConfig", "PRESETS", "STAGES", "TRAINING_SETTINGS", "architecture", "genvs_config", "GeNVS", "rgb_loss"]
+__all__ = ["GeNVSConfig", "PRESETS", "STAGES", "TRAINING_SETTINGS", "architecture", "genvs_config", "GeNVS", "rgb_loss",
+           "load_model"]
 
 STAGES = ("joint", "field", "denoiser")
 """Training stages: everything, the encoder and field alone (RGB losses), the denoiser alone."""
@@ -130,6 +134,10 @@ def rgb_loss(rendered: Tensor, images: Tensor) -> Tensor:
 class GeNVS(nn.Module):
     """Feature field + EDM denoiser, initialised from ``seed`` without touching the global RNG.
 
+    The model owns its files: :meth:`save_pretrained` writes its config and weights (a :mod:`genvs.checkpoint`
+    folder: safetensors + JSON, no pickle), :meth:`from_pretrained` (or :func:`load_model`) reads them back, and
+    reads a training run's checkpoints too; neither imports the trainer.
+
     Args:
         config: :class:`GeNVSConfig`.
         seed: the field is built from ``seed``, the denoiser from ``seed + 1``.
@@ -207,3 +215,49 @@ class GeNVS(nn.Module):
             raise ValueError(f"unknown stage {stage!r}; valid stages: {STAGES}")
         parts = {"encoder": self.field.encoder, "field": self.field.mlp, "denoiser": self.denoiser}
         return {name: part for name, part in parts.items() if name in STAGE_PARTS[stage]}
+
+    def save_pretrained(self, folder: str | Path, step: int = 0, dtype: torch.dtype = torch.float16,
+                        training: dict | None = None) -> Path:
+        """Write the model to ``folder``: its config and its weights, floating-point tensors in ``dtype``.
+
+        The files are a :mod:`genvs.checkpoint` (``step_N.safetensors``, ``step_N.json``, ``latest.json``) whose state
+        is ``{"ema": weights}`` (the weights sampling uses) and whose config is ``{"model": GeNVSConfig, "training":
+        training}``: the model's config rebuilds the network, ``training`` (optional) says how it was trained. In
+        fp16 the weights take ``2 x parameters`` bytes.
+
+        Returns:
+            the path of the written ``step_N.json``.
+        """
+        weights = {name: tensor.to(dtype) if tensor.is_floating_point() else tensor
+                   for name, tensor in self.state_dict().items()}
+        config = {"model": dataclasses.asdict(self.config), **({"training": training} if training is not None else {})}
+        return save_checkpoint(folder, step, {"ema": weights}, config)
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, device: torch.device | str = "cpu", ema: bool = True) -> GeNVS:
+        """The model saved at ``path`` (:meth:`save_pretrained`, or a training run's folder or ``step_N.json``),
+        float32, in eval mode, on ``device``; :func:`load_model` also returns what the files say about it."""
+        return load_model(path, device, ema)[0]
+
+
+def load_model(path: str | Path, device: torch.device | str = "cpu", ema: bool = True) -> tuple[GeNVS, dict]:
+    """A trained GeNVS from a saved model or a training run: a folder (its latest checkpoint) or a ``step_N.json``.
+
+    Args:
+        ema: the EMA weights (what sampling should use); ``False``: a training checkpoint's raw weights.
+    Returns:
+        the model in eval mode on ``device`` (float32, whatever the stored dtype), and the stored config as a
+        dict with the checkpoint's ``step`` added.
+    Raises:
+        CheckpointError: nothing readable at ``path``, no model config in it, or no ``ema``/raw weights as asked.
+    """
+    step, state, config = load_checkpoint(path, device=device)
+    weights = "ema" if ema else "model"
+    if weights not in state:
+        raise CheckpointError(f"{path}: this checkpoint holds only {sorted(state)} weights, not {weights!r} "
+                              f"(a saved model keeps the EMA weights only: load it with ema=True)")
+    if "model" not in config:
+        raise CheckpointError(f"{path}: no GeNVS model config in this checkpoint (its config has {sorted(config)})")
+    model = GeNVS(config_from_dict(GeNVSConfig, config["model"]))
+    model.load_state_dict(state[weights])  # copies into the model's float32 parameters, whatever the stored dtype
+    return model.to(device).eval(), {**config, "step": step}

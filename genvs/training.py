@@ -1,24 +1,10 @@
-"""Training GeNVS: one trainer for the CLI, the lessons, one CPU or many GPUs.
+"""Training GeNVS: its configs and presets, and the trainer that runs them on :mod:`genvs.fitting`'s core.
 
-Each optimiser step ``t`` of a run is a pure function of the weights, the optimiser state and
-the seed: micro-batch ``a`` of process ``rank`` is number ``i = (t A + a) W + rank`` of the run,
-and its data (objects, views, number of input views) and every random number it needs (ray
-jitter, training noise, conditioning dropout, dropout masks) come from ``derive_seed(seed, i)``.
-So resuming from a checkpoint at step ``t`` continues exactly as if the run had never stopped,
-the data loader may use any number of workers, and ``W`` processes compute the same steps as
-one process accumulating ``W`` times as many micro-batches.
-
-One step, with ``A`` micro-batches of gradient accumulation and ``W`` processes::
-
-    g = (1 / (A W)) sum_{processes} sum_{a < A} grad L(batch_{t, a, rank})    (DDP averages over processes)
-    g <- g * min(1, grad_clip / ||g||)                                          (gradient clipping)
-         (||g|| not finite: fp16 skips the step, as its gradient scaler does; fp32 and bf16 stop the run)
-    theta <- AdamW(theta, g, lr_part(t))      lr(t) = lr * warmup(t) * cosine(t)  (per part)
-    theta_ema <- decay(t) theta_ema + (1 - decay(t)) theta                       (EMA, for sampling)
-
-where ``decay(t) = min(ema_max, 1 - (1 + t)^-ema_power)`` (k-diffusion's ``EMAWarmup``).
-Losses are :meth:`genvs.model.GeNVS.losses`; ``stage`` picks what trains (the staged recipe:
-"field", then "denoiser" with ``init`` from the field run, then "joint").
+The trainer supplies GeNVS's parts and loss to :class:`genvs.fitting.Fitter` (which holds the optimiser step, the
+schedule, the EMA, checkpoints, exact resume and DDP; its docstring has the equations) and adds what is GeNVS's own:
+the stage that picks what trains (:data:`genvs.model.STAGES`, the staged recipe: "field", then "denoiser" with
+``init`` from the field run, then "joint"), the speed options, and sample grids during training. Losses are
+:meth:`genvs.model.GeNVS.losses`.
 
 Multi-GPU and multi-machine runs use ``torchrun`` (DDP): ``torchrun --nproc_per_node=N -m genvs
 train ...``; the trainer reads ``RANK``, ``WORLD_SIZE`` and ``LOCAL_RANK`` from the environment.
@@ -26,42 +12,29 @@ train ...``; the trainer reads ``RANK``, ``WORLD_SIZE`` and ``LOCAL_RANK`` from 
 
 from __future__ import annotations
 
-import contextlib
-import copy
-import csv
 import dataclasses
 import json
-import math
 import os
-import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
 import torch
-import torch.distributed as dist
-from torch import Tensor, nn
-from torch.nn.parallel import DistributedDataParallel
-from tqdm.auto import tqdm
+from torch import Tensor
 
-from genvs.checkpoint import (CheckpointError, config_differences, latest_checkpoint, load_checkpoint,
-                              prune_checkpoints, save_checkpoint)
-from genvs.config import config_from_dict, from_preset
+from genvs.checkpoint import CheckpointError, config_differences, load_checkpoint
+from genvs.config import from_preset
 from genvs.data import SRNDataset
-from genvs.data.srn import require_views
-from genvs.denoiser import K as k_diffusion
+from genvs.data.batches import StepBatches
 from genvs.denoiser import denoiser_config
 from genvs.field import field_config
+from genvs.fitting import PRECISIONS, FitSettings, Fitter, join_processes, process_device
 from genvs.model import PRESETS as MODEL_PRESETS
-from genvs.model import STAGES, GeNVS, GeNVSConfig, architecture
+from genvs.model import STAGES, GeNVS, GeNVSConfig, architecture, load_model
 from genvs.sampling import sample_novel_views
-from genvs.seeding import derive_seed, seeded_rng
 from genvs.viz import field_rgb, save_contact_sheet
 
-__all__ = ["SpeedConfig", "TrainConfig", "PRESETS", "train_config", "StepBatches", "Trainer", "load_model", "export_model",
-           "shipped_checkpoint", "read_log", "lr_factor"]
-
-PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+__all__ = ["SpeedConfig", "TrainConfig", "PRESETS", "GPU_SPEED", "train_config", "Trainer", "export_model"]
 
 
 @dataclass(frozen=True)
@@ -182,63 +155,6 @@ def train_config(preset: str, **overrides) -> TrainConfig:
     return from_preset(PRESETS, preset, "training", **overrides)
 
 
-class StepBatches(torch.utils.data.Dataset):
-    """Micro-batch ``i`` of a run, a pure function of ``(seed, i)``.
-
-    Item ``i``: ``images [B, V, 3, H, W]``, ``K [B, V, 3, 3]``, ``c2w [B, V, 4, 4]`` and
-    ``n_inputs`` (a 0-d long tensor): ``B`` distinct objects (with repeats only if the dataset
-    has fewer), each with ``V = n_inputs + target_views`` distinct views, the first ``n_inputs``
-    being inputs. ``n_inputs`` is drawn from ``1 .. max_inputs``.
-    """
-
-    def __init__(self, dataset: SRNDataset, batch_size: int, max_inputs: int, target_views: int, seed: int,
-                 length: int = 2**62):
-        self.dataset, self.batch_size, self.max_inputs, self.target_views = dataset, batch_size, max_inputs, target_views
-        self.seed, self.length = seed, length
-        require_views(dataset, max_inputs + target_views, " (max_input_views + target_views)")
-
-    def __len__(self) -> int:
-        return self.length
-
-    def __getitem__(self, index: int) -> dict[str, Tensor]:
-        generator = torch.Generator().manual_seed(derive_seed(self.seed, index))
-        n_objects = len(self.dataset)
-        objects = torch.cat([torch.randperm(n_objects, generator=generator)
-                             for _ in range(math.ceil(self.batch_size / n_objects))])[: self.batch_size]
-        n_inputs = int(torch.randint(1, self.max_inputs + 1, (1,), generator=generator))
-        items = []
-        for object_index in objects.tolist():
-            n_views = self.dataset.objects[object_index].n_views
-            views = torch.randperm(n_views, generator=generator)[: n_inputs + self.target_views].tolist()
-            items.append(self.dataset.load_views(object_index, views))
-        batch = {key: torch.stack([item[key] for item in items]) for key in ("images", "K", "c2w")}
-        return {**batch, "n_inputs": torch.tensor(n_inputs)}
-
-
-def _process_device(requested: torch.device | str | None, local_rank: int) -> torch.device:
-    """This process's device: ``requested`` (a bare ``"cuda"`` is ``cuda:LOCAL_RANK``), by default
-    ``cuda:LOCAL_RANK`` when CUDA is available, else the CPU."""
-    if requested is None:
-        return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
-    device = torch.device(requested)
-    return torch.device("cuda", local_rank) if device.type == "cuda" and device.index is None else device
-
-
-def _join_processes(device: torch.device) -> tuple[int, int]:
-    """``(rank, world_size)`` from torchrun's environment, after selecting this process's GPU.
-
-    ``torch.cuda.set_device`` comes first, before anything touches CUDA (otherwise every process
-    opens a context on GPU 0); then, for more than one process, the process group starts with the
-    backend the device needs: NCCL on CUDA, gloo on the CPU (``--device cpu`` on a GPU machine too).
-    """
-    if device.type == "cuda":
-        torch.cuda.set_device(device)
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    return int(os.environ.get("RANK", "0")), world
-
-
 def _speed_up(model: GeNVS, device: torch.device, speed: SpeedConfig) -> None:
     """Apply ``speed``'s TF32 and compile settings (channels-last and fused AdamW are set where the model
     and optimiser are made). Compiling happens in place (``nn.Module.compile``): parameter names, and so
@@ -252,47 +168,13 @@ def _speed_up(model: GeNVS, device: torch.device, speed: SpeedConfig) -> None:
             part.compile(backend=COMPILE_BACKEND)
 
 
-def lr_factor(step: int, warmup_steps: int, total_steps: int, min_fraction: float) -> float:
-    """``warmup(t) * cosine(t)``: linear from 0 over ``warmup_steps``, then cosine down to ``min_fraction``."""
-    if step < warmup_steps:
-        return (step + 1) / warmup_steps
-    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
-    return min_fraction + (1 - min_fraction) * 0.5 * (1 + math.cos(math.pi * progress))
-
-
-def load_model(path: str | Path, device: torch.device | str = "cpu", ema: bool = True) -> tuple[GeNVS, dict]:
-    """A trained GeNVS from a run folder (its latest checkpoint) or a checkpoint's ``.json``.
-
-    Args:
-        ema: load the EMA weights (what sampling should use) instead of the raw ones.
-    Returns:
-        the model in eval mode on ``device``, and the checkpoint's training config as a dict.
-    """
-    step, state, config = load_checkpoint(path, device=device)
-    weights = "ema" if ema else "model"
-    if weights not in state:
-        raise CheckpointError(f"{path}: this checkpoint holds only {sorted(state)} weights, not {weights!r} "
-                              f"(an exported checkpoint keeps the EMA weights only: load it with ema=True)")
-    model = GeNVS(config_from_dict(TrainConfig, config).model)
-    model.load_state_dict(state[weights])  # copies into the model's float32 parameters, whatever the stored dtype
-    return model.to(device).eval(), {**config, "step": step}
-
-
-SHIPPED_CHECKPOINTS = Path(__file__).resolve().parents[1] / "data" / "checkpoints"
-
-
-def shipped_checkpoint(preset: str) -> Path | None:
-    """The folder of the checkpoint shipped for ``preset`` (``data/checkpoints/<preset>/``), or None if there is none."""
-    folder = SHIPPED_CHECKPOINTS / preset
-    return folder if latest_checkpoint(folder) is not None else None
-
-
 def export_model(run: str | Path, out: str | Path, dtype: torch.dtype = torch.float16) -> Path:
-    """Write a run's EMA weights alone, floating-point tensors in ``dtype``, as a checkpoint for sampling.
+    """Write a run's EMA weights alone, floating-point tensors in ``dtype``, as a saved model for sampling.
 
     A training checkpoint carries the raw weights, the EMA weights and two AdamW moments (four
     copies in float32); the export keeps the one copy sampling uses, at half the bytes in float16:
-    ``2 x parameters`` bytes. :func:`load_model` reads it like any checkpoint (``ema=True``).
+    ``2 x parameters`` bytes (:meth:`genvs.model.GeNVS.save_pretrained`, with the run's training config beside
+    the model's). :func:`genvs.model.load_model` reads it.
 
     Args:
         run: a run folder (its latest checkpoint) or a checkpoint's ``.json``.
@@ -300,18 +182,9 @@ def export_model(run: str | Path, out: str | Path, dtype: torch.dtype = torch.fl
     Returns:
         the path of the exported checkpoint's ``.json``.
     """
-    step, state, config = load_checkpoint(run)
-    weights = {name: tensor.to(dtype) if tensor.is_floating_point() else tensor for name, tensor in state["ema"].items()}
-    return save_checkpoint(out, step, {"ema": weights}, config)
-
-
-def read_log(run_dir: str | Path) -> list[dict[str, float]]:
-    """The rows of a run's ``log.csv`` as dicts of floats (empty if there is no log yet)."""
-    path = Path(run_dir) / "log.csv"
-    if not path.is_file():
-        return []
-    with path.open(newline="") as file:
-        return [{key: float(value) for key, value in row.items() if value != ""} for row in csv.DictReader(file)]
+    model, stored = load_model(run)
+    training = stored.get("training", {key: value for key, value in stored.items() if key not in ("model", "step")})
+    return model.save_pretrained(out, stored["step"], dtype, training=training)
 
 
 class Trainer:
@@ -324,8 +197,8 @@ class Trainer:
             ``log_every`` steps), ``samples/step_*.png`` and ``config.json``.
         steps: optimiser steps of the run (the cosine schedule ends there).
         resume: continue the run in ``out`` from its latest checkpoint (starts fresh if it has none).
-        init: a run folder or checkpoint whose model weights start this run (the staged recipe);
-            its model config must equal ``config.model``.
+        init: a run folder or checkpoint whose model weights start this run (the staged recipe, or a training
+            leg from a saved model); its model's architecture must equal ``config.model``'s.
         device: default: ``cuda:LOCAL_RANK`` if CUDA is available, else the CPU (``"cuda"``: ``cuda:LOCAL_RANK``).
         log_every, sample_every, checkpoint_every: intervals in steps (sample/checkpoint default:
             a tenth of the run); 0 turns samples or intermediate checkpoints off.
@@ -344,17 +217,13 @@ class Trainer:
                  init: str | Path | None = None, device: torch.device | str | None = None, log_every: int = 10,
                  sample_every: int | None = None, checkpoint_every: int | None = None, sample_objects: int = 4,
                  sample_steps: int = 20, keep_checkpoints: int = 2, workers: int | None = None, progress: bool = True):
-        if steps < 1:
-            raise ValueError(f"steps must be >= 1, got {steps}")
-        self.config, self.out, self.steps = config, Path(out), steps
-        self.device = _process_device(device, int(os.environ.get("LOCAL_RANK", "0")))
-        self.rank, self.world_size = _join_processes(self.device)
-        self.log_every, self.keep_checkpoints = max(1, log_every), keep_checkpoints
+        self.config, self.out = config, Path(out)
+        self.device = process_device(device)
+        join_processes(self.device)
         self.sample_objects, self.sample_steps = sample_objects, sample_steps
         self.sample_every = max(1, steps // 10) if sample_every is None else sample_every
-        self.checkpoint_every = max(1, steps // 10) if checkpoint_every is None else checkpoint_every
-        self.workers = (min(4, os.cpu_count() or 1) if self.device.type == "cuda" else 0) if workers is None else workers
-        self.progress = progress and self.rank == 0
+        if workers is None:
+            workers = min(4, os.cpu_count() or 1) if self.device.type == "cuda" else 0
 
         image_size = config.model.field.encoder.image_size
         self.dataset = SRNDataset(data, split="train", views_per_item=None, image_size=image_size)
@@ -368,187 +237,75 @@ class Trainer:
         self.model.requires_grad_(False).eval()  # frozen parts: no gradients, no batch-norm statistics updates
         for part in trained.values():
             part.requires_grad_(True).train()
-        self.ema = copy.deepcopy(self.model).requires_grad_(False)
-        self.optimiser = torch.optim.AdamW(
-            [{"params": list(part.parameters()), "lr": getattr(config, f"lr_{name}"), "name": name}
-             for name, part in trained.items()], weight_decay=config.weight_decay, fused=config.speed.fused_adamw)
+        settings = FitSettings(steps, config.warmup_steps, config.min_lr_fraction, config.weight_decay,
+                               config.grad_clip, config.grad_accumulation, config.ema_power, config.ema_max,
+                               config.precision, config.speed.fused_adamw, config.seed)
+        self.fitter = Fitter(self.model, {name: (part, getattr(config, f"lr_{name}")) for name, part in trained.items()},
+                             self._loss, self.batches, settings, out, dataclasses.asdict(config), device=self.device,
+                             free_keys=("speed",), resume=resume, log_every=log_every,
+                             checkpoint_every=checkpoint_every, keep_checkpoints=keep_checkpoints, workers=workers,
+                             images_per_batch=config.batch_size * config.target_views, progress=progress,
+                             desc=f"training ({config.stage})")
         _speed_up(self.model, self.device, config.speed)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimiser, lambda step: lr_factor(step, config.warmup_steps, steps, config.min_lr_fraction))
-        self.ema_warmup = k_diffusion.utils.EMAWarmup(power=config.ema_power, max_value=config.ema_max)
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=config.precision == "fp16")
-        self.step, self._saved_step = 0, None  # _saved_step: the step of this run's newest checkpoint
-        self._start(resume, init)
+        if init is not None and not self.fitter.resumed:
+            self._initialise_from(init)
         self._preview: dict[str, Tensor] | None = None
-        self.network = (DistributedDataParallel(self.model, device_ids=[self.device] if self.device.type == "cuda"
-                                                else None) if self.world_size > 1 else self.model)
 
-    # -- state ---------------------------------------------------------------------------------
+    # -- what the fitter holds -----------------------------------------------------------------
 
-    def _config_dict(self) -> dict:
-        return dataclasses.asdict(self.config)
+    @property
+    def ema(self) -> GeNVS:
+        """The EMA of the weights: what sampling uses."""
+        return self.fitter.ema
 
-    def state(self) -> dict:
-        """Everything a checkpoint holds: weights, EMA, optimiser, schedules, the run length and the number of processes."""
-        return {"model": self.model.state_dict(), "ema": self.ema.state_dict(),
-                "optimiser": self.optimiser.state_dict(), "scheduler": self.scheduler.state_dict(),
-                "ema_warmup": self.ema_warmup.state_dict(), "scaler": self.scaler.state_dict(), "steps": self.steps,
-                "world_size": self.world_size}
+    @property
+    def step(self) -> int:
+        """Optimiser steps done so far."""
+        return self.fitter.step
 
-    def _start(self, resume: bool, init: str | Path | None) -> None:
-        existing = latest_checkpoint(self.out)
-        if existing is not None and not resume:
-            raise FileExistsError(f"{self.out} already holds a run (latest checkpoint {existing.name}); pass "
-                                  f"resume=True (--resume) to continue it, or choose another output folder")
-        if existing is not None:
-            self.step, state, stored = load_checkpoint(existing, device=self.device)
-            self._check_same_numbers(existing, stored)
-            self._saved_step = self.step
-            self.model.load_state_dict(state["model"])
-            self.ema.load_state_dict(state["ema"])
-            self.optimiser.load_state_dict(state["optimiser"])
-            self.scheduler.load_state_dict(state["scheduler"])
-            self.ema_warmup.load_state_dict(state["ema_warmup"])
-            self.scaler.load_state_dict(state["scaler"])
-            self._note(f"resumed {self.out} at step {self.step}" +
-                       (f" (run length {state['steps']} -> {self.steps})" if state["steps"] != self.steps else ""))
-            self._warn_if_world_size_changed(state.get("world_size", 1))  # checkpoints before this field: 1 process
-        else:
-            if resume:
-                self._note(f"nothing to resume in {self.out}: starting at step 0")
-            if init is not None:
-                self._initialise_from(init)
-        if self.rank == 0:
-            self.out.mkdir(parents=True, exist_ok=True)
-            (self.out / "config.json").write_text(json.dumps(self._config_dict(), indent=1))
-            self._truncate_log()
+    @property
+    def steps(self) -> int:
+        """The run's length in optimiser steps."""
+        return self.fitter.steps
 
-    def _check_same_numbers(self, checkpoint: Path, stored: dict) -> None:
-        """Refuse to resume a run whose config differs from this one in anything but ``speed``."""
-        expected = json.loads(json.dumps(self._config_dict()))  # as stored: tuples become lists
-        stored, expected = ({key: value for key, value in config.items() if key != "speed"} for config in (stored, expected))
-        if stored != expected:
-            raise CheckpointError(f"{checkpoint}: its config does not match: {config_differences(stored, expected)}")
+    @property
+    def rank(self) -> int:
+        """This process's rank (0 without torchrun)."""
+        return self.fitter.rank
 
-    def _warn_if_world_size_changed(self, saved: int) -> None:
-        """Resuming with another number of processes continues, with a warning of what changes."""
-        if saved == self.world_size:
-            return
-        accumulation = self.config.grad_accumulation
-        self._note(f"warning: this run was saved by {saved} process(es) and resumes with {self.world_size}: each step "
-                   f"now averages {self.world_size} x {accumulation} micro-batches of {self.config.batch_size} objects "
-                   f"(was {saved} x {accumulation}), and the steps from here see other data than an uninterrupted run "
-                   f"would have. Resume with {saved} process(es) to continue exactly.")
+    def train_step(self, micro_batches) -> dict[str, float]:
+        """One optimiser step (:meth:`genvs.fitting.Fitter.train_step`) on ``micro_batches`` (:meth:`micro_batches`)."""
+        return self.fitter.train_step(micro_batches)
+
+    def micro_batches(self, start: int | None = None):
+        """The micro-batches of steps ``start`` (default: the current step) to the end of the run."""
+        return self.fitter.micro_batches(start)
+
+    def close(self) -> None:
+        """End the process group of a torchrun run (a no-op in a single process)."""
+        self.fitter.close()
+
+    # -- GeNVS's own parts ---------------------------------------------------------------------
+
+    def _loss(self, batch: dict[str, Tensor], generator: torch.Generator) -> dict[str, Tensor]:
+        """:meth:`genvs.model.GeNVS.losses` of one micro-batch, through DDP's wrapper when there is one."""
+        return self.fitter.network(batch["images"], batch["K"], batch["c2w"], int(batch["n_inputs"]), generator,
+                                   self.config.stage)
 
     def _initialise_from(self, init: str | Path) -> None:
         """Start from another run's weights (the staged recipe): its raw weights into the model, its EMA into the
-        EMA (an export holds the EMA only: it starts both)."""
+        EMA (a saved model holds the EMA only: it starts both)."""
         step, state, config = load_checkpoint(init, device=self.device)
         stored, expected = config.get("model", {}), json.loads(json.dumps(dataclasses.asdict(self.config.model)))
         if architecture(stored) != architecture(expected):
             raise CheckpointError(f"{init}: its model differs from this run's (the staged recipe needs the same model "
                                   f"in every stage): {config_differences(architecture(stored), architecture(expected))}")
         self.model.load_state_dict(state.get("model", state["ema"]))
-        self.ema.load_state_dict(state["ema"])
+        self.fitter.ema.load_state_dict(state["ema"])
         changed = config_differences(stored, expected)
-        self._note(f"initialised the model from {init} (step {step}): " +
-                   ("its raw weights and its EMA" if "model" in state else "its EMA weights (an export), in both") +
-                   (f"; training settings changed: {changed}" if changed else ""))
-
-    def _note(self, message: str) -> None:
-        if self.rank == 0:
-            tqdm.write(message)
-
-    # -- one step ------------------------------------------------------------------------------
-
-    def _micro_index(self, step: int, micro: int) -> int:
-        """The run-wide number of micro-batch ``micro`` of step ``step`` in this process (module docstring)."""
-        return (step * self.config.grad_accumulation + micro) * self.world_size + self.rank
-
-    def _micro_batches(self) -> Iterator[dict[str, Tensor]]:
-        indices = [self._micro_index(step, micro) for step in range(self.step, self.steps)
-                   for micro in range(self.config.grad_accumulation)]
-        loader = torch.utils.data.DataLoader(self.batches, batch_size=None, sampler=indices,
-                                             num_workers=self.workers, pin_memory=self.device.type == "cuda",
-                                             persistent_workers=False)
-        return iter(loader)
-
-    def _losses(self, batch: dict[str, Tensor], index: int) -> dict[str, Tensor]:
-        seed = derive_seed(self.config.seed, index)
-        generator = torch.Generator(self.device).manual_seed(seed)
-        images, K, c2w = (batch[key].to(self.device, non_blocking=True) for key in ("images", "K", "c2w"))
-        dtype = PRECISIONS[self.config.precision]
-        with seeded_rng(seed, self.device), torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None):
-            return self.network(images, K, c2w, int(batch["n_inputs"]), generator, self.config.stage)
-
-    def _step_record(self, names: list[str], losses: Tensor, grad_norm: Tensor) -> dict[str, float]:
-        """The step's mean ``losses [L]`` (averaged over processes) and gradient norm as floats: its one host sync."""
-        if self.world_size > 1:
-            dist.all_reduce(losses)
-            losses = losses / self.world_size
-        values = torch.cat([losses, grad_norm.detach().float().reshape(1).to(losses.device)]).tolist()
-        return dict(zip([*names, "grad_norm"], values))
-
-    def train_step(self, micro_batches: Iterator[dict[str, Tensor]]) -> dict[str, float]:
-        """One optimiser step (module docstring); returns the mean losses of its micro-batches and ``grad_norm``.
-
-        A non-finite gradient never reaches the weights, the EMA or a checkpoint: in fp16 the
-        gradient scaler skips the step (weights and EMA unchanged, the loss scale halves: the
-        ``loss_scale`` column of the log); otherwise the run stops with a ``FloatingPointError``
-        naming the step and the parts whose gradients are not finite.
-        """
-        accumulation = self.config.grad_accumulation
-        mean_losses = 0.0  # [L] on the device: no host sync between micro-batches
-        for micro in range(accumulation):
-            last = micro == accumulation - 1
-            sync = contextlib.nullcontext() if last or self.world_size == 1 else self.network.no_sync()
-            with sync:
-                losses = self._losses(next(micro_batches), self._micro_index(self.step, micro))
-                self.scaler.scale(losses["loss"] / accumulation).backward()
-            mean_losses = mean_losses + torch.stack([value.detach().float() for value in losses.values()]) / accumulation
-        self.scaler.unscale_(self.optimiser)
-        parameters = [p for group in self.optimiser.param_groups for p in group["params"] if p.grad is not None]
-        grad_norm = torch.nn.utils.get_total_norm([p.grad for p in parameters])
-        totals = self._step_record(list(losses), mean_losses, grad_norm)
-        if not all(math.isfinite(totals[name]) for name in losses):
-            self._stop(f"non-finite loss {dict((name, totals[name]) for name in losses)}")
-        finite = math.isfinite(totals["grad_norm"])
-        if not finite and not self.scaler.is_enabled():
-            self._stop(f"non-finite gradient (norm {totals['grad_norm']}) in {self._non_finite_parts()}, with a "
-                       f"finite loss {totals['loss']:.4g}")
-        if finite and self.config.grad_clip > 0:
-            torch.nn.utils.clip_grads_with_norm_(parameters, self.config.grad_clip, grad_norm)
-        self.scaler.step(self.optimiser)  # fp16: skipped when a gradient is not finite
-        self.scaler.update()
-        self.optimiser.zero_grad(set_to_none=True)
-        self.scheduler.step()
-        if finite:
-            k_diffusion.utils.ema_update(self.model, self.ema, self.ema_warmup.get_value())
-        self.ema_warmup.step()  # decay(t) follows the step count, skipped steps included
-        if self.scaler.is_enabled():
-            totals["loss_scale"] = self.scaler.get_scale()
-        self.step += 1
-        return totals
-
-    def _stop(self, problem: str) -> None:
-        """Drop this step's gradients and stop the run with a ``FloatingPointError`` naming the step and ``problem``."""
-        self.optimiser.zero_grad(set_to_none=True)
-        raise FloatingPointError(
-            f"step {self.step}: {problem}. Nothing was updated with it (weights, EMA, checkpoints). The last good "
-            f"checkpoint is {latest_checkpoint(self.out) or 'none yet'}; try a lower learning rate, --set "
-            f"precision=fp32, or a smaller grad_clip, then --resume")
-
-    def _non_finite_parts(self) -> str:
-        """``"denoiser (2 tensors, e.g. denoiser.inner_model...)"`` for each part with non-finite gradients."""
-        names = {parameter: name for name, parameter in self.model.named_parameters()}
-        found = []
-        for group in self.optimiser.param_groups:
-            bad = [names[p] for p in group["params"] if p.grad is not None and not torch.isfinite(p.grad).all()]
-            if bad:
-                found.append(f"{group['name']} ({len(bad)} tensors, e.g. {bad[0]})")
-        return ", ".join(found) or "no single tensor (the norm itself overflowed)"
-
-    # -- the loop ------------------------------------------------------------------------------
+        self.fitter.note(f"initialised the model from {init} (step {step}): " +
+                         ("its raw weights and its EMA" if "model" in state else "its EMA weights (a saved model), in both") +
+                         (f"; training settings changed: {changed}" if changed else ""))
 
     def run(self, until: int | None = None, callback: Callable[[dict], None] | None = None,
             time_limit: float | None = None) -> list[dict]:
@@ -564,97 +321,13 @@ class Trainer:
         Returns:
             the log records written by this call.
         """
-        end = self.steps if until is None else min(until, self.steps)
-        records, micro_batches = [], self._micro_batches()
-        bar = tqdm(total=end, initial=self.step, desc=f"training ({self.config.stage})", disable=not self.progress)
-        images_per_step = self.config.batch_size * self.config.target_views * self.config.grad_accumulation
-        seconds, last_logged = 0.0, self.step
-        deadline = None if time_limit is None else time.perf_counter() + time_limit
-        try:
-            while self.step < end:
-                clock = time.perf_counter()
-                losses = self.train_step(micro_batches)
-                seconds += time.perf_counter() - clock
-                bar.update(1)
-                bar.set_postfix(loss=f"{losses['loss']:.4f}")
-                if self._out_of_time(deadline):
-                    self._note(f"time limit of {time_limit:.0f} s reached at step {self.step}")
-                    end = self.step
-                if self.step % self.log_every == 0 or self.step == end:
-                    record = {"step": self.step, **losses, **self._learning_rates(),
-                              "images_per_s": images_per_step * self.world_size * (self.step - last_logged) / seconds,
-                              "seconds": seconds}
-                    seconds, last_logged = 0.0, self.step
-                    if self.rank == 0 and self.sample_every and (self.step % self.sample_every == 0 or self.step == end):
-                        record["samples"] = self.write_samples()
-                    self._log(record)
-                    records.append(record)
-                    if callback is not None and self.rank == 0:
-                        callback(record)
-                if self.checkpoint_every and self.step % self.checkpoint_every == 0:
-                    self.save()
-        except KeyboardInterrupt:
-            self._note(f"interrupted at step {self.step}: saving a checkpoint to resume from")
-            self.save()
-            raise
-        finally:
-            bar.close()
-        if self._saved_step != self.step:
-            self.save()
-        return records
+        def with_samples(record: dict) -> None:
+            if self.sample_every and (record["step"] % self.sample_every == 0 or record["last"]):
+                record["samples"] = self.write_samples()
+            if callback is not None:
+                callback(record)
 
-    def _out_of_time(self, deadline: float | None) -> bool:
-        """Whether ``deadline`` has passed, decided by process 0 for every process (so all stop together)."""
-        if deadline is None:
-            return False
-        if self.world_size == 1:  # nothing to agree on: no device round trip
-            return time.perf_counter() >= deadline
-        late = torch.tensor(float(time.perf_counter() >= deadline), device=self.device)
-        dist.broadcast(late, src=0)
-        return bool(late)
-
-    def close(self) -> None:
-        """End the process group of a torchrun run (a no-op in a single process)."""
-        if self.world_size > 1 and dist.is_initialized():
-            dist.destroy_process_group()
-
-    def _learning_rates(self) -> dict[str, float]:
-        return {f"lr_{group['name']}": group["lr"] for group in self.optimiser.param_groups}
-
-    def save(self) -> None:
-        """Write a checkpoint of the current step (process 0), then keep the newest ``keep_checkpoints``."""
-        if self.rank == 0:
-            save_checkpoint(self.out, self.step, self.state(), self._config_dict())
-            prune_checkpoints(self.out, self.keep_checkpoints)
-        if self.world_size > 1:
-            dist.barrier()
-        self._saved_step = self.step
-
-    def _log(self, record: dict) -> None:
-        if self.rank != 0:
-            return
-        row = {key: value for key, value in record.items() if key != "samples"}
-        path = self.out / "log.csv"
-        new = not path.is_file()
-        with path.open("a", newline="") as file:
-            writer = csv.DictWriter(file, fieldnames=list(row))
-            if new:
-                writer.writeheader()
-            writer.writerow(row)
-
-    def _truncate_log(self) -> None:
-        """Drop log rows after the step we start from (logged before a crash, never checkpointed)."""
-        path = self.out / "log.csv"
-        if not path.is_file():
-            return
-        if self.step == 0:
-            path.unlink()
-            return
-        with path.open(newline="") as file:
-            rows = list(csv.reader(file))
-        kept = rows[:1] + [row for row in rows[1:] if int(row[0]) <= self.step]
-        with path.open("w", newline="") as file:
-            csv.writer(file).writerows(kept)
+        return self.fitter.run(until, with_samples, time_limit)
 
     # -- samples -------------------------------------------------------------------------------
 

@@ -10,8 +10,10 @@ import torch
 from genvs.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint
 from genvs.data import SRNDataset
 from genvs.data.synthetic import make_dataset
-from genvs.model import GeNVS, architecture
-from genvs.training import StepBatches, Trainer, lr_factor, export_model, load_model, read_log, train_config
+from genvs.data.batches import StepBatches
+from genvs.fitting import lr_factor, read_log
+from genvs.model import GeNVS, architecture, load_model
+from genvs.training import Trainer, export_model, train_config
 
 # the smoke model with small batches: about 0.1 s a step on one thread
 CONFIG = train_config("smoke", batch_size=2, target_views=1, warmup_steps=3)
@@ -224,11 +226,10 @@ def test_an_export_keeps_the_ema_weights_in_half_the_bytes_and_loads_for_samplin
 
 
 def test_the_shipped_checkpoint_loads_and_samples_a_view(tmp_path):
+    from genvs.artefacts import shipped
     from genvs.sampling import sample_novel_views
-    from genvs.training import shipped_checkpoint
 
-    folder = shipped_checkpoint("lesson")
-    assert folder is not None, "data/checkpoints/lesson/ should hold the course's reference checkpoint"
+    folder = shipped("lesson")
     model, config = load_model(folder)
     assert f"step {config['step']}" in (folder / "MODEL_CARD.md").read_text()
     size = model.config.field.encoder.image_size
@@ -318,24 +319,24 @@ def test_init_from_an_earlier_stage_starts_the_ema_from_its_ema(cars, tmp_path):
 
 
 def test_each_process_selects_its_gpu_before_the_process_group_and_the_backend_follows_the_device(monkeypatch):
-    from genvs import training
+    from genvs import fitting
 
     calls = []
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "set_device", lambda device: calls.append(("set_device", str(device))))
-    monkeypatch.setattr(training.dist, "is_initialized", lambda: False)
-    monkeypatch.setattr(training.dist, "init_process_group", lambda backend: calls.append(("init", backend)))
+    monkeypatch.setattr(fitting.dist, "is_initialized", lambda: False)
+    monkeypatch.setattr(fitting.dist, "init_process_group", lambda backend: calls.append(("init", backend)))
     monkeypatch.setenv("WORLD_SIZE", "4")
     monkeypatch.setenv("RANK", "3")
     monkeypatch.setenv("LOCAL_RANK", "1")
     for requested in (None, "cuda"):
         calls.clear()
-        device = training._process_device(requested, local_rank=1)
-        assert training._join_processes(device) == (3, 4) and str(device) == "cuda:1"
+        device = fitting.process_device(requested)
+        assert fitting.join_processes(device) == (3, 4) and str(device) == "cuda:1"
         assert calls == [("set_device", "cuda:1"), ("init", "nccl")]
     calls.clear()
-    device = training._process_device("cpu", local_rank=1)  # --device cpu on a GPU machine
-    assert training._join_processes(device) == (3, 4) and device.type == "cpu"
+    device = fitting.process_device("cpu")  # --device cpu on a GPU machine
+    assert fitting.join_processes(device) == (3, 4) and device.type == "cpu"
     assert calls == [("init", "gloo")]
 
 
@@ -343,7 +344,7 @@ def test_a_step_waits_for_the_device_once_however_many_micro_batches(cars, tmp_p
     """Losses and the gradient norm reach the host together, once per optimiser step (3 micro-batches here)."""
     config = train_config("smoke", batch_size=2, target_views=1, warmup_steps=3, grad_accumulation=3)
     trainer = _trainer(cars, tmp_path / "run", steps=2, config=config)
-    loader = trainer._micro_batches()
+    loader = trainer.micro_batches()
     micro_batches = [next(loader) for _ in range(3)]  # loaded on the host first: reading them is no GPU sync
     reads = []
     for method in ("tolist", "item", "__float__", "__bool__"):
@@ -391,7 +392,7 @@ def test_each_speed_option_computes_the_losses_and_gradients_of_the_plain_path(c
             assert all((part._compiled_call_impl is not None) == (config.speed.compile) for part in parts)
             batch = {key: value.double() if torch.is_tensor(value) and value.is_floating_point() else value
                      for key, value in trainer.batches[0].items()}
-            losses = trainer._losses(batch, 0)
+            losses = trainer.fitter.micro_batch_losses(batch, 0)
             assert losses["loss"].dtype == torch.float64
             losses["loss"].backward()
             results[name] = ({key: value.item() for key, value in losses.items()},
@@ -458,7 +459,7 @@ def test_channels_last_computes_the_plain_models_losses_and_gradients(cars, tmp_
 
 def test_data_loading_workers_deliver_the_batches_of_the_training_process(cars, tmp_path):
     in_process = _trainer(cars, tmp_path / "a", steps=2)
-    assert in_process.workers == 0  # the CPU default
+    assert in_process.fitter.workers == 0  # the CPU default
     with_workers = _trainer(cars, tmp_path / "b", steps=2, workers=2)
-    for expected, loaded in zip(in_process._micro_batches(), with_workers._micro_batches()):
+    for expected, loaded in zip(in_process.micro_batches(), with_workers.micro_batches()):
         torch.testing.assert_close(loaded, expected, rtol=0, atol=0)
