@@ -32,13 +32,12 @@ import sys
 import types
 import warnings
 from dataclasses import dataclass
-from typing import Protocol, Sequence
+from typing import Protocol
 
 import torch
 from torch import Tensor, nn
 
 from genvs.config import from_preset
-from genvs.metrics import high_frequency_energy
 from genvs.seeding import draw, seeded_rng
 
 
@@ -79,7 +78,6 @@ __all__ = [
     "drop_condition",
     "TrainingNoise",
     "denoising_loss",
-    "error_per_sigma",
 ]
 
 
@@ -266,47 +264,3 @@ def denoising_loss(denoiser: K.layers.Denoiser, images: Tensor, cond: Tensor, co
     noise = draw(torch.randn, tuple(images.shape), generator, images.device)
     cond = drop_condition(cond, config.cond_dropout, generator)
     return denoiser.loss(images, noise, sigma, unet_cond=cond).mean()
-
-
-@torch.no_grad()
-def error_per_sigma(denoiser: K.layers.Denoiser, images: Tensor, cond: Tensor, sigmas: Sequence[float],
-                    seed: int = 0, batch_size: int = 64) -> dict[str, Tensor]:
-    """How well ``denoiser`` recovers clean ``images`` at each noise level: where its samples' errors come from.
-
-    For each ``sigma`` in ``sigmas``, with ``n ~ N(0, I)`` from ``seed`` (the same draw at every level) and the
-    estimate ``D = D(y + sigma n; sigma, c)``:
-
-    * ``rmse``: ``sqrt(mean (D - y)^2)`` over images, channels and pixels; returning the noisy input ``y + sigma n``
-      would score ``sigma``, returning the mean image about the images' standard deviation;
-    * ``noise_left``: ``mean (D - y)^2 / sigma^2``, the fraction of the added noise's energy still in the estimate
-      (1: the denoiser removed none of it);
-    * ``detail``: :func:`genvs.metrics.sharpness` of the estimate, ``E(D) / E(y)`` of the finest detail band
-      (1: the truth's amount of fine detail; below: blurrier; above: speckle, detail the truth does not have).
-
-    Args:
-        denoiser: ``D(x, sigma, unet_cond=c)`` (run in eval mode, given back in its mode).
-        images: clean ``y [N, 3, H, W]`` in [-1, 1]; cond: their conditions ``[N, cond_channels, H, W]``.
-        sigmas: ``S`` noise levels.
-    Returns:
-        dict of ``sigma``, ``rmse``, ``noise_left`` and ``detail``, each ``[S]``, and ``truth_detail_rms``
-        (0-d): ``sqrt(E(y))``, the size of the images' finest detail, to hold ``rmse`` against.
-    """
-    device = next(denoiser.parameters()).device
-    noise = torch.randn(images.shape, generator=torch.Generator().manual_seed(seed)).to(device)
-    images, cond = images.to(device), cond.to(device)
-    was_training = denoiser.training
-    denoiser.eval()
-    truth_energy = high_frequency_energy(images)  # [N]
-    rows = []
-    for sigma in sigmas:
-        squared, energy = 0.0, 0.0
-        for start in range(0, len(images), batch_size):
-            y, c, n = (t[start:start + batch_size] for t in (images, cond, noise))
-            estimate = denoiser(y + sigma * n, torch.full((len(y),), float(sigma), device=device), unet_cond=c)
-            squared += (estimate - y).pow(2).mean(dim=(1, 2, 3)).sum().item()
-            energy += high_frequency_energy(estimate).sum().item()
-        mse = squared / len(images)
-        rows.append((float(sigma), mse ** 0.5, mse / sigma ** 2, energy / truth_energy.sum().item()))
-    denoiser.train(was_training)
-    return {**dict(zip(("sigma", "rmse", "noise_left", "detail"), torch.tensor(rows).T)),
-            "truth_detail_rms": truth_energy.mean().sqrt().cpu()}

@@ -28,8 +28,8 @@ from torchmetrics.image.kid import poly_mmd
 
 from genvs.cameras import project, unproject
 
-__all__ = ["psnr", "ssim", "high_frequency_energy", "sharpness", "band_energies", "detail_score", "detail_settling",
-           "deciding_sigmas", "kernel_distance", "total_variation", "LPIPS", "LPIPSUnavailable", "reprojection_consistency"]
+__all__ = ["psnr", "ssim", "fine_detail", "high_frequency_energy", "sharpness", "band_energies", "detail_score",
+           "kernel_distance", "total_variation", "LPIPS", "LPIPSUnavailable", "reprojection_consistency"]
 
 
 def psnr(prediction: Tensor, target: Tensor, data_range: float = 2.0) -> Tensor:
@@ -74,11 +74,30 @@ def ssim(prediction: Tensor, target: Tensor, data_range: float = 2.0, window_siz
     return index_map.mean(dim=(-3, -2, -1)).reshape(batch_shape)
 
 
+def _blur(images: Tensor, sigma: float) -> Tensor:
+    size = 2 * math.ceil(3 * sigma) + 1
+    return kornia.filters.gaussian_blur2d(images, (size, size), (sigma, sigma), border_type="reflect")
+
+
+def fine_detail(images: Tensor, sigma: float = 1.0) -> Tensor:
+    """The finest band of detail, the part a Gaussian blur removes: ``h(x) = x - G_sigma * x``.
+
+    ``G_sigma`` is a Gaussian of standard deviation ``sigma`` pixels (kernel ``2 ceil(3 sigma) + 1``
+    wide, reflected at the borders).
+
+    Args:
+        images: ``[..., C, H, W]``.
+    Returns:
+        ``[..., C, H, W]`` float32.
+    """
+    flat = images.float().reshape(-1, *images.shape[-3:])
+    return (flat - _blur(flat, sigma)).reshape(images.shape)
+
+
 def high_frequency_energy(images: Tensor, sigma: float = 1.0) -> Tensor:
     """Energy of the detail a Gaussian blur removes: ``E = mean((x - G_sigma * x)^2)`` per image.
 
-    ``G_sigma`` is a Gaussian of standard deviation ``sigma`` pixels (kernel ``2 ceil(3 sigma) + 1``
-    wide, reflected at the borders); the mean runs over channels and pixels. For white noise of
+    ``x - G_sigma * x`` is :func:`fine_detail`; the mean runs over channels and pixels. For white noise of
     variance ``s^2`` the expectation is ``s^2 sum_k (delta_k - g_k)^2`` over the kernel taps ``g``.
 
     Args:
@@ -86,10 +105,7 @@ def high_frequency_energy(images: Tensor, sigma: float = 1.0) -> Tensor:
     Returns:
         ``[...]`` energies.
     """
-    size = 2 * math.ceil(3 * sigma) + 1
-    flat = images.float().reshape(-1, *images.shape[-3:])
-    detail = flat - kornia.filters.gaussian_blur2d(flat, (size, size), (sigma, sigma), border_type="reflect")
-    return detail.pow(2).mean(dim=(-3, -2, -1)).reshape(images.shape[:-3])
+    return fine_detail(images, sigma).pow(2).mean(dim=(-3, -2, -1))
 
 
 def sharpness(prediction: Tensor, target: Tensor, sigma: float = 1.0) -> Tensor:
@@ -109,11 +125,6 @@ def sharpness(prediction: Tensor, target: Tensor, sigma: float = 1.0) -> Tensor:
 
 DETAIL_SIGMAS = (1.0, 2.0, 4.0)
 """Gaussian blurs that cut an image into detail bands: ``x - G_1 x``, ``G_1 x - G_2 x``, ``G_2 x - G_4 x``."""
-
-
-def _blur(images: Tensor, sigma: float) -> Tensor:
-    size = 2 * math.ceil(3 * sigma) + 1
-    return kornia.filters.gaussian_blur2d(images, (size, size), (sigma, sigma), border_type="reflect")
 
 
 def band_energies(images: Tensor, sigmas: tuple[float, ...] = DETAIL_SIGMAS) -> Tensor:
@@ -149,51 +160,6 @@ def detail_score(prediction: Tensor, target: Tensor, sigmas: tuple[float, ...] =
     predicted, true = band_energies(prediction, sigmas), band_energies(target, sigmas)
     ratio = torch.minimum(predicted, true) / torch.maximum(predicted, true).clamp_min(1e-12)
     return ratio.mean(-1)
-
-
-def detail_settling(estimates: Tensor, final: Tensor, truth: Tensor, sigma: float = 1.0) -> dict[str, Tensor]:
-    """When a sampling run decides its final fine detail, and whether that detail is the truth's.
-
-    With ``h(x) = x - G_sigma * x`` the finest detail band (as in :func:`high_frequency_energy`) and ``e_s`` the
-    denoiser's estimate of the clean images after sampler step ``s`` (``sample_images``' ``callback["denoised"]``):
-
-    * ``undecided[s] = ||h(e_s) - h(final)||^2 / ||h(final)||^2``: the share of the final sample's fine detail
-      not yet in the estimate (1 for an estimate without fine detail, 0 once it is all there);
-    * ``agreement[s] = <h(e_s), h(truth)> / (||h(e_s)|| ||h(truth)||)``: the cosine between the estimate's fine
-      detail and the truth's (1: the same detail in the same places; near 0: detail invented elsewhere).
-
-    Sums run over the whole batch.
-
-    Args:
-        estimates: ``[S, B, C, H, W]`` the estimates of ``S`` steps; final: ``[B, C, H, W]`` the samples;
-            truth: ``[B, C, H, W]`` the true images.
-    Returns:
-        dict of ``undecided`` and ``agreement``, each ``[S]``.
-    """
-    def detail(images: Tensor) -> Tensor:
-        flat = images.float().reshape(-1, *images.shape[-3:])
-        return (flat - _blur(flat, sigma)).reshape(images.shape).flatten(-4)  # [..., B*C*H*W]
-
-    steps, last, true = detail(estimates), detail(final), detail(truth)
-    undecided = (steps - last).pow(2).sum(-1) / last.pow(2).sum().clamp_min(1e-12)
-    agreement = (steps @ true) / (steps.norm(dim=-1) * true.norm()).clamp_min(1e-12)
-    return {"undecided": undecided, "agreement": agreement}
-
-
-def deciding_sigmas(sigmas: Tensor, undecided: Tensor, fractions: tuple[float, ...] = (0.25, 0.9)) -> list[float]:
-    """The noise levels at which a sampling run has decided given shares of its final fine detail.
-
-    The share decided after step ``s`` is ``1 - undecided[s] / undecided[0]`` (:func:`detail_settling`); for each
-    fraction ``f`` this returns ``sigmas[s]`` of the first step whose share reaches ``f``.
-
-    Args:
-        sigmas: ``[S]`` the steps' noise levels (``callback["sigma"]``), decreasing; undecided: ``[S]``.
-    """
-    decided = 1 - undecided / undecided[0].clamp_min(1e-12)
-    reached = [torch.nonzero(decided >= fraction).flatten() for fraction in fractions]
-    if any(len(steps) == 0 for steps in reached):
-        raise ValueError(f"the run never decides {max(fractions):.0%} of its detail (at most {decided.max():.0%})")
-    return [float(sigmas[int(steps[0])]) for steps in reached]
 
 
 def kernel_distance(real: Tensor, generated: Tensor, subsets: int = 100, subset_size: int = 100,

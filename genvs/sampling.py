@@ -45,14 +45,13 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from genvs.denoiser import K, error_per_sigma, null_condition  # K: k_diffusion, imported there without its warnings
+from genvs.denoiser import K, null_condition  # K: k_diffusion, imported there without its warnings
 from genvs.field import InputViews
-from genvs.metrics import deciding_sigmas, detail_settling
 from genvs.seeding import derive_seed, draw
 
 __all__ = ["SAMPLERS", "CHURN_SAMPLERS", "MAX_CHURN", "PRECISIONS", "karras_sigmas", "k_diffusion_s_churn",
            "sample_karras", "eval_mode", "sample_images", "sample_novel_views", "SAMPLING_MODES", "sampling_options",
-           "conditioning_set", "generate_trajectory", "trace_detail"]
+           "conditioning_set", "generate_trajectory"]
 
 Noise = Callable[[tuple[int, ...]], Tensor]
 """``noise(shape)``: a draw ``[B, C, H, W] ~ N(0, I)`` from the sampling's seeds (module docstring)."""
@@ -447,35 +446,3 @@ def _image_shape(denoiser: nn.Module, cond: Tensor | None, shape, noise: Tensor 
     if cond is not None and not unconditional and (cond.shape[0], *cond.shape[2:]) != (shape[0], *shape[2:]):
         raise ValueError(f"cond {tuple(cond.shape)} and images {tuple(shape)} differ in batch or size")
     return tuple(shape)
-
-
-def trace_detail(denoiser: nn.Module, images: Tensor, cond: Tensor, noise_levels: Sequence[float], seed: int = 0,
-                 **options) -> dict:
-    """Where a denoiser's samples get their fine detail (lessons 03-05's speckle figure,
-    :func:`genvs.viz.plot_error_per_sigma`).
-
-    Two measurements on the same ``N`` images ``y`` and conditions ``c``:
-
-    * ``errors``: :func:`genvs.denoiser.error_per_sigma` at ``noise_levels``: the denoiser given ``y + sigma n``;
-    * one sampling run, ``sample_images(denoiser, c, seed=seed, **options)``, recorded step by step, and
-      :func:`genvs.metrics.detail_settling` of its estimates against the final samples and ``y`` (``settling``), with
-      the noise levels between which 25% and 90% of the final fine detail is decided (``band``,
-      :func:`genvs.metrics.deciding_sigmas`).
-
-    Args:
-        images: ``y [N, 3, H, W]`` in [-1, 1]; cond: ``[N, cond_channels, H, W]``.
-        options: :func:`sample_images`'s sampler options.
-    Returns:
-        dict of ``errors``, ``settling``, ``step_sigmas [S]`` (each step's ``sigma_i``), ``band`` (two floats) and
-        ``samples [N, 3, H, W]`` (on the CPU).
-    """
-    device = next(denoiser.parameters()).device
-    images, cond = images.to(device), cond.to(device)
-    errors = error_per_sigma(denoiser, images, cond, noise_levels, seed=seed)
-    steps = []
-    samples = sample_images(denoiser, cond, seed=seed, callback=steps.append, **options)
-    estimates = torch.stack([step["denoised"].clamp(-1, 1).cpu() for step in steps])
-    settling = detail_settling(estimates, samples.cpu(), images.cpu())
-    step_sigmas = torch.tensor([float(step["sigma"]) for step in steps])
-    return {"errors": errors, "settling": settling, "step_sigmas": step_sigmas,
-            "band": deciding_sigmas(step_sigmas, settling["undecided"]), "samples": samples.cpu()}

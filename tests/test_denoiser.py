@@ -13,12 +13,10 @@ from genvs.denoiser import (
     denoiser_config,
     denoising_loss,
     drop_condition,
-    error_per_sigma,
     null_condition,
     parameter_count,
     sample_training_sigmas,
 )
-from genvs.metrics import high_frequency_energy
 
 
 
@@ -206,32 +204,3 @@ def test_named_noise_overrides_the_preset():
     assert (config.noise_mean, config.noise_std, config.image_size) == (0.5, 1.4, 64)
     assert dataclasses.replace(config, noise_mean=0.0).noise_mean == 0.0
     assert math.isclose(denoiser_config("paper").noise_mean, 0.5)
-
-
-class _Oracle(nn.Module):
-    """A stand-in denoiser ``D(x; sigma) = a * x``: 0 returns nothing, 1 returns the noisy input."""
-
-    def __init__(self, a: float):
-        super().__init__()
-        self.a = nn.Parameter(torch.tensor(a))
-
-    def forward(self, x, sigma, unet_cond=None):
-        return self.a * x
-
-
-def test_error_per_sigma_of_oracle_denoisers():
-    """Returning zeros errs by the images' RMS at every level and keeps no detail; returning the noisy input
-    errs by sigma and keeps all of the noise (its detail added to the images'); the batch size changes nothing."""
-    images = torch.rand(6, 3, 32, 32) * 2 - 1
-    cond, sigmas = torch.zeros(6, 16, 32, 32), [0.01, 0.3, 5.0]
-    zero = error_per_sigma(_Oracle(0.0), images, cond, sigmas)
-    assert torch.allclose(zero["rmse"], images.pow(2).mean().sqrt().expand(3), rtol=1e-5)
-    assert torch.equal(zero["detail"], torch.zeros(3))
-    assert torch.allclose(zero["noise_left"], images.pow(2).mean() / torch.tensor(sigmas) ** 2, rtol=1e-5)
-    assert torch.allclose(zero["truth_detail_rms"], high_frequency_energy(images).mean().sqrt())
-    identity = error_per_sigma(_Oracle(1.0), images, cond, sigmas, batch_size=4)
-    assert torch.allclose(identity["rmse"], torch.tensor(sigmas), rtol=0.02)
-    assert torch.allclose(identity["noise_left"], torch.ones(3), rtol=0.04)
-    # images and noise are both white (variances 1/3 and sigma^2): the detail energy grows by (1/3 + sigma^2) / (1/3)
-    assert torch.allclose(identity["detail"], 1 + 3 * torch.tensor(sigmas) ** 2, rtol=0.05)
-    assert torch.allclose(error_per_sigma(_Oracle(1.0), images, cond, sigmas, batch_size=6)["rmse"], identity["rmse"])

@@ -7,8 +7,8 @@ import torchvision
 from skimage.metrics import structural_similarity
 
 from genvs.cameras import look_at, make_intrinsics, pixel_rays
-from genvs.metrics import (LPIPS, LPIPSUnavailable, band_energies, deciding_sigmas, detail_score, detail_settling,
-                           high_frequency_energy, kernel_distance, psnr, reprojection_consistency, sharpness, ssim, total_variation)
+from genvs.metrics import (LPIPS, LPIPSUnavailable, band_energies, detail_score, fine_detail, high_frequency_energy,
+                           kernel_distance, psnr, reprojection_consistency, sharpness, ssim, total_variation)
 
 
 def test_identical_images_have_infinite_psnr():
@@ -73,6 +73,15 @@ def test_ssim_of_a_constant_offset_is_the_luminance_term():
     a, b, c1 = 0.2, 0.5, (0.01 * 2.0) ** 2
     value = ssim(torch.full((3, 16, 16), b), torch.full((3, 16, 16), a))
     assert abs(value.item() - (2 * a * b + c1) / (a**2 + b**2 + c1)) < 1e-5
+
+
+def test_fine_detail_is_what_a_gaussian_blur_removes_and_its_energy_is_high_frequency_energy():
+    images = torch.rand(2, 4, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    flat = images.reshape(8, 3, 16, 16)
+    expected = flat - kornia.filters.gaussian_blur2d(flat, (7, 7), (1.0, 1.0), border_type="reflect")
+    torch.testing.assert_close(fine_detail(images), expected.reshape(images.shape))
+    assert fine_detail(images, sigma=2.0).shape == images.shape
+    torch.testing.assert_close(high_frequency_energy(images), fine_detail(images).pow(2).mean(dim=(-3, -2, -1)))
 
 
 def test_white_noise_psnr_and_high_frequency_energy_follow_its_power():
@@ -228,21 +237,3 @@ def test_consistency_ignores_uncovered_pixels_and_checks_shapes():
     assert empty["psnr"].isnan().all() and empty["coverage"].item() == 0.0
     with pytest.raises(ValueError, match="must be"):
         reprojection_consistency(frames, depth[:, :32], torch.ones_like(depth), K, c2w)
-
-
-def test_detail_settling_of_a_run_that_moves_linearly_from_noise_to_its_sample():
-    """Estimates e_s = (1 - t_s) n + t_s y: the undecided share of y's fine detail is (1 - t)^2 ||h(n) - h(y)||^2 /
-    ||h(y)||^2 in closed form, and the agreement with y's detail is 1 at the end; the 25% / 90% levels follow."""
-    generator = torch.Generator().manual_seed(0)
-    final, start = torch.rand(4, 3, 24, 24, generator=generator), torch.rand(4, 3, 24, 24, generator=generator)
-    t = torch.linspace(0, 1, 11)
-    estimates = (1 - t)[:, None, None, None, None] * start + t[:, None, None, None, None] * final
-    settling = detail_settling(estimates, final, final)
-    detail = lambda x: x - kornia.filters.gaussian_blur2d(x, (7, 7), (1.0, 1.0), border_type="reflect")
-    expected = (1 - t) ** 2 * (detail(start) - detail(final)).pow(2).sum() / detail(final).pow(2).sum()
-    assert torch.allclose(settling["undecided"], expected, rtol=1e-4, atol=1e-7)
-    assert settling["agreement"][-1] == pytest.approx(1.0, abs=1e-6) and settling["agreement"][0] < 0.5
-    sigmas = torch.logspace(1, -2, 11)  # decided share 1 - (1 - t)^2 reaches 0.25 at t = 0.2, 0.9 at t = 0.7
-    assert deciding_sigmas(sigmas, settling["undecided"]) == [float(sigmas[2]), float(sigmas[7])]
-    with pytest.raises(ValueError, match="never decides"):
-        deciding_sigmas(sigmas, torch.ones(11))

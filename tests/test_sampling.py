@@ -2,13 +2,12 @@ import math
 from types import SimpleNamespace
 
 import pytest
-import kornia
 import torch
 from torch import nn
 
 from genvs.denoiser import K, build_denoiser, denoiser_config
 from genvs.sampling import (CHURN_SAMPLERS, SAMPLERS, eval_mode, k_diffusion_s_churn, karras_sigmas, sample_images,
-                            sampling_options, trace_detail)
+                            sampling_options)
 from genvs.seeding import derive_seed, seeded_rng
 
 STEPS = 4
@@ -571,21 +570,3 @@ def test_a_generated_frame_is_encoded_with_its_own_pose(monkeypatch):
     torch.testing.assert_close(result["features"][1], expected, atol=1e-5, rtol=1e-5)
     for wrong_pose in (c2w[0], poses[1]):  # the input's pose; the pose of the frame being generated
         assert (features_of_frame_1(wrong_pose) - expected).abs().max() > 1e-2
-
-
-def test_trace_detail_of_an_oracle_that_always_answers_z():
-    """D = z whatever x: every estimate is z, so the samples are z and all their detail is decided at the first
-    step; against images z the denoiser's error is 0 at every level, against y it is the RMS of z - y, and the
-    estimate's detail agrees with y's by the cosine of their fine details."""
-    y, z = _clean_images(1), _clean_images(2)
-    options = {"sampler": "euler", "steps": STEPS}
-    same = trace_detail(_Oracle(z), z, _oracle_cond(), noise_levels=[0.01, 1.0, 10.0], **options)
-    torch.testing.assert_close(same["samples"], z, atol=1e-5, rtol=0)
-    assert torch.all(same["errors"]["rmse"] < 1e-6) and torch.all(same["settling"]["undecided"] < 1e-10)
-    assert same["band"] == [float(karras_sigmas(STEPS)[0])] * 2
-    assert torch.equal(same["step_sigmas"], karras_sigmas(STEPS)[:-1])
-    other = trace_detail(_Oracle(z), y, _oracle_cond(), noise_levels=[0.01, 1.0, 10.0], **options)
-    torch.testing.assert_close(other["errors"]["rmse"], (z - y).pow(2).mean().sqrt().expand(3), atol=1e-6, rtol=0)
-    detail = lambda x: (x - kornia.filters.gaussian_blur2d(x, (7, 7), (1.0, 1.0), border_type="reflect")).flatten()
-    cosine = detail(z) @ detail(y) / (detail(z).norm() * detail(y).norm())
-    torch.testing.assert_close(other["settling"]["agreement"], cosine.expand(STEPS), atol=1e-5, rtol=0)

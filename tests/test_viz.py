@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from genvs import cameras, viz
-from genvs.metrics import deciding_sigmas
+from genvs.diagnostics import deciding_sigmas
 
 
 def test_to_display_maps_model_range_to_unit_range():

@@ -196,15 +196,15 @@ def plot_losses(records: Sequence[dict], ax=None, parts: Sequence[str] = LOSS_PA
 
 def plot_error_per_sigma(trace: dict, training_noise: tuple[float, float] | None = None, title: str = ""):
     """Where a denoiser's samples get their fine detail, as one figure for lessons 03-05, from a
-    :func:`genvs.sampling.trace_detail` result.
+    :func:`genvs.diagnostics.trace_detail` result.
 
-    Left: the denoiser's error ``rmse`` per noise level (:func:`genvs.denoiser.error_per_sigma`) against
+    Left: the denoiser's error ``rmse`` per noise level (:func:`genvs.diagnostics.error_per_sigma`) against
     ``sigma`` itself (what returning the noisy input would score) and the truth's fine-detail size: where the
     error is above that size the denoiser cannot know the fine detail and a sampler must invent it. Shaded: the
     training distribution ``ln sigma ~ N(mean, std^2)`` (``training_noise``). Right: along one sampling run
-    (:func:`genvs.metrics.detail_settling` at the steps' noise levels), the share of the final sample's fine detail
+    (:func:`genvs.diagnostics.detail_settling` at the steps' noise levels), the share of the final sample's fine detail
     still undecided and the cosine between the estimate's fine detail and the truth's. The trace's ``band``, where
-    25% to 90% of the detail is decided (:func:`genvs.metrics.deciding_sigmas`), is shaded on both panels. Noise
+    25% to 90% of the detail is decided (:func:`genvs.diagnostics.deciding_sigmas`), is shaded on both panels. Noise
     falls from left to right, as in sampling.
 
     Returns:
@@ -240,7 +240,7 @@ def plot_error_per_sigma(trace: dict, training_noise: tuple[float, float] | None
 
 
 def trace_summary(trace: dict) -> str:
-    """The numbers behind :func:`plot_error_per_sigma` for a :func:`genvs.sampling.trace_detail` result, as text:
+    """The numbers behind :func:`plot_error_per_sigma` for a :func:`genvs.diagnostics.trace_detail` result, as text:
     the truth's fine-detail size, the denoiser's error at 8 of the noise levels, the band of levels where 25% to 90%
     of the final fine detail is decided, the share still undecided after the first step below sigma = 0.1, and the cosine with the
     truth's fine detail at the first and last step."""
