@@ -15,6 +15,8 @@ from typing import Callable
 import numpy as np
 import torch
 
+from genvs.config import default_device
+
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 
@@ -38,7 +40,7 @@ def device_arguments(description: str, repeats: int = 3,
     and the arguments ``more(parser)`` adds; set torch's CPU threads. Returns the arguments with
     ``device`` as a ``torch.device``."""
     parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--device", default=str(default_device()))
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=repeats)
     if more is not None:

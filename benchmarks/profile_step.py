@@ -27,6 +27,7 @@ import torch  # noqa: E402
 from torch.autograd import DeviceType  # noqa: E402
 from torch.profiler import ProfilerActivity, profile  # noqa: E402
 
+from genvs.config import default_device  # noqa: E402
 from genvs.data.synthetic import make_dataset  # noqa: E402
 from genvs.training import Trainer, TrainConfig, train_config  # noqa: E402
 
@@ -39,7 +40,7 @@ def time_steps(config: TrainConfig, data: Path, folder: Path, device: torch.devi
     :data:`PROFILED_STEPS` steps: GPU kernel seconds and kernel launches per step, top host operators."""
     trainer = Trainer(config, data, folder, warmup + timed + PROFILED_STEPS, device=device, log_every=10**9,
                       sample_every=0, checkpoint_every=0, workers=workers, progress=False)
-    batches = trainer._micro_batches()
+    batches = trainer.micro_batches()
     waits: list[float] = []
 
     def timed_batches():
@@ -83,7 +84,7 @@ def main() -> None:
     parser.add_argument("--dry-run", action="store_true", help="the CPU, the smoke preset, two steps")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    device = torch.device("cpu" if args.dry_run or not torch.cuda.is_available() else "cuda")
+    device = torch.device("cpu") if args.dry_run else default_device()
     base = train_config("smoke") if args.dry_run else gpu_job.FINAL_64
     batch_sizes = (2,) if args.dry_run else (32, 128)
     warmup, timed, workers = (1, 2, 0) if args.dry_run else (6, 6, 8)

@@ -2,7 +2,7 @@
 
 ``GENVS_SMOKE=1`` (CI) makes every lesson use tiny sizes so it finishes in well under a minute on
 2 CPU cores; without it, lessons run their default CPU sizes (minutes) and show real results, and
-larger ones where a CUDA GPU is present (:func:`by_profile`, :func:`lesson_device`).
+larger ones where a CUDA GPU is present (:func:`by_profile`, :func:`default_device`).
 Configs are frozen dataclasses with named presets (:func:`from_preset`); a run's config is
 stored as JSON (:func:`config_from_dict` reads it back) and changed from the command line with
 ``key=value`` strings (:func:`with_overrides`).
@@ -19,7 +19,7 @@ from typing import Any, Mapping, TypeVar
 
 import torch
 
-__all__ = ["SMOKE", "by_profile", "lesson_device", "generated_data_dir", "from_preset", "config_from_dict",
+__all__ = ["SMOKE", "by_profile", "default_device", "generated_data_dir", "from_preset", "config_from_dict",
            "with_overrides"]
 
 T = TypeVar("T")
@@ -35,8 +35,9 @@ def by_profile(smoke: T, default: T, cuda: T | None = None) -> T:
     return cuda if cuda is not None and torch.cuda.is_available() else default
 
 
-def lesson_device() -> torch.device:
-    """Where a lesson computes: the first CUDA GPU when there is one, else the CPU.
+def default_device() -> torch.device:
+    """Where genvs computes unless told otherwise (the lessons, the CLI's ``--device``, the trainer, the benchmarks):
+    the first CUDA GPU when there is one, else the CPU.
 
     On the CPU torch uses as many threads as the machine has cores (``torch.get_num_threads()``), unless the
     environment says otherwise (``OMP_NUM_THREADS=1``, as ``make test`` and CI set it); ``benchmarks/bench_threads.py``

@@ -50,7 +50,7 @@ from tqdm.auto import tqdm
 
 from genvs.config import from_preset
 from genvs.data.srn import SRNDataset
-from genvs.denoiser import K, denoising_loss, null_condition, sample_training_sigmas
+from genvs.denoiser import denoising_loss, k_diffusion, null_condition, sample_training_sigmas
 from genvs.seeding import derive_seed, draw, seeded_rng
 from genvs.training import StepBatches, lr_factor
 
@@ -222,13 +222,13 @@ class EDMUNet(nn.Module):
 
 
 def edm_denoiser(base: UNet2DConditionModel, controlnet: ControlNetModel | None = None,
-                 sigma_data: float = 0.5) -> K.layers.Denoiser:
+                 sigma_data: float = 0.5) -> k_diffusion.layers.Denoiser:
     """``D(x, sigma, unet_cond=c)`` of the module docstring: ``k_diffusion.layers.Denoiser(EDMUNet(base, controlnet))``.
 
     It is what :func:`genvs.sampling.sample_images` samples from (with ``unconditional=True`` for the base alone)
     and ``denoiser.loss(y, n, sigma, unet_cond=c)`` gives the per-sample EDM loss ``[B]``.
     """
-    return K.layers.Denoiser(EDMUNet(base, controlnet), sigma_data=sigma_data)
+    return k_diffusion.layers.Denoiser(EDMUNet(base, controlnet), sigma_data=sigma_data)
 
 
 # -- training -----------------------------------------------------------------------------------------------------
@@ -245,7 +245,7 @@ def fit_network(network: nn.Module, loss_of: Callable[[dict, torch.Generator], T
     """
     out.mkdir(parents=True, exist_ok=True)
     ema = copy.deepcopy(network).requires_grad_(False)
-    ema_warmup = K.utils.EMAWarmup(power=config.ema_power, max_value=config.ema_max)
+    ema_warmup = k_diffusion.utils.EMAWarmup(power=config.ema_power, max_value=config.ema_max)
     optimiser = torch.optim.AdamW(network.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimiser, lambda step: lr_factor(step, config.warmup_steps, steps, config.min_lr_fraction))
@@ -268,7 +268,7 @@ def fit_network(network: nn.Module, loss_of: Callable[[dict, torch.Generator], T
             optimiser.step()
             optimiser.zero_grad(set_to_none=True)
             scheduler.step()
-            K.utils.ema_update(network, ema, ema_warmup.get_value())
+            k_diffusion.utils.ema_update(network, ema, ema_warmup.get_value())
             ema_warmup.step()
             log.writerow([step + 1, f"{losses[-1]:.5f}", f"{scheduler.get_last_lr()[0]:.3g}"])
             bar.update()
@@ -388,7 +388,7 @@ def load_controlnet(path: str | Path = SHIPPED_CONTROLNET, device: torch.device 
 
 
 def controlnet_route(base: str | Path = SHIPPED_BASE, controlnet: str | Path = SHIPPED_CONTROLNET,
-                     device: torch.device | str = "cpu") -> K.layers.Denoiser:
+                     device: torch.device | str = "cpu") -> k_diffusion.layers.Denoiser:
     """The shipped (or given) base and ControlNet as one denoiser ``D(x, sigma, unet_cond=c)`` (:func:`edm_denoiser`),
     on ``device``, in eval mode."""
     return edm_denoiser(load_base(base, device), load_controlnet(controlnet, device)).eval()

@@ -64,7 +64,8 @@ def _import_k_diffusion():
             del sys.modules["pkg_resources"]
 
 
-K = _import_k_diffusion()
+k_diffusion = _import_k_diffusion()
+"""The k-diffusion package, imported once here (without its warnings) for every module of genvs."""
 
 __all__ = [
     "DenoiserConfig",
@@ -183,8 +184,8 @@ class _TrainingOnlyRate(nn.Module):
         return self.rate if self.training else 0.0
 
 
-def _build_unet(config: DenoiserConfig) -> K.layers.Denoiser:
-    inner = K.models.ImageDenoiserModelV1(
+def _build_unet(config: DenoiserConfig) -> k_diffusion.layers.Denoiser:
+    inner = k_diffusion.models.ImageDenoiserModelV1(
         c_in=config.image_channels,
         feats_in=config.mapping_features,
         depths=list(config.depths),
@@ -194,12 +195,12 @@ def _build_unet(config: DenoiserConfig) -> K.layers.Denoiser:
         dropout_rate=config.dropout,
     )
     for module in inner.modules():
-        if isinstance(module, (K.layers.SelfAttention2d, K.layers.CrossAttention2d)):
+        if isinstance(module, (k_diffusion.layers.SelfAttention2d, k_diffusion.layers.CrossAttention2d)):
             module.dropout = _TrainingOnlyRate(module.dropout.p)
-    return K.layers.Denoiser(inner, sigma_data=config.sigma_data)
+    return k_diffusion.layers.Denoiser(inner, sigma_data=config.sigma_data)
 
 
-def build_denoiser(config: DenoiserConfig, seed: int = 0) -> K.layers.Denoiser:
+def build_denoiser(config: DenoiserConfig, seed: int = 0) -> k_diffusion.layers.Denoiser:
     """``k_diffusion.layers.Denoiser(ImageDenoiserModelV1(...), sigma_data)`` for ``config``, on the CPU.
 
     Weights are initialised from ``seed`` without touching the global RNG. Call it as
@@ -246,7 +247,7 @@ class TrainingNoise(Protocol):
     cond_dropout: float
 
 
-def denoising_loss(denoiser: K.layers.Denoiser, images: Tensor, cond: Tensor, config: TrainingNoise,
+def denoising_loss(denoiser: k_diffusion.layers.Denoiser, images: Tensor, cond: Tensor, config: TrainingNoise,
                    generator: torch.Generator) -> Tensor:
     """Mean EDM loss of one batch (see the module docstring), with conditioning dropout.
 

@@ -10,8 +10,9 @@ with four methods:
 - ``autoregressive``: stochastic, target after target, each conditioned on the input and earlier
   generated targets (:func:`genvs.sampling.generate_trajectory`), several objects at once.
 
-Other routes to the same views (``routes``, e.g. lesson 07's ControlNet, :mod:`genvs.controlnet`) are sampled on
-the same condition, the input-only field's render, with the same seeds, and scored like the samplers.
+The two samplers are routes (:class:`genvs.routes.RenderRoute`: GeNVS's denoiser on the input-only field's render).
+Other routes to the same views (``routes``, any :class:`genvs.routes.Route`, e.g. lesson 07's ControlNet as a
+:class:`~genvs.routes.RenderRoute`) are called as the samplers are, with the same seeds, and scored like them.
 
 Every method is scored per target view against the truth (:func:`genvs.metrics.psnr`, ``ssim``,
 ``sharpness``, ``detail_score``, ``LPIPS`` when its weights are on disk) and, along the targets in their order, for
@@ -42,8 +43,9 @@ metric scores, so a second draw adds to the results without changing them. Witho
 cars) or a probe, the attribute metrics are skipped, the reason is recorded, and one draw is made.
 
 Seeds: object ``i`` has the seed ``s_i = derive_seed(seed, i)`` (:func:`genvs.seeding.derive_seed`); the two
-samplers draw targets ``t .. t + target_batch - 1`` from ``derive_seed(s_i, t)``, the autoregressive method is
-:func:`genvs.sampling.generate_trajectory` with seed ``s_i``. The autoregressive method generates
+samplers and the other routes are called per object and per chunk of targets ``t .. t + target_batch - 1``, with the
+seed ``derive_seed(s_i, t)``; the autoregressive method is :func:`genvs.sampling.generate_trajectory` with seed
+``s_i`` (:class:`genvs.routes.TrajectoryRoute`). The autoregressive method generates
 ``object_batch`` objects' trajectories together (frame ``f`` of each in one denoiser batch), each with its own
 random numbers, so the batch changes its images by float rounding only: the CPU's matrix products sum in an
 order that depends on the number of rows (measured with the lesson checkpoint: images within 4e-6, scores within
@@ -72,15 +74,18 @@ from typing import Mapping
 
 import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 from tqdm.auto import tqdm
 
+from genvs.artefacts import is_shipped, shipped_path
 from genvs.data.srn import SRNDataset, SRNFormatError
 from genvs.data.synthetic import read_attributes
 from genvs.metrics import (LPIPS, LPIPSUnavailable, detail_score, kernel_distance, psnr, reprojection_consistency,
                            sharpness, ssim, total_variation)
-from genvs.probe import SHIPPED_PROBE, AttributeProbe, load_probe, shipped_probe
-from genvs.sampling import eval_mode, generate_trajectory, sample_images, sampling_options
+from genvs.probe import AttributeProbe, load_probe
+from genvs.denoiser import k_diffusion
+from genvs.routes import RenderRoute, Route, TrajectoryRoute
+from genvs.sampling import sampling_options
 from genvs.seeding import derive_seed
 
 __all__ = ["EvaluationConfig", "PROTOCOLS", "METHODS", "METRICS", "ATTRIBUTE_METRICS", "evaluate", "results_table",
@@ -166,39 +171,36 @@ def target_view_ids(n_views: int, input_view: int, n_targets: int) -> list[int]:
     return [others[index] for index in np.linspace(0, len(others) - 1, n_targets).round().astype(int)]
 
 
-def _samplers(model, config: EvaluationConfig, routes: Mapping[str, tuple[nn.Module, dict]]
-              ) -> dict[str, tuple[nn.Module, dict]]:
-    """The methods that sample one denoiser on the input-only field's render: GeNVS's two modes, then ``routes``."""
+def _samplers(model, config: EvaluationConfig, routes: Mapping[str, Route]) -> dict[str, Route]:
+    """The methods called per chunk of targets: GeNVS's two modes (the input-only field's render), then ``routes``."""
     clashes = set(routes) & set(METHODS + ("truth",))
     if clashes:
         raise ValueError(f"route names {sorted(clashes)} clash with the protocol's methods {METHODS} or the truth")
-    own = {mode: (model.denoiser, sampling_options(mode, config.steps)) for mode in ("deterministic", "stochastic")
-           if mode in config.methods}
+    own = {mode: RenderRoute(model, options=sampling_options(mode, config.steps))
+           for mode in ("deterministic", "stochastic") if mode in config.methods}
     return {**own, **routes}
 
 
 @torch.no_grad()
 def _predict(model, views: dict[str, Tensor], config: EvaluationConfig, seeds: list[int], device: torch.device,
-             samplers: dict[str, tuple[nn.Module, dict]]) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+             samplers: dict[str, Route]) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
     """The regression's ``[1, T, 3, H, W]`` and each sampler's predictions ``[R, T, 3, H, W]`` of one object's
     targets (view 0 is the input), draw ``r`` from ``seeds[r]``, and the one ``depth`` and ``opacity [T, H, W]``
     that score every method's consistency: the input-only field's."""
     inputs = [views[key][None, :1].to(device) for key in ("images", "K", "c2w")]
     target_K, target_c2w = (views[key][None, 1:].to(device) for key in ("K", "c2w"))
-    samples = {method: [[] for _ in seeds] for method in samplers}
-    with eval_mode(model):
-        encoded = model.field.encode(*inputs)  # once, for the regression and every sampler
+    with k_diffusion.utils.eval_mode(model):
         # the regression: the field rendered at the image size, as pixelNeRF renders
-        field = model.field.render_image(encoded, target_K, target_c2w, size=views["images"].shape[-1])
-        for start in range(0, target_c2w.shape[1], config.target_batch):
-            chunk = slice(start, start + config.target_batch)
-            cond, _ = model.condition(encoded, target_K[:, chunk], target_c2w[:, chunk])  # shared by every sampler
-            for method, draws in samples.items():
-                denoiser, options = samplers[method]
-                for seed, chunks in zip(seeds, draws):
-                    chunks.append(sample_images(denoiser, cond, seed=derive_seed(seed, start), **options).cpu())
-    predictions = {"regression": field["features"][:, :, :3].clamp(-1, 1).cpu(),
-                   **{mode: torch.stack([torch.cat(chunks) for chunks in draws]) for mode, draws in samples.items()}}
+        field = model.field.render_image(model.field.encode(*inputs), target_K, target_c2w,
+                                         size=views["images"].shape[-1])
+    chunks = [slice(start, start + config.target_batch) for start in range(0, target_c2w.shape[1], config.target_batch)]
+
+    def predict(route: Route, seed: int) -> Tensor:  # [T, 3, H, W], chunk by chunk
+        return torch.cat([route(*inputs, target_K[:, chunk], target_c2w[:, chunk], [derive_seed(seed, chunk.start)])[0]
+                          for chunk in chunks])
+
+    sampled = {method: torch.stack([predict(route, seed) for seed in seeds]) for method, route in samplers.items()}
+    predictions = {"regression": field["features"][:, :, :3].clamp(-1, 1).cpu(), **sampled}
     return predictions, {key: field[key][0].cpu() for key in ("depth", "opacity")}
 
 
@@ -207,8 +209,8 @@ def _autoregressive(model, views: list[dict[str, Tensor]], config: EvaluationCon
     input; all have ``T`` targets), generated together, object ``b`` from seed ``seeds[b]``."""
     inputs = [torch.stack([object_views[key][:1] for object_views in views]) for key in ("images", "K", "c2w")]
     targets = [torch.stack([object_views[key][1:] for object_views in views]) for key in ("K", "c2w")]
-    return generate_trajectory(model, *inputs, *targets, autoregressive=True, max_random=config.max_random,
-                               seed=seeds, progress=False, **sampling_options("stochastic", config.steps))["samples"]
+    route = TrajectoryRoute(model, max_random=config.max_random, options=sampling_options("stochastic", config.steps))
+    return route(*inputs, *targets, seeds)
 
 
 def _object_batches(n_targets: list[int], size: int) -> list[list[int]]:
@@ -331,8 +333,8 @@ def _attribute_probe(dataset: SRNDataset, n_objects: int, attributes: bool | Att
                             f"of genvs.data.synthetic, version 2 or later, have hidden-side attributes)")
     if isinstance(attributes, AttributeProbe):
         return attributes.to(device).eval(), records, None
-    if shipped_probe() is None:
-        return None, None, (f"attribute metrics skipped: no attribute probe at {SHIPPED_PROBE} (python -m genvs "
+    if not is_shipped("probe"):
+        return None, None, (f"attribute metrics skipped: no attribute probe at {shipped_path('probe')} (python -m genvs "
                             f"train-probe makes one)")
     return load_probe(device=device)[0], records, None
 
@@ -362,7 +364,7 @@ def _view_ids(dataset: SRNDataset, index: int, config: EvaluationConfig) -> list
 
 def evaluate(model, data: str | Path, config: EvaluationConfig = EvaluationConfig(), device: torch.device | str = "cpu",
              lpips: bool = True, attributes: bool | AttributeProbe = True, examples: int = 4,
-             progress: bool = True, routes: Mapping[str, tuple[nn.Module, dict]] | None = None) -> dict:
+             progress: bool = True, routes: Mapping[str, Route] | None = None) -> dict:
     """Run the protocol (module docstring) with ``model`` on the held-out split of ``data``.
 
     Args:
@@ -373,11 +375,10 @@ def evaluate(model, data: str | Path, config: EvaluationConfig = EvaluationConfi
         attributes: score the hidden-side attributes: True with the shipped probe (if the data has
             ``attributes.json``; the reason is recorded if not), or this :class:`genvs.probe.AttributeProbe`.
         examples: keep the predictions of this many objects' first ``min(T, 3)`` targets for a figure.
-        routes: more methods scored like the samplers, on the same condition (the input-only field's render) and
-            seeds: ``{name: (denoiser, options)}`` sampled as ``sample_images(denoiser, cond, seed=..., **options)``
-            (e.g. the ControlNet route of :mod:`genvs.controlnet`, its options from
-            :func:`genvs.sampling.sampling_options` plus a ``guidance_scale``); they follow the samplers in the
-            results.
+        routes: more methods, ``{name: route}`` (:class:`genvs.routes.Route`), called and scored like the samplers
+            (module docstring), e.g. ``RenderRoute(model, controlnet_route(), options)`` (lesson 07's ControlNet on
+            the same render as GeNVS's denoiser, ``options`` from :func:`genvs.sampling.sampling_options` plus a
+            ``guidance_scale``); they follow the samplers in the results.
     Returns:
         a JSON-ready dict: ``protocol``, ``data``, ``objects`` (ids), ``views`` (input and target ids per
         object), ``image_size``, ``lpips`` and ``attributes`` (each ``{"available", "reason"}``), ``metrics``

@@ -42,12 +42,12 @@ from tqdm.auto import tqdm
 from genvs.controlnet import (CONTROLNET_FIT, GUIDANCE_SCALE, SHIPPED_BASE, EDMUNet, FitConfig, fit_network,
                               load_base, load_controlnet)
 from genvs.data.srn import SRNDataset
-from genvs.denoiser import K, drop_condition, sample_training_sigmas
-from genvs.sampling import _guided, _noise, conditioning_set, eval_mode, karras_sigmas, sample_karras
+from genvs.denoiser import drop_condition, k_diffusion, sample_training_sigmas
+from genvs.sampling import conditioning_set, guided, karras_sigmas, sample_karras, seeded_noise
 from genvs.seeding import derive_seed, draw
 from genvs.training import StepBatches
 
-__all__ = ["ViewGroups", "CrossViewAttnProcessor", "attention_weights", "recording", "MultiViewUNet",
+__all__ = ["ViewGroups", "attention_heads", "CrossViewAttnProcessor", "attention_weights", "recording", "MultiViewUNet",
            "multiview_denoiser", "CLEAN_SIGMA", "MULTIVIEW_FIT", "SHIPPED_MULTIVIEW", "group_loss", "train_multiview",
            "multiview_route", "sample_jointly", "ORBIT_MODES", "orbit_plan", "generate_orbit"]
 
@@ -73,7 +73,7 @@ class ViewGroups:
         self.recorded: list | None = None
 
 
-def _heads(attn, hidden_states: Tensor, views: int) -> tuple[Tensor, Tensor, Tensor]:
+def attention_heads(attn, hidden_states: Tensor, views: int) -> tuple[Tensor, Tensor, Tensor]:
     """Queries, keys and values ``[objects, heads, V * H * W, d]`` of ``hidden_states [objects * V, C, H, W]`` for
     the diffusers ``Attention`` module ``attn`` (group norm, then its projections), the views of an object joined."""
     batch, channels, height, width = hidden_states.shape
@@ -110,7 +110,7 @@ class CrossViewAttnProcessor:
         if self.groups.recorded is not None:
             self.groups.recorded.append((attn, hidden_states.detach(), views))
         batch, channels, height, width = hidden_states.shape
-        attended = F.scaled_dot_product_attention(*_heads(attn, hidden_states, views))
+        attended = F.scaled_dot_product_attention(*attention_heads(attn, hidden_states, views))
         hidden = attended.transpose(1, 2).reshape(batch, height * width, -1)
         hidden = attn.to_out[1](attn.to_out[0](hidden))
         hidden = hidden.transpose(1, 2).reshape(batch, channels, height, width)
@@ -123,12 +123,12 @@ class CrossViewAttnProcessor:
 def attention_weights(attn, hidden_states: Tensor, views: int) -> Tensor:
     """The attention probabilities ``softmax(q k^T / sqrt(d))`` of one cross-view attention call,
     ``[objects, heads, V * H * W (queries), V * H * W (keys)]``, from what :func:`recording` kept."""
-    query, key, _ = _heads(attn, hidden_states, views)
+    query, key, _ = attention_heads(attn, hidden_states, views)
     return (query @ key.transpose(-1, -2) * query.shape[-1] ** -0.5).softmax(-1)
 
 
 @contextlib.contextmanager
-def recording(denoiser: K.layers.Denoiser) -> Iterator[list]:
+def recording(denoiser: k_diffusion.layers.Denoiser) -> Iterator[list]:
     """Within the block, every cross-view attention call of ``denoiser`` (a :func:`multiview_denoiser`) appends
     ``(attention module, hidden states, views)`` to the yielded list, in call order (ControlNet first, then the
     base's down, mid and up blocks)."""
@@ -165,13 +165,13 @@ class MultiViewUNet(EDMUNet):
             self.groups.views = 1
 
 
-def multiview_denoiser(base, controlnet, sigma_data: float = 0.5) -> K.layers.Denoiser:
+def multiview_denoiser(base, controlnet, sigma_data: float = 0.5) -> k_diffusion.layers.Denoiser:
     """``D(x, sigma, unet_cond=c, views=V)``: EDM's preconditioning (``k_diffusion.layers.Denoiser``) around
     :class:`MultiViewUNet` (which installs the cross-view processors on ``base`` and ``controlnet``)."""
-    return K.layers.Denoiser(MultiViewUNet(base, controlnet), sigma_data=sigma_data)
+    return k_diffusion.layers.Denoiser(MultiViewUNet(base, controlnet), sigma_data=sigma_data)
 
 
-def group_loss(model, denoiser: K.layers.Denoiser, batch: dict, fit: FitConfig, generator: torch.Generator,
+def group_loss(model, denoiser: k_diffusion.layers.Denoiser, batch: dict, fit: FitConfig, generator: torch.Generator,
                joint: bool = True) -> Tensor:
     """The EDM loss of groups of views (module docstring), per object ``[objects]``.
 
@@ -229,14 +229,14 @@ def train_multiview(model, data: str | Path, out: str | Path, steps: int, base, 
 
 
 def multiview_route(base: str | Path = SHIPPED_BASE, controlnet: str | Path = SHIPPED_MULTIVIEW,
-                    device: torch.device | str = "cpu") -> K.layers.Denoiser:
+                    device: torch.device | str = "cpu") -> k_diffusion.layers.Denoiser:
     """The shipped (or given) base and multi-view ControlNet as ``D(x, sigma, unet_cond=c, views=V)``, eval mode."""
     return multiview_denoiser(load_base(base, device), load_controlnet(controlnet, device, "train-multiview")).eval()
 
 
 @torch.no_grad()
-def sample_jointly(denoiser: K.layers.Denoiser, cond: Tensor, clean: Tensor, guides: Tensor, *, steps: int = 25,
-                   churn: float = 0.0, s_noise: float = 1.0, guidance_scale: float = GUIDANCE_SCALE,
+def sample_jointly(denoiser: k_diffusion.layers.Denoiser, cond: Tensor, clean: Tensor, guides: Tensor, *,
+                   steps: int = 25, churn: float = 0.0, s_noise: float = 1.0, guidance_scale: float = GUIDANCE_SCALE,
                    sigma_min: float = 0.002, sigma_max: float = 80.0, rho: float = 7.0,
                    seed: int | Sequence[int] = 0) -> Tensor:
     """Sample the new views of ``B`` groups jointly (module docstring), with EDM's Euler sampler and churn.
@@ -263,9 +263,9 @@ def sample_jointly(denoiser: K.layers.Denoiser, cond: Tensor, clean: Tensor, gui
                          f"view and >= 1 new view")
     device = cond.device
     seeds = [seed] * n_groups if isinstance(seed, int) else list(seed)
-    draw_noise = _noise(seeds, n_groups, device)  # per-group streams over [B, n * 3, H, W]
+    draw_noise = seeded_noise(seeds, n_groups, device)  # per-group streams over [B, n * 3, H, W]
     # genvs.sampling's guidance on whole groups: its two halves are [groups | groups], each group kept together
-    guided = _guided(lambda x, sigma, unet_cond: denoiser(x, sigma, unet_cond=unet_cond, views=views),
+    joint = guided(lambda x, sigma, unet_cond: denoiser(x, sigma, unet_cond=unet_cond, views=views),
                      cond.flatten(0, 1), guidance_scale)
 
     def denoise(x: Tensor, sigma: Tensor) -> Tensor:  # x [B, n_new * 3, H, W], sigma [B]
@@ -274,11 +274,11 @@ def sample_jointly(denoiser: K.layers.Denoiser, cond: Tensor, clean: Tensor, gui
         group = torch.cat([clean, noisy_guides, x.view(n_groups, n_new, 3, height, width)], 1)
         sigmas = torch.cat([torch.full((n_groups, n_clean), CLEAN_SIGMA, device=device),
                             sigma[:, None].expand(n_groups, views - n_clean)], 1)
-        out = guided(group.flatten(0, 1), sigmas.flatten()).view(n_groups, views, 3, height, width)
+        out = joint(group.flatten(0, 1), sigmas.flatten()).view(n_groups, views, 3, height, width)
         return out[:, n_clean + n_guides:].flatten(1, 2)
 
     sigmas = karras_sigmas(steps, sigma_min, sigma_max, rho, device)
-    with eval_mode(denoiser):
+    with k_diffusion.utils.eval_mode(denoiser):
         x = draw_noise((n_groups, n_new * 3, height, width)) * sigmas[0]
         x = sample_karras(denoise, x, sigmas, draw_noise, churn=churn, s_noise=s_noise)
     return x.clamp(-1.0, 1.0).view(n_groups, n_new, 3, height, width)
@@ -303,7 +303,7 @@ def orbit_plan(n_frames: int, mode: str, chunk: int, max_random: int,
 
 
 @torch.no_grad()
-def generate_orbit(model, denoiser: K.layers.Denoiser, images: Tensor, K_in: Tensor, c2w: Tensor,
+def generate_orbit(model, denoiser: k_diffusion.layers.Denoiser, images: Tensor, K_in: Tensor, c2w: Tensor,
                    target_K: Tensor, target_c2w: Tensor, *, mode: str = "chunked", chunk: int = 3,
                    max_random: int = 2, seed: int | Sequence[int] = 0, progress: bool = True, **options) -> dict:
     """Generate ``B`` objects' trajectories with the multi-view route, chunked or autoregressive (module docstring).
@@ -331,7 +331,7 @@ def generate_orbit(model, denoiser: K.layers.Denoiser, images: Tensor, K_in: Ten
     seeds = [derive_seed(seed, index) for index in range(n_objects)] if isinstance(seed, int) else list(seed)
     plan = orbit_plan(n_frames, mode, chunk, max_random, torch.Generator().manual_seed(seeds[0]))
     images, target_K, target_c2w = images.to(device), target_K.to(device), target_c2w.to(device)
-    with eval_mode(model):
+    with k_diffusion.utils.eval_mode(model):
         field = model.field.encode(images, K_in.to(device), c2w.to(device))
         all_K, all_c2w = torch.cat([K_in.to(device), target_K], 1), torch.cat([c2w.to(device), target_c2w], 1)
         cond = model.condition(field, all_K, all_c2w)[0].unflatten(0, (n_objects, n_inputs + n_frames))

@@ -28,7 +28,7 @@ from genvs.cameras import pixel_rays
 from genvs.controlnet import (CONTROLNET_FIT, SHIPPED_BASE, FitConfig, build_controlnet, edm_denoiser, fit_network,
                               load_base, load_controlnet)
 from genvs.data.srn import SRNDataset
-from genvs.denoiser import K, denoising_loss
+from genvs.denoiser import denoising_loss, k_diffusion
 from genvs.training import StepBatches
 
 __all__ = ["RAY_CHANNELS", "SHIPPED_RAYCOND", "pluecker_rays", "ray_condition", "train_raycond", "raycond_route"]
@@ -94,6 +94,6 @@ def train_raycond(data: str | Path, out: str | Path, steps: int, base, fit: FitC
 
 
 def raycond_route(base: str | Path = SHIPPED_BASE, controlnet: str | Path = SHIPPED_RAYCOND,
-                  device: torch.device | str = "cpu") -> K.layers.Denoiser:
+                  device: torch.device | str = "cpu") -> k_diffusion.layers.Denoiser:
     """The shipped (or given) 2D-only route as one denoiser ``D(x, sigma, unet_cond=ray_condition(...))``, eval mode."""
     return edm_denoiser(load_base(base, device), load_controlnet(controlnet, device, "train-raycond")).eval()

@@ -37,21 +37,20 @@ the ODE arithmetic stay float32.
 
 from __future__ import annotations
 
-import contextlib
 import functools
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Sequence
 
 import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from genvs.denoiser import K, null_condition  # K: k_diffusion, imported there without its warnings
+from genvs.denoiser import k_diffusion, null_condition
 from genvs.field import InputViews
 from genvs.seeding import derive_seed, draw
 
 __all__ = ["SAMPLERS", "CHURN_SAMPLERS", "MAX_CHURN", "PRECISIONS", "karras_sigmas", "k_diffusion_s_churn",
-           "sample_karras", "eval_mode", "sample_images", "sample_novel_views", "SAMPLING_MODES", "sampling_options",
-           "conditioning_set", "generate_trajectory"]
+           "sample_karras", "guided", "seeded_noise", "sample_images", "render_condition", "sample_novel_views",
+           "SAMPLING_MODES", "sampling_options", "conditioning_set", "generate_trajectory"]
 
 Noise = Callable[[tuple[int, ...]], Tensor]
 """``noise(shape)``: a draw ``[B, C, H, W] ~ N(0, I)`` from the sampling's seeds (module docstring)."""
@@ -102,7 +101,7 @@ def sample_karras(denoise: Callable[[Tensor, Tensor], Tensor], x: Tensor, sigmas
         if gamma > 0:
             x = x + eps * (sigma_hat ** 2 - sigmas[i] ** 2) ** 0.5
         denoised = denoise(x, sigma_hat * s_in)
-        d = K.sampling.to_d(x, sigma_hat, denoised)
+        d = k_diffusion.sampling.to_d(x, sigma_hat, denoised)
         if callback is not None:
             callback({"x": x, "i": i, "sigma": sigmas[i], "sigma_hat": sigma_hat, "denoised": denoised})
         dt = sigmas[i + 1] - sigma_hat
@@ -110,20 +109,20 @@ def sample_karras(denoise: Callable[[Tensor, Tensor], Tensor], x: Tensor, sigmas
             x = x + d * dt
         else:
             x_2 = x + d * dt
-            d_2 = K.sampling.to_d(x_2, sigmas[i + 1], denoise(x_2, sigmas[i + 1] * s_in))
+            d_2 = k_diffusion.sampling.to_d(x_2, sigmas[i + 1], denoise(x_2, sigmas[i + 1] * s_in))
             x = x + (d + d_2) / 2 * dt
     return x
 
 
 def _sample_euler_ancestral(denoise, x: Tensor, sigmas: Tensor, noise: Noise, **options) -> Tensor:
     """k-diffusion's Euler ancestral sampler, its noise drawn by ``noise``."""
-    return K.sampling.sample_euler_ancestral(denoise, x, sigmas, disable=True,
-                                             noise_sampler=lambda sigma, sigma_next: noise(x.shape), **options)
+    return k_diffusion.sampling.sample_euler_ancestral(
+        denoise, x, sigmas, disable=True, noise_sampler=lambda sigma, sigma_next: noise(x.shape), **options)
 
 
 def _sample_dpmpp_2m(denoise, x: Tensor, sigmas: Tensor, noise: Noise, **options) -> Tensor:
     """k-diffusion's DPM-Solver++(2M): deterministic, ``noise`` is not used."""
-    return K.sampling.sample_dpmpp_2m(denoise, x, sigmas, disable=True, **options)
+    return k_diffusion.sampling.sample_dpmpp_2m(denoise, x, sigmas, disable=True, **options)
 
 
 SAMPLERS: dict[str, Callable] = {
@@ -173,19 +172,7 @@ def karras_sigmas(steps: int, sigma_min: float = 0.002, sigma_max: float = 80.0,
         raise ValueError(f"steps must be at least 1, got {steps}")
     if not 0 < sigma_min < sigma_max:
         raise ValueError(f"need 0 < sigma_min < sigma_max, got sigma_min={sigma_min}, sigma_max={sigma_max}")
-    return K.sampling.get_sigmas_karras(steps, sigma_min, sigma_max, rho, device=device or "cpu")
-
-
-@contextlib.contextmanager
-def eval_mode(module: nn.Module) -> Iterator[nn.Module]:
-    """Put ``module`` and all its submodules in eval mode; on exit give each back the mode it had."""
-    modes = [(submodule, submodule.training) for submodule in module.modules()]
-    module.eval()
-    try:
-        yield module
-    finally:
-        for submodule, training in modes:
-            submodule.training = training
+    return k_diffusion.sampling.get_sigmas_karras(steps, sigma_min, sigma_max, rho, device=device or "cpu")
 
 
 def _in_precision(denoiser: nn.Module, precision: str, device: torch.device) -> Callable[..., Tensor]:
@@ -200,8 +187,10 @@ def _in_precision(denoiser: nn.Module, precision: str, device: torch.device) -> 
     return call
 
 
-def _guided(denoiser: Callable[..., Tensor], cond: Tensor, guidance_scale: float) -> Callable[[Tensor, Tensor], Tensor]:
-    """``D_w(x, sigma)`` of the module docstring; conditional and unconditional calls share one batch."""
+def guided(denoiser: Callable[..., Tensor], cond: Tensor, guidance_scale: float) -> Callable[[Tensor, Tensor], Tensor]:
+    """``D_w(x, sigma)`` of the module docstring for ``denoiser(x, sigma, unet_cond=c)`` and ``cond [B, C, H, W]``:
+    ``denoiser`` itself given ``cond`` when ``guidance_scale`` is 1, else its conditional and unconditional
+    (:func:`genvs.denoiser.null_condition`) calls in one batch of ``2B``."""
     if guidance_scale == 1.0:
         return lambda x, sigma: denoiser(x, sigma, unet_cond=cond)
     both_conds = torch.cat([cond, null_condition(cond)])
@@ -233,17 +222,23 @@ def _seed_value(seed: int | torch.Generator | None) -> int:
     return int(torch.randint(2**62, (1,), generator=seed, device=device))
 
 
-def _noise(seed: int | torch.Generator | Sequence[int] | None, batch: int, device: torch.device) -> Noise:
-    """``noise(shape)`` drawing ``[B, ...] ~ N(0, I)`` on ``device``: from one generator seeded with ``seed`` (an
-    int, or drawn from a generator or the global RNG), or image ``b`` from its own generator seeded with
-    ``seed[b]`` (a sequence of ``B`` ints)."""
+def seeded_noise(seed: int | torch.Generator | Sequence[int] | None, batch: int, device: torch.device) -> Noise:
+    """``noise(shape)`` drawing ``[B, ...] ~ N(0, I)`` on ``device`` (the module docstring's random numbers).
+
+    ``seed`` an int (or a generator to draw one from, or None: from the global RNG): one generator for the whole
+    batch. A sequence of ``G`` ints, ``G`` dividing ``B``: the batch is ``G`` consecutive groups of ``B / G`` images,
+    group ``g`` drawn from its own generator seeded with ``seed[g]`` (``G = B``: one generator per image), so that a
+    group gets the numbers it gets when drawn alone with that seed.
+    """
     if not isinstance(seed, Sequence):
         generator = torch.Generator(device).manual_seed(_seed_value(seed))
         return lambda shape: draw(torch.randn, shape, generator)
-    if len(seed) != batch:
-        raise ValueError(f"{len(seed)} seeds for a batch of {batch} images: give one seed per image, or one int")
-    generators = [torch.Generator(device).manual_seed(image_seed) for image_seed in seed]
-    return lambda shape: torch.cat([draw(torch.randn, (1, *shape[1:]), generator) for generator in generators])
+    if not seed or batch % len(seed):
+        raise ValueError(f"{len(seed)} seeds for a batch of {batch} images: give one seed per image, one per group "
+                         f"of as many images, or one int")
+    generators = [torch.Generator(device).manual_seed(group_seed) for group_seed in seed]
+    return lambda shape: torch.cat([draw(torch.randn, (shape[0] // len(generators), *shape[1:]), generator)
+                                    for generator in generators])
 
 
 @torch.no_grad()
@@ -289,7 +284,9 @@ def sample_images(
         seed: an int, or a generator to draw one from; every random number of the sampling (start
             noise, churn, ancestral noise) follows from it, and the caller's global RNG is left
             unchanged. None draws the seed from the global RNG. A sequence of ``B`` ints: image ``b``'s
-            random numbers follow from ``seed[b]`` alone, exactly as when it is sampled alone with that seed.
+            random numbers follow from ``seed[b]`` alone, exactly as when it is sampled alone with that seed; of
+            ``G`` ints (``G`` dividing ``B``): those of each group of ``B / G`` consecutive images follow from its
+            seed alone (:func:`seeded_noise`).
         precision: of the denoiser calls, one of :data:`PRECISIONS` (module docstring).
         callback: called after each step's first denoiser call with k-diffusion's dict:
             ``x`` (current noisy images), ``i`` (step), ``sigma``, ``sigma_hat`` and ``denoised``
@@ -304,13 +301,32 @@ def sample_images(
         if guidance_scale != 1.0:
             raise ValueError(f"guidance_scale={guidance_scale} needs conditional sampling (unconditional=False)")
         cond = null_condition(torch.empty(shape[0], denoiser.inner_model.unet_cond_dim, *shape[2:], device=device))
-    denoise = _guided(_in_precision(denoiser, precision, device), cond, guidance_scale)
+    denoise = guided(_in_precision(denoiser, precision, device), cond, guidance_scale)
     sigmas = karras_sigmas(steps, sigma_min, sigma_max, rho, device)
-    draw_noise = _noise(seed, shape[0], device)
-    with eval_mode(denoiser):
+    draw_noise = seeded_noise(seed, shape[0], device)
+    with k_diffusion.utils.eval_mode(denoiser):
         x = (draw_noise(shape) if noise is None else noise.to(device)) * sigmas[0]
         x = SAMPLERS[sampler](denoise, x, sigmas, draw_noise, callback=callback, **options)
     return x.clamp(-1.0, 1.0)
+
+
+@torch.no_grad()
+def render_condition(model: nn.Module, images: Tensor, K: Tensor, c2w: Tensor, target_K: Tensor,
+                     target_c2w: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+    """GeNVS's condition for ``T`` target cameras of ``B`` objects: the field of the input views rendered at them.
+
+    Args:
+        model: a :class:`genvs.model.GeNVS` (run in eval mode, given back in its modes).
+        images: ``[B, V, 3, H, W]`` input views in [-1, 1]; K ``[B, V, 3, 3]``; c2w ``[B, V, 4, 4]``.
+        target_K: ``[B, T, 3, 3]``; target_c2w: ``[B, T, 4, 4]``.
+    Returns:
+        :meth:`genvs.model.GeNVS.condition`'s ``cond [B * T, C, H, W]`` and render (``features [B, T, C, s, s]``,
+        ``depth`` and ``opacity [B, T, s, s]``), on the model's device (the inputs are moved there).
+    """
+    device = next(model.parameters()).device
+    images, K, c2w, target_K, target_c2w = (tensor.to(device) for tensor in (images, K, c2w, target_K, target_c2w))
+    with k_diffusion.utils.eval_mode(model):
+        return model.condition(model.field.encode(images, K, c2w), target_K, target_c2w)
 
 
 @torch.no_grad()
@@ -330,14 +346,10 @@ def sample_novel_views(model: nn.Module, images: Tensor, K: Tensor, c2w: Tensor,
         [B, T, C, s, s]`` (channels 0-2 are its RGB guess), ``depth`` and ``opacity [B, T, s, s]``, on the
         device of ``images`` (the inputs are moved to the model's device for the computation).
     """
-    device, output_device = next(model.parameters()).device, images.device
-    images, K, c2w, target_K, target_c2w = (tensor.to(device) for tensor in (images, K, c2w, target_K, target_c2w))
-    with eval_mode(model):
-        views = model.field.encode(images, K, c2w)
-        cond, rendered = model.condition(views, target_K, target_c2w)
-        samples = sample_images(model.denoiser if denoiser is None else denoiser, cond, **options)
+    cond, rendered = render_condition(model, images, K, c2w, target_K, target_c2w)
+    samples = sample_images(model.denoiser if denoiser is None else denoiser, cond, **options)
     result = {"samples": samples.unflatten(0, tuple(target_c2w.shape[:2])), **rendered}
-    return {name: value.to(output_device) for name, value in result.items()}
+    return {name: value.to(images.device) for name, value in result.items()}
 
 
 def conditioning_set(frame: int, n_inputs: int, max_random: int, generator: torch.Generator) -> list[int]:
@@ -359,8 +371,8 @@ def conditioning_set(frame: int, n_inputs: int, max_random: int, generator: torc
 
 @torch.no_grad()
 def generate_trajectory(model: nn.Module, images: Tensor, K: Tensor, c2w: Tensor, target_K: Tensor,
-                        target_c2w: Tensor, *, autoregressive: bool = True, max_random: int = 4,
-                        seed: int | Sequence[int] = 0, progress: bool = True, **options) -> dict:
+                        target_c2w: Tensor, denoiser: nn.Module | None = None, *, autoregressive: bool = True,
+                        max_random: int = 4, seed: int | Sequence[int] = 0, progress: bool = True, **options) -> dict:
     """Generate the views of ``B`` objects along their trajectories, frame ``f`` of every object in one batch.
 
     Autoregressive (GeNVS): every generated frame joins its object's pool of views, and frame ``f`` is
@@ -382,6 +394,7 @@ def generate_trajectory(model: nn.Module, images: Tensor, K: Tensor, c2w: Tensor
             leading ``B`` either.
         target_K: ``[B, N, 3, 3]``; target_c2w: ``[B, N, 4, 4]`` the trajectories, e.g.
             :func:`genvs.cameras.trajectory_from` of each input camera (``[N, 3, 3]``, ``[N, 4, 4]`` for one object).
+        denoiser: what denoises each frame's render (default ``model.denoiser``), as in :func:`sample_novel_views`.
         max_random: most random earlier frames in a conditioning set (the seed: 4).
         seed: one int per object (a sequence of ``B``); or one int, which is the seed of a single unbatched
             object, and for a batch gives object ``b`` the seed ``derive_seed(seed, b)``.
@@ -394,7 +407,7 @@ def generate_trajectory(model: nn.Module, images: Tensor, K: Tensor, c2w: Tensor
     if images.dim() == 4:
         seeds = [seed] if isinstance(seed, int) else seed
         result = generate_trajectory(model, images[None], K[None], c2w[None], target_K[None], target_c2w[None],
-                                     autoregressive=autoregressive, max_random=max_random, seed=seeds,
+                                     denoiser, autoregressive=autoregressive, max_random=max_random, seed=seeds,
                                      progress=progress, **options)
         return {name: value[0] for name, value in result.items()}
     device = next(model.parameters()).device
@@ -407,7 +420,7 @@ def generate_trajectory(model: nn.Module, images: Tensor, K: Tensor, c2w: Tensor
     objects = torch.arange(n_objects, device=device)[:, None]
     outputs = {"samples": [], "features": [], "depth": [], "opacity": []}
     conditioning = [[] for _ in range(n_objects)]
-    with eval_mode(model):
+    with k_diffusion.utils.eval_mode(model):
         inputs = model.field.encode(images.to(device), K.to(device), c2w.to(device)).volumes  # [B, V, C, D, h, w]
         volumes = inputs.new_empty(n_objects, n_inputs + (n_frames if autoregressive else 0), *inputs.shape[2:])
         volumes[:, :n_inputs] = inputs
@@ -419,7 +432,8 @@ def generate_trajectory(model: nn.Module, images: Tensor, K: Tensor, c2w: Tensor
             target = slice(n_inputs + frame, n_inputs + frame + 1)
             cond, rendered = model.condition(views, pool_K[:, target], pool_c2w[:, target])
             frame_seeds = [derive_seed(object_seed, frame) for object_seed in seeds]
-            sample = sample_images(model.denoiser, cond, seed=frame_seeds, **options)
+            sample = sample_images(model.denoiser if denoiser is None else denoiser, cond, seed=frame_seeds,
+                                   **options)
             if autoregressive:
                 volumes[:, target] = model.field.encode(sample[:, None], pool_K[:, target], pool_c2w[:, target]).volumes
             for name, value in (("samples", sample), *((key, rendered[key][:, 0]) for key in

@@ -3,8 +3,9 @@
 For each held-out synthetic car, one input view and an orbit of ``n_frames`` cameras starting at it
 (:func:`genvs.cameras.trajectory_from`). The synthetic cars are exact, so the truth of every orbit frame is rendered
 by the same ray caster that made the dataset (:func:`true_orbit`): its image, its depth, its coverage and which
-hidden-side attributes it shows. Every route generates the same orbits with the same seeds
-(:func:`standard_routes`), and :func:`compare_turntables` scores, per object then mean and standard deviation over
+hidden-side attributes it shows. Every route (:class:`genvs.routes.Route`) generates the same orbits with the same
+seeds (:func:`standard_routes`; the routes without GeNVS's render, :class:`OrbitRoute` and :class:`RayRoute`, are
+here), and :func:`compare_turntables` scores, per object then mean and standard deviation over
 objects:
 
 - ``psnr``, ``ssim``, ``detail``: per frame against the true frame (:mod:`genvs.metrics`), averaged over frames;
@@ -21,13 +22,13 @@ objects:
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Mapping
+from typing import Mapping, Sequence
 
 import numpy as np
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from genvs.cameras import pixel_rays, trajectory_from
@@ -39,18 +40,15 @@ from genvs.metrics import detail_score, psnr, reprojection_consistency, ssim
 from genvs.multiview import ORBIT_MODES, generate_orbit
 from genvs.probe import AttributeProbe, car_of, dataset_seed
 from genvs.raycond import ray_condition
-from genvs.sampling import generate_trajectory, sample_images, sample_novel_views, sampling_options
+from genvs.routes import RenderRoute, Route, TrajectoryRoute, frame_seeds
+from genvs.sampling import sample_images, sampling_options
 from genvs.seeding import derive_seed
 
-__all__ = ["TurntableConfig", "true_orbit", "Route", "standard_routes", "compare_turntables", "TURNTABLE_METRICS"]
+__all__ = ["TurntableConfig", "true_orbit", "OrbitRoute", "RayRoute", "standard_routes", "compare_turntables",
+           "TURNTABLE_METRICS"]
 
 TURNTABLE_METRICS = ("psnr", "ssim", "detail", "consistency", "hidden_agreement", "hidden_confidence",
                      "seen_accuracy")
-
-Route = Callable[[dict, Tensor, Tensor, list[int]], Tensor]
-"""``route(inputs, target_K [B, N, 3, 3], target_c2w [B, N, 4, 4], seeds [B]) -> frames [B, N, 3, H, W]``; ``inputs``
-holds the input views' ``images [B, 1, 3, H, W]``, ``K [B, 1, 3, 3]`` and ``c2w [B, 1, 4, 4]``."""
-
 
 @dataclass(frozen=True)
 class TurntableConfig:
@@ -98,48 +96,78 @@ def true_orbit(folder: str | Path, seed: int, K_cam: Tensor, c2w: Tensor, image_
             "opacity": hit.float(), "shows": shows}
 
 
+@dataclass(frozen=True)
+class OrbitRoute:
+    """Lesson 08's multi-view route as a :class:`genvs.routes.Route`: :func:`genvs.multiview.generate_orbit`, the
+    frames denoised jointly in groups (``mode`` ``"chunked"`` or ``"autoregressive"``); object ``b``'s call ``c`` is
+    seeded ``derive_seed(seeds[b], c)``.
+
+    Attributes:
+        model: the GeNVS whose field renders the conditions; denoiser: a :func:`genvs.multiview.multiview_denoiser`.
+        options: :func:`genvs.multiview.sample_jointly`'s (steps, churn, s_noise, guidance_scale, ...).
+    """
+
+    model: nn.Module = field(repr=False)
+    denoiser: nn.Module = field(repr=False)
+    mode: str = "chunked"
+    chunk: int = 3
+    max_random: int = 2
+    options: dict = field(default_factory=dict)
+
+    def __call__(self, images: Tensor, K: Tensor, c2w: Tensor, target_K: Tensor, target_c2w: Tensor,
+                 seeds: Sequence[int], **options) -> Tensor:
+        """:class:`genvs.routes.Route`'s call."""
+        return generate_orbit(self.model, self.denoiser, images, K, c2w, target_K, target_c2w, mode=self.mode,
+                              chunk=self.chunk, max_random=self.max_random, seed=list(seeds), progress=False,
+                              **{**self.options, **options})["samples"]
+
+
+@dataclass(frozen=True)
+class RayRoute:
+    """Lesson 08's 2D-only route as a :class:`genvs.routes.Route`: every frame sampled from the first input image and
+    the rays (:func:`genvs.raycond.ray_condition`, no field); frame ``f`` of object ``b`` from
+    ``derive_seed(seeds[b], f)`` (:func:`genvs.routes.frame_seeds`).
+
+    Attributes:
+        denoiser: :func:`genvs.raycond.raycond_route`'s; options: :func:`genvs.sampling.sample_images`'s.
+    """
+
+    denoiser: nn.Module = field(repr=False)
+    options: dict = field(default_factory=dict)
+
+    def __call__(self, images: Tensor, K: Tensor, c2w: Tensor, target_K: Tensor, target_c2w: Tensor,
+                 seeds: Sequence[int], **options) -> Tensor:
+        """:class:`genvs.routes.Route`'s call."""
+        cond = ray_condition(images[:, 0], K[:, 0], c2w[:, 0], target_K, target_c2w)
+        samples = sample_images(self.denoiser, cond, seed=frame_seeds(seeds, target_c2w.shape[1]),
+                                **{**self.options, **options})
+        return samples.unflatten(0, tuple(target_c2w.shape[:2])).cpu()
+
+
 def standard_routes(model, config: TurntableConfig, controlnet=None, multiview=None,
                     raycond=None) -> dict[str, Route]:
     """The routes of lesson 08's table, those whose denoiser is given (GeNVS's are always there).
 
-    ``genvs_independent`` / ``genvs_autoregressive``: :func:`genvs.sampling.generate_trajectory` with ``model``'s own
-    denoiser; ``controlnet``: lesson 07's route, every frame from the input's render
-    (:func:`genvs.sampling.sample_novel_views`); ``multiview_chunked`` / ``multiview_autoregressive``:
-    :func:`genvs.multiview.generate_orbit`; ``2d_only``: :mod:`genvs.raycond`, every frame from the input image and
-    the rays. All sample with the same stochastic Euler (``config``); frame ``f`` of object ``b`` is seeded from the
-    object's seed.
+    ``genvs_independent`` / ``genvs_autoregressive``: :class:`genvs.routes.TrajectoryRoute` with ``model``'s own
+    denoiser; ``controlnet``: lesson 07's route, every frame from the input's render (:class:`genvs.routes.RenderRoute`,
+    one seed per frame); ``multiview_chunked`` / ``multiview_autoregressive``: :class:`OrbitRoute`; ``2d_only``:
+    :class:`RayRoute`, every frame from the input image and the rays. All sample with the same stochastic Euler
+    (``config``); frame ``f`` of object ``b`` is seeded from the object's seed.
     """
     stochastic = sampling_options("stochastic", config.steps, config.churn)
     guided = {**stochastic, "guidance_scale": config.guidance_scale}
     joint = {key: stochastic[key] for key in ("steps", "churn", "s_noise")}
     joint["guidance_scale"] = config.guidance_scale
-
-    def frame_seeds(seeds: list[int], n_frames: int) -> list[int]:
-        return [derive_seed(seed, frame) for seed in seeds for frame in range(n_frames)]
-
-    def genvs(autoregressive: bool) -> Route:
-        return lambda inputs, K_t, c2w_t, seeds: generate_trajectory(
-            model, inputs["images"], inputs["K"], inputs["c2w"], K_t, c2w_t, autoregressive=autoregressive,
-            max_random=config.max_random, seed=seeds, progress=False, **stochastic)["samples"]
-
-    def multiview_orbit(mode: str) -> Route:
-        return lambda inputs, K_t, c2w_t, seeds: generate_orbit(
-            model, multiview, inputs["images"], inputs["K"], inputs["c2w"], K_t, c2w_t, mode=mode, chunk=config.chunk,
-            max_random=config.max_random, seed=seeds, progress=False, **joint)["samples"]
-
-    routes = {"genvs_independent": genvs(False), "genvs_autoregressive": genvs(True)}
+    routes = {f"genvs_{name}": TrajectoryRoute(model, autoregressive=autoregressive, max_random=config.max_random,
+                                               options=stochastic)
+              for name, autoregressive in (("independent", False), ("autoregressive", True))}
     if controlnet is not None:
-        routes["controlnet"] = lambda inputs, K_t, c2w_t, seeds: sample_novel_views(
-            model, inputs["images"], inputs["K"], inputs["c2w"], K_t, c2w_t, denoiser=controlnet,
-            seed=frame_seeds(seeds, c2w_t.shape[1]), **guided)["samples"]
+        routes["controlnet"] = RenderRoute(model, controlnet, guided, per_frame=True)
     if multiview is not None:
-        routes |= {f"multiview_{mode}": multiview_orbit(mode) for mode in ORBIT_MODES}
+        routes |= {f"multiview_{mode}": OrbitRoute(model, multiview, mode, config.chunk, config.max_random, joint)
+                   for mode in ORBIT_MODES}
     if raycond is not None:
-        def two_d(inputs, K_t, c2w_t, seeds):
-            cond = ray_condition(inputs["images"][:, 0], inputs["K"][:, 0], inputs["c2w"][:, 0], K_t, c2w_t)
-            return sample_images(raycond, cond, seed=frame_seeds(seeds, c2w_t.shape[1]), **guided).unflatten(
-                0, tuple(c2w_t.shape[:2]))
-        routes["2d_only"] = two_d
+        routes["2d_only"] = RayRoute(raycond, guided)
     return routes
 
 
@@ -178,7 +206,7 @@ def compare_turntables(routes: Mapping[str, Route], data: str | Path, probe: Att
     """Every route's orbits of ``config.n_objects`` held-out synthetic cars, scored (module docstring).
 
     Args:
-        routes: name -> :data:`Route` (e.g. :func:`standard_routes`).
+        routes: name -> :class:`genvs.routes.Route` (e.g. :func:`standard_routes`).
         data: a synthetic dataset (``genvs.data.synthetic.make_dataset``: its cars are re-rendered exactly).
         probe: the attribute probe (:func:`genvs.probe.load_probe`); without it the attribute scores are skipped.
         object_batch: objects generated together per route call.
@@ -206,7 +234,7 @@ def compare_turntables(routes: Mapping[str, Route], data: str | Path, probe: Att
         start, generated = time.perf_counter(), []
         for first in range(0, config.n_objects, object_batch):
             batch = slice(first, first + object_batch)
-            generated.append(route({key: value[batch] for key, value in inputs.items()}, target_K[batch],
+            generated.append(route(*(inputs[key][batch] for key in ("images", "K", "c2w")), target_K[batch],
                                    target_c2w[batch], seeds[batch]).cpu())
         frames[name], seconds[name] = torch.cat(generated), time.perf_counter() - start
     per_object = {name: [] for name in [*frames, "truth"]}

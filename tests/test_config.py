@@ -54,8 +54,8 @@ def test_profiles_pick_smoke_default_or_cuda(monkeypatch):
     monkeypatch.setattr(config, "SMOKE", False)
     monkeypatch.setattr(config.torch.cuda, "is_available", lambda: True)
     assert config.by_profile(1, 2, cuda=3) == 3 and config.by_profile(1, 2) == 2
-    assert config.lesson_device() == torch.device("cuda")
+    assert config.default_device() == torch.device("cuda")
     monkeypatch.setattr(config.torch.cuda, "is_available", lambda: False)
-    assert config.by_profile(1, 2, cuda=3) == 2 and config.lesson_device() == torch.device("cpu")
+    assert config.by_profile(1, 2, cuda=3) == 2 and config.default_device() == torch.device("cpu")
     monkeypatch.setattr(config, "SMOKE", True)
     assert config.by_profile(1, 2, cuda=3) == 1

@@ -9,6 +9,7 @@ from genvs.data.srn import SRNFormatError
 from genvs.data.synthetic import make_dataset
 from genvs.evaluation import METHODS, PROTOCOLS, EvaluationConfig, evaluate, results_table, target_view_ids
 from genvs.model import GeNVS, genvs_config
+from genvs.routes import RenderRoute
 from genvs.sampling import sampling_options
 from test_sampling import batch_invariant, perturbed
 
@@ -52,7 +53,8 @@ def test_evaluation_scores_every_method_reproducibly(cars, model):
 def test_the_field_alone_scores_as_in_the_full_protocol_without_sampling(cars, model, monkeypatch):
     """methods=("regression",) gives the regression's (and the truth's) scores of the whole protocol, bit for bit,
     and never calls a sampler."""
-    import genvs.evaluation as evaluation
+    import genvs.routes
+    import genvs.sampling
 
     config = dataclasses.replace(PROTOCOLS["smoke"], target_views=3, steps=2)
     full = evaluate(model, cars, config, lpips=False, examples=0, progress=False)
@@ -60,8 +62,8 @@ def test_the_field_alone_scores_as_in_the_full_protocol_without_sampling(cars, m
     def no_sampling(*args, **kwargs):
         raise AssertionError("the field alone must not sample")
 
-    monkeypatch.setattr(evaluation, "sample_images", no_sampling)
-    monkeypatch.setattr(evaluation, "generate_trajectory", no_sampling)
+    monkeypatch.setattr(genvs.sampling, "sample_images", no_sampling)
+    monkeypatch.setattr(genvs.routes, "generate_trajectory", no_sampling)
     alone = evaluate(model, cars, dataclasses.replace(config, methods=("regression",)), lpips=False, examples=0,
                      progress=False)
     assert list(alone["metrics"]) == ["regression", "truth"]
@@ -74,7 +76,7 @@ def test_the_field_alone_scores_as_in_the_full_protocol_without_sampling(cars, m
 def test_a_sampler_returning_the_truth_scores_perfectly(cars, model, monkeypatch):
     # Replace the sampler by a copy of the truth: its PSNR must be infinite, SSIM, sharpness and detail 1, and the
     # probe must read in it what it reads in the truth.
-    import genvs.evaluation as evaluation
+    import genvs.sampling
 
     def perfect(denoiser, cond, **options):  # the 5 targets are sampled in one chunk: views 0, 2, 3, 4 and 5
         return views["images"][1:1 + cond.shape[0]]
@@ -82,7 +84,7 @@ def test_a_sampler_returning_the_truth_scores_perfectly(cars, model, monkeypatch
     from genvs.data import SRNDataset
     dataset = SRNDataset(cars, split="test", views_per_item=None, image_size=32)
     views = dataset.load_views(0, [1, 0, 2, 3, 4, 5])
-    monkeypatch.setattr(evaluation, "sample_images", perfect)
+    monkeypatch.setattr(genvs.sampling, "sample_images", perfect)
     config = EvaluationConfig(max_objects=1, input_view=1, target_views=0, steps=2)
     results = evaluate(model, cars, config, lpips=False, progress=False)
     row = results["metrics"]["deterministic"]
@@ -122,15 +124,15 @@ def test_batching_objects_changes_scores_by_float_rounding_only(cars, model, mon
     rounding (measured: up to 2e-6, against 1e-5 allowed; the other methods are not batched)."""
     import copy
 
-    import genvs.evaluation as evaluation
+    import genvs.routes
 
-    generate_trajectory, batch_sizes = evaluation.generate_trajectory, []
+    generate_trajectory, batch_sizes = genvs.routes.generate_trajectory, []
 
     def recording(model, images, *args, **options):  # how many objects each call generates
         batch_sizes.append(images.shape[0])
         return generate_trajectory(model, images, *args, **options)
 
-    monkeypatch.setattr(evaluation, "generate_trajectory", recording)
+    monkeypatch.setattr(genvs.routes, "generate_trajectory", recording)
     batched, alone = PROTOCOLS["smoke"], dataclasses.replace(PROTOCOLS["smoke"], object_batch=1)
     assert batched.object_batch == 2
     unet_model = copy.deepcopy(model)
@@ -231,7 +233,7 @@ def test_attribute_metrics_are_skipped_with_the_reason(cars, model, tmp_path):
 def test_a_route_is_sampled_on_the_same_condition_and_seeds_as_the_samplers(cars, model):
     # a route that is GeNVS's own denoiser with the stochastic options must score exactly as the stochastic method
     config = dataclasses.replace(PROTOCOLS["smoke"], max_objects=2, target_views=3, steps=2)
-    routes = {"copy": (model.denoiser, sampling_options("stochastic", config.steps))}
+    routes = {"copy": RenderRoute(model, options=sampling_options("stochastic", config.steps))}
     results = evaluate(model, cars, config, lpips=False, progress=False, routes=routes, examples=1)
     assert list(results["metrics"]) == ["regression", "deterministic", "stochastic", "copy", "autoregressive", "truth"]
     assert results["metrics"]["copy"] == results["metrics"]["stochastic"]
@@ -240,3 +242,28 @@ def test_a_route_is_sampled_on_the_same_condition_and_seeds_as_the_samplers(cars
     assert torch.equal(results["examples"]["copy"], results["examples"]["stochastic"])
     with pytest.raises(ValueError, match="clash"):
         evaluate(model, cars, config, lpips=False, progress=False, routes={"stochastic": routes["copy"]})
+
+
+def test_the_samplers_sample_the_input_only_render_chunk_by_chunk_from_the_chunks_seed(cars, model):
+    """The two samplers' predictions are sample_images of GeNVS's denoiser on the input-only field's render of each
+    chunk of target_batch targets, seeded derive_seed(s_i, t): the protocol's seeds, computed here by hand."""
+    from genvs.data import SRNDataset
+    from genvs.denoiser import k_diffusion
+    from genvs.sampling import sample_images
+    from genvs.seeding import derive_seed
+
+    config = dataclasses.replace(PROTOCOLS["smoke"], max_objects=1, target_views=5, steps=2, target_batch=2,
+                                 methods=("regression", "deterministic", "stochastic"))
+    results = evaluate(model, cars, config, lpips=False, attributes=False, progress=False, examples=1)
+    views = SRNDataset(cars, split="test", views_per_item=None, image_size=32).load_views(0, [0, 1, 2, 3, 4])
+    seed = derive_seed(config.seed, 0)  # object 0, draw 0
+    for mode in ("deterministic", "stochastic"):
+        chunks = []
+        for start in (0, 2):  # the examples keep 3 targets: chunks [0, 1] and [2, 3]
+            with k_diffusion.utils.eval_mode(model), torch.no_grad():
+                encoded = model.field.encode(views["images"][None, :1], views["K"][None, :1], views["c2w"][None, :1])
+                cond, _ = model.condition(encoded, views["K"][None, 1 + start:3 + start],
+                                          views["c2w"][None, 1 + start:3 + start])
+            chunks.append(sample_images(model.denoiser, cond, seed=derive_seed(seed, start),
+                                        **sampling_options(mode, config.steps)))
+        assert torch.equal(results["examples"][mode][0], torch.cat(chunks)[:3])

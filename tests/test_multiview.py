@@ -159,7 +159,7 @@ def test_an_orbit_is_seeded_per_object_and_starts_from_the_input(cars, monkeypat
 
 @torch.no_grad()
 def test_recorded_attention_is_each_groups_softmax_and_matches_torchs_attention():
-    from genvs.multiview import _heads, attention_weights, recording
+    from genvs.multiview import attention_heads, attention_weights, recording
 
     base, controlnet = networks()
     denoiser = multiview_denoiser(base, controlnet)
@@ -172,7 +172,7 @@ def test_recorded_attention_is_each_groups_softmax_and_matches_torchs_attention(
     tokens = hidden_states.shape[-1] * hidden_states.shape[-2]
     assert weights.shape == (2, attn.heads, VIEWS * tokens, VIEWS * tokens)
     torch.testing.assert_close(weights.sum(-1), torch.ones(weights.shape[:-1]))
-    query, key, value = _heads(attn, hidden_states, views)
+    query, key, value = attention_heads(attn, hidden_states, views)
     torch.testing.assert_close(weights @ value, torch.nn.functional.scaled_dot_product_attention(query, key, value),
                                atol=1e-5, rtol=1e-4)
     assert denoiser.inner_model.groups.recorded is None  # recording stops with the block

@@ -5,8 +5,8 @@ import pytest
 import torch
 from torch import nn
 
-from genvs.denoiser import K, build_denoiser, denoiser_config
-from genvs.sampling import (CHURN_SAMPLERS, SAMPLERS, eval_mode, k_diffusion_s_churn, karras_sigmas, sample_images,
+from genvs.denoiser import build_denoiser, denoiser_config, k_diffusion
+from genvs.sampling import (CHURN_SAMPLERS, SAMPLERS, k_diffusion_s_churn, karras_sigmas, sample_images,
                             sampling_options)
 from genvs.seeding import derive_seed, seeded_rng
 
@@ -140,10 +140,11 @@ def _k_diffusion_sample(denoiser, cond, sampler, seed, steps=STEPS, **options):
     if "churn" in options:
         options["s_churn"] = k_diffusion_s_churn(options.pop("churn"), steps)
     sigmas = karras_sigmas(steps)
-    with eval_mode(denoiser), seeded_rng(seed, torch.device("cpu")), torch.no_grad():
+    with k_diffusion.utils.eval_mode(denoiser), seeded_rng(seed, torch.device("cpu")), torch.no_grad():
         start = torch.randn(2, 3, 16, 16) * sigmas[0]
-        return getattr(K.sampling, f"sample_{sampler}")(lambda x, sigma: denoiser(x, sigma, unet_cond=cond), start,
-                                                        sigmas, disable=True, **options).clamp(-1, 1)
+        sample = getattr(k_diffusion.sampling, f"sample_{sampler}")
+        return sample(lambda x, sigma: denoiser(x, sigma, unet_cond=cond), start, sigmas, disable=True,
+                      **options).clamp(-1, 1)
 
 
 @pytest.mark.parametrize("sampler,options", SAMPLER_VARIANTS + WINDOWED_CHURN)
@@ -179,6 +180,21 @@ def test_per_image_seeds_with_the_unet_match_sampling_alone_to_rounding(denoiser
         alone = _sample(denoiser, cond[b:b + 1], seed=seed, **options)
         torch.testing.assert_close(together[b:b + 1], alone, atol=1e-5, rtol=0)
         assert torch.equal(_sample(denoiser, cond[b:b + 1], seed=[seed], **options), alone)
+
+
+@pytest.mark.parametrize("sampler,options", SAMPLER_VARIANTS)
+def test_a_seed_per_group_gives_each_group_the_numbers_it_gets_alone(sampler, options):
+    """Seeds [s_0, s_1] for a batch of 4: images 0-1 are, bit for bit, those two sampled alone with seed s_0 (one
+    stream for both), images 2-3 those sampled with s_1 (a denoiser independent of the batch)."""
+    denoiser = BatchInvariantDenoiser()
+    cond = torch.randn(4, 16, 8, 8, generator=torch.Generator().manual_seed(2))
+    together = sample_images(denoiser, cond, sampler=sampler, steps=STEPS, seed=[5, 17], **options)
+    for group, seed in enumerate((5, 17)):
+        alone = sample_images(denoiser, cond[2 * group:2 * group + 2], sampler=sampler, steps=STEPS, seed=seed,
+                              **options)
+        assert torch.equal(together[2 * group:2 * group + 2], alone), group
+    with pytest.raises(ValueError, match="3 seeds for a batch of 4 images"):
+        sample_images(denoiser, cond, sampler=sampler, steps=STEPS, seed=[1, 2, 3], **options)
 
 
 @pytest.mark.parametrize("sampler,options", SAMPLER_VARIANTS)
@@ -306,11 +322,12 @@ def test_sampling_runs_in_eval_mode_and_restores_the_mode(denoiser, cond, traini
     assert all(m.training == training for m in denoiser.modules())
 
 
-def test_eval_mode_restores_mixed_modes():
+def test_k_diffusions_eval_mode_restores_mixed_modes():
+    """What genvs's own eval_mode did, which k-diffusion's replaced: every submodule gets its own mode back."""
     model = nn.Sequential(nn.Linear(2, 2), nn.Dropout(0.5))
     model.train()
     model[0].eval()
-    with eval_mode(model):
+    with k_diffusion.utils.eval_mode(model):
         assert not any(m.training for m in model.modules())
     assert [m.training for m in model.modules()] == [True, False, True]
 
@@ -446,6 +463,27 @@ def test_a_batch_of_trajectories_is_each_object_generated_alone(genvs_model, aut
     torch.testing.assert_close(one_seed, derived, rtol=0, atol=0)
 
 
+def test_a_trajectory_denoised_by_another_denoiser_is_its_frames_sampled_on_the_renders(genvs_model):
+    """generate_trajectory(denoiser=other) without autoregression: frame f is sample_novel_views with ``other`` on the
+    inputs' render at camera f, seeded derive_seed(s, f) (to float rounding: the frames are sampled one by one there,
+    together here); the default denoiser is the model's."""
+    import copy
+
+    from genvs.sampling import generate_trajectory, sample_novel_views
+
+    inputs = _trajectory_inputs(2, 3)
+    other = perturbed(copy.deepcopy(genvs_model.denoiser))
+    options = {"autoregressive": False, "progress": False, **sampling_options("stochastic", steps=3)}
+    frames = generate_trajectory(genvs_model, *inputs, other, seed=[4, 9], **options)["samples"]
+    seeds = [derive_seed(seed, frame) for seed in (4, 9) for frame in range(3)]
+    novel = sample_novel_views(genvs_model, *inputs, other, seed=seeds, **sampling_options("stochastic", steps=3))
+    torch.testing.assert_close(frames, novel["samples"], atol=1e-5, rtol=0)
+    own = generate_trajectory(genvs_model, *inputs, seed=[4, 9], **options)["samples"]
+    assert (own - frames).abs().max() > 1e-2
+    torch.testing.assert_close(own, generate_trajectory(genvs_model, *inputs, genvs_model.denoiser, seed=[4, 9],
+                                                        **options)["samples"], rtol=0, atol=0)
+
+
 def test_sampling_modes_name_the_seeds_settings():
     from genvs.sampling import SAMPLING_MODES
 
@@ -561,7 +599,7 @@ def test_a_generated_frame_is_encoded_with_its_own_pose(monkeypatch):
     assert torch.equal(result["samples"][0], known[0])
 
     def features_of_frame_1(frame_0_pose):
-        with eval_mode(model), torch.no_grad():
+        with k_diffusion.utils.eval_mode(model), torch.no_grad():
             views = model.field.encode(torch.stack([image[0], known[0]])[None], torch.cat([K, K])[None],
                                        torch.stack([c2w[0], frame_0_pose])[None])
             return model.condition(views, K[None], poses[None, 1:2])[1]["features"][0, 0]

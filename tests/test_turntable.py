@@ -28,13 +28,13 @@ def test_the_true_orbit_is_what_the_dataset_wrote(cars):
 
 
 def test_a_route_that_returns_the_truth_scores_as_the_truth_and_a_frozen_frame_does_not(cars):
-    def oracle(inputs, K_t, c2w_t, seeds):
+    def oracle(images, K, c2w, K_t, c2w_t, seeds):
         dataset = SRNDataset(cars, split="test", views_per_item=None)
         return torch.stack([true_orbit(dataset.objects[0].folder, dataset_seed(cars), K_t[0, 0], c2w_t[0],
                                        SIZE)["images"]])
 
-    def frozen(inputs, K_t, c2w_t, seeds):  # the input view at every frame: no turn at all
-        return inputs["images"][:, :1].expand(-1, c2w_t.shape[1], -1, -1, -1)
+    def frozen(images, K, c2w, K_t, c2w_t, seeds):  # the input view at every frame: no turn at all
+        return images[:, :1].expand(-1, c2w_t.shape[1], -1, -1, -1)
 
     config = TurntableConfig(n_objects=1, n_frames=6)
     result = compare_turntables({"oracle": oracle, "frozen": frozen}, cars, None, config, progress=False)

@@ -1,3 +1,5 @@
+import math
+
 import matplotlib
 
 matplotlib.use("Agg")
@@ -114,6 +116,7 @@ def test_trajectory_panels_default_to_at_least_256_px_by_nearest_upscaling():
 
 def test_the_generation_panel_samples_the_camera_its_sliders_describe():
     from genvs.model import PRESETS, GeNVS
+    from genvs.sampling import sample_novel_views
 
     model = GeNVS(PRESETS["smoke"], seed=0)
     size = PRESETS["smoke"].field.encoder.image_size
@@ -127,12 +130,17 @@ def test_the_generation_panel_samples_the_camera_its_sliders_describe():
     turned = panel.generate()
     assert turned["samples"].shape == (1, 1, 3, size, size) and turned["depth"].shape == (1, 1, 16, 16)
     assert not torch.equal(at_input["features"], turned["features"])  # the field is rendered from the new camera
+    target = cameras.rotate_around(view["c2w"][0], math.radians(90.0), 0.0)  # the sliders' camera, sampled directly
+    expected = sample_novel_views(model, view["images"][None], view["K"][None], view["c2w"][None], view["K"][None],
+                                  target[None, None], sampler="euler", steps=2, churn=0.4, guidance_scale=1.0, seed=0)
+    assert all(torch.equal(turned[key], expected[key]) for key in ("samples", "features", "depth", "opacity"))
     panel.controls["seed"].value = 1
     assert not torch.equal(panel.generate()["samples"], turned["samples"])
 
 
 def test_the_generation_panel_samples_with_the_route_it_is_set_to():
     from genvs.model import PRESETS, GeNVS
+    from genvs.routes import RenderRoute
     from test_sampling import perturbed
 
     model = GeNVS(PRESETS["smoke"], seed=0)
@@ -140,7 +148,8 @@ def test_the_generation_panel_samples_with_the_route_it_is_set_to():
     size = PRESETS["smoke"].field.encoder.image_size
     view = {"images": torch.zeros(1, 3, size, size), "K": cameras.make_intrinsics(1.0 * size, size / 2, size / 2)[None],
             "c2w": cameras.orbit(1)}
-    panel = viz.GenerationPanel(model, {"car": view}, denoisers={"GeNVS": model.denoiser, "other": other})
+    panel = viz.GenerationPanel(model, {"car": view}, routes={"GeNVS": RenderRoute(model),
+                                                              "other": RenderRoute(model, other)})
     panel.controls["steps"].value = 2
     own = panel.generate()["samples"]
     default = viz.GenerationPanel(model, {"car": view})  # one route, GeNVS's: no route dropdown shown

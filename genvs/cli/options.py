@@ -126,7 +126,9 @@ def device(args: argparse.Namespace) -> str:
     """
     import torch
 
-    name = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    from genvs.config import default_device
+
+    name = args.device or str(default_device())
     try:
         torch.empty(0, device=name)
     except (RuntimeError, AssertionError, NotImplementedError) as error:

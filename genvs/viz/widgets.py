@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import time
 from pathlib import Path
+from typing import Mapping
 
 import imageio.v3 as iio
 import matplotlib.pyplot as plt
@@ -76,24 +77,27 @@ class GenerationPanel:
     depth and opacity for that camera, and the sample, side by side.
 
     Args:
-        model: a trained :class:`genvs.model.GeNVS`.
+        model: a trained :class:`genvs.model.GeNVS`; the field's RGB, depth and opacity shown are its render.
         objects: name -> one input view ``{"images": [1, 3, H, W], "K": [1, 3, 3], "c2w": [1, 4, 4]}``.
-        denoisers: name -> a denoiser of the render (default ``{"GeNVS": model.denoiser}``); with more than one, a
-            dropdown picks the route (lesson 07: GeNVS's own denoiser or the ControlNet route).
+        routes: name -> a :class:`genvs.routes.Route` (default ``{"GeNVS": RenderRoute(model)}``), called with the
+            controls' sampler options and the seed as its one object's seed; with more than one, a dropdown picks
+            the route (lesson 07: GeNVS's own denoiser or the ControlNet route, each a
+            :class:`genvs.routes.RenderRoute`).
     Display ``panel.widget``; ``panel.generate()`` does what the button does and keeps ``panel.result``.
     """
 
-    def __init__(self, model, objects: dict[str, dict], denoisers: dict | None = None):
+    def __init__(self, model, objects: dict[str, dict], routes: Mapping | None = None):
         import ipywidgets as widgets
 
+        from genvs.routes import RenderRoute
         from genvs.sampling import CHURN_SAMPLERS, SAMPLERS
 
         self.model, self.objects, self.churn_samplers, self.result = model, objects, CHURN_SAMPLERS, None
-        self.denoisers = denoisers or {"GeNVS": model.denoiser}
+        self.routes = routes or {"GeNVS": RenderRoute(model)}
         self.controls = {
             "object": widgets.Dropdown(options=list(objects), description="object"),
-            "route": widgets.Dropdown(options=list(self.denoisers), description="route",
-                                      layout=widgets.Layout(display=None if len(self.denoisers) > 1 else "none")),
+            "route": widgets.Dropdown(options=list(self.routes), description="route",
+                                      layout=widgets.Layout(display=None if len(self.routes) > 1 else "none")),
             "azimuth": widgets.FloatSlider(value=60.0, min=-180.0, max=180.0, step=5.0, description="azimuth °"),
             "elevation": widgets.FloatSlider(value=0.0, min=-30.0, max=30.0, step=5.0, description="elevation °"),
             "sampler": widgets.Dropdown(options=list(SAMPLERS), value="euler", description="sampler"),
@@ -109,18 +113,19 @@ class GenerationPanel:
                                     widgets.HBox(list(self.controls.values())[5:] + [button]), self.output])
 
     def generate(self) -> dict:
-        """Sample the view the controls describe; returns (and keeps) :func:`sample_novel_views`'s dict."""
-        from genvs.sampling import sample_novel_views
+        """Sample the view the controls describe; returns (and keeps) ``samples [1, 1, 3, H, W]`` and the field's
+        render of the target, ``features [1, 1, C, s, s]``, ``depth`` and ``opacity [1, 1, s, s]``, on the CPU."""
+        from genvs.sampling import render_condition
 
         value = {name: control.value for name, control in self.controls.items()}
         view = self.objects[value["object"]]
         target = rotate_around(view["c2w"][0], math.radians(value["azimuth"]), math.radians(value["elevation"]))
         churn = value["churn"] if value["sampler"] in self.churn_samplers else 0.0  # EDM's per-step gamma
-        self.result = sample_novel_views(self.model, view["images"][None], view["K"][None], view["c2w"][None],
-                                         view["K"][None], target[None, None], self.denoisers[value["route"]],
-                                         sampler=value["sampler"],
-                                         steps=value["steps"], churn=churn, guidance_scale=value["guidance"],
-                                         seed=value["seed"])
+        cameras = (view["images"][None], view["K"][None], view["c2w"][None], view["K"][None], target[None, None])
+        samples = self.routes[value["route"]](*cameras, [value["seed"]], sampler=value["sampler"],
+                                              steps=value["steps"], churn=churn, guidance_scale=value["guidance"])
+        _, rendered = render_condition(self.model, *cameras)
+        self.result = {"samples": samples, **{name: tensor.cpu() for name, tensor in rendered.items()}}
         return self.result
 
     def _show(self) -> None:
