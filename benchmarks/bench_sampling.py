@@ -22,8 +22,9 @@ import torch
 from common import device_arguments, device_name, median_seconds, write_result
 
 from genvs.cameras import make_intrinsics, orbit
+from genvs.denoiser import k_diffusion
 from genvs.model import PRESETS, GeNVS
-from genvs.sampling import eval_mode, sample_novel_views, sampling_options
+from genvs.sampling import sample_novel_views, sampling_options
 
 
 def time_preset(preset: str, device: torch.device, repeats: int, steps: int, batch: int) -> dict:
@@ -40,7 +41,7 @@ def time_preset(preset: str, device: torch.device, repeats: int, steps: int, bat
 
     @torch.no_grad()
     def render() -> None:
-        with eval_mode(model):
+        with k_diffusion.utils.eval_mode(model):
             model.condition(model.field.encode(*inputs), *targets(1))
 
     def sample(n: int):
