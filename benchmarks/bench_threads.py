@@ -5,7 +5,7 @@ now leave torch at its default, one thread per core, unless ``OMP_NUM_THREADS`` 
 This measures what that buys: for each workload, the median seconds over ``--repeats`` calls at 1 thread and at
 ``--threads`` (default: all cores), the two settings alternating so that a neighbour's load hits both alike.
 
-Workloads, with the shipped ``lesson`` model (``data/checkpoints/lesson``) on 12 synthetic cars at 32 px:
+Workloads, with the shipped ``lesson`` model (``genvs/shipped/lesson``) on 12 synthetic cars at 32 px:
 - ``train_step``: one training step of the ``lesson`` preset (4 cars, 2 targets; forward, backward, AdamW);
   lessons 02 and 04 train this model live;
 - ``field_render``: the field rendering 8 target views of one car (the regression baseline; lessons 02, 06);
@@ -31,12 +31,15 @@ from genvs.data import SRNDataset
 from genvs.data.synthetic import make_dataset
 from genvs.denoiser import build_denoiser, denoiser_config, denoising_loss
 from genvs.sampling import sample_images, sampling_options
-from genvs.training import StepBatches, load_model, train_config
+from genvs.training import train_config
+from genvs.artefacts import shipped
+from genvs.model import load_model
+from genvs.data.batches import StepBatches
 
 
 def workloads(folder: Path) -> dict:
     """Name -> a function running one call of that workload on the CPU."""
-    model, _ = load_model(Path(__file__).resolve().parents[1] / "data" / "checkpoints" / "lesson")
+    model, _ = load_model(shipped("lesson"))
     data = make_dataset(folder / "cars", n_objects=12, n_views=8, image_size=32, seed=0, progress=False)
     batch = StepBatches(SRNDataset(data, split="train", views_per_item=None), batch_size=4, max_inputs=1,
                         target_views=2, seed=0)[0]

@@ -112,12 +112,13 @@ from genvs.denoiser import denoiser_config  # noqa: E402
 from genvs.encoder import encoder_config  # noqa: E402
 from genvs.evaluation import PROTOCOLS, EvaluationConfig, evaluate, results_table  # noqa: E402
 from genvs.field import field_config  # noqa: E402
-from genvs.model import GeNVS, GeNVSConfig  # noqa: E402
+from genvs.model import GeNVS, GeNVSConfig, load_model  # noqa: E402
 from genvs.sampling import sample_novel_views, sampling_options  # noqa: E402
 from genvs.seeding import derive_seed  # noqa: E402
-from genvs.training import (GPU_SPEED, StepBatches, TrainConfig, Trainer, export_model, load_model,  # noqa: E402
-                            read_log, train_config)
+from genvs.training import (GPU_SPEED, TrainConfig, Trainer, export_model, # noqa: E402                             read_log, train_config)
 from genvs.viz import plot_evaluation_examples  # noqa: E402
+from genvs.model import load_model
+from genvs.data.batches import StepBatches
 
 SETUP["ready_after_s"] = time.perf_counter() - START  # interpreter, wheels and imports
 
@@ -506,7 +507,7 @@ def time_mode(job: Job, config: TrainConfig, data: Path, folder: Path, warmup: i
         torch.cuda.reset_peak_memory_stats(device)
     trainer = Trainer(config, data, folder, warmup + timed, device=device, log_every=10**9, sample_every=0,
                       checkpoint_every=0, workers=plan.workers, progress=False)
-    batches = trainer._micro_batches()
+    batches = trainer.micro_batches()
     synchronize(device)
     start = time.perf_counter()
     for _ in range(warmup):
@@ -527,7 +528,7 @@ def time_mode(job: Job, config: TrainConfig, data: Path, folder: Path, warmup: i
     del batches
     if count_flops:
         trainer.step = warmup  # the timed steps again: same micro-batches, same shapes
-        batches = trainer._micro_batches()
+        batches = trainer.micro_batches()
         with FlopCounterMode(display=False) as counter:
             for _ in range(timed):
                 trainer.train_step(batches)

@@ -28,16 +28,16 @@ The conditioning embedding keeps the render at the denoiser's resolution (one 3x
 our pixel-space base has no VAE that shrinks the image); the base has a mid block, so the ControlNet passes a
 mid-block residual and diffusers takes the residuals for a ControlNet's, not a T2I-Adapter's.
 
-Checkpoints are diffusers folders (``config.json`` + ``diffusion_pytorch_model.fp16.safetensors``, no pickle),
-loaded offline with ``from_pretrained``; the shipped ones are :data:`SHIPPED_BASE` and :data:`SHIPPED_CONTROLNET`.
+Trained networks are diffusers folders (``config.json`` + ``diffusion_pytorch_model.fp16.safetensors``, no pickle),
+loaded offline with ``from_pretrained``; the shipped ones are :func:`genvs.artefacts.shipped` ``("controlnet_base")``
+and ``("controlnet")``. Training runs on :class:`genvs.fitting.Fitter` (:func:`fit_network`), whose checkpoints, to
+resume from, go to the folder's ``checkpoints/``.
 """
 
 from __future__ import annotations
 
 import copy
-import csv
 import json
-import math
 import time
 import warnings
 from dataclasses import asdict, dataclass
@@ -46,28 +46,27 @@ from typing import Callable
 
 import torch
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
+from genvs.artefacts import ARTEFACTS, shipped_path
 from genvs.config import from_preset
+from genvs.data.batches import StepBatches
 from genvs.data.srn import SRNDataset
 from genvs.denoiser import denoising_loss, k_diffusion, null_condition, sample_training_sigmas
-from genvs.seeding import derive_seed, draw, seeded_rng
-from genvs.training import StepBatches, lr_factor
+from genvs.fitting import FitSettings, Fitter, read_log
+from genvs.seeding import draw, seeded_rng
 
 with warnings.catch_warnings():  # diffusers warns about optional packages it does not find
     warnings.simplefilter("ignore")
     from diffusers import ControlNetModel, UNet2DConditionModel
 
 __all__ = ["BaseConfig", "BASE_PRESETS", "base_config", "FitConfig", "BASE_FIT", "CONTROLNET_FIT", "TIMESTEP_SCALE",
-           "SHIPPED_BASE", "SHIPPED_CONTROLNET", "GUIDANCE_SCALE", "build_base", "build_controlnet", "EDMUNet",
+           "GUIDANCE_SCALE", "build_base", "build_controlnet", "EDMUNet",
            "edm_denoiser", "fit_network", "train_base", "train_controlnet", "save_pretrained", "load_base",
            "load_controlnet", "controlnet_route"]
 
 TIMESTEP_SCALE = 250.0
 """``t = TIMESTEP_SCALE * c_noise``: EDM's ``c_noise = ln(sigma) / 4`` (-1.6 to 1.1 for sigma 0.002 to 80) spread over
 -390 to 275, a range like DDPM's timesteps, so all frequencies of diffusers' sinusoidal embedding vary with sigma."""
-SHIPPED_BASE = Path(__file__).resolve().parent.parent / "data" / "checkpoints" / "controlnet_base"
-SHIPPED_CONTROLNET = Path(__file__).resolve().parent.parent / "data" / "checkpoints" / "controlnet"
 WEIGHTS_VARIANT = "fp16"
 UNCONDITIONAL_CLASS = 1
 GUIDANCE_SCALE = 2.0
@@ -130,7 +129,7 @@ class FitConfig:
         batch_size: images (base) or objects (ControlNet, ``target_views`` targets each) per step.
         target_views: targets per object (ControlNet only); inputs are 1 to the GeNVS model's ``max_input_views``.
         lr, warmup_steps, min_lr_fraction, weight_decay, grad_clip: AdamW, warmup then cosine decay
-            (:func:`genvs.training.lr_factor`), gradient-norm clipping.
+            (:func:`genvs.fitting.lr_factor`), gradient-norm clipping.
         noise_mean, noise_std: training noise, ``ln(sigma) ~ N(noise_mean, noise_std^2)``.
         cond_dropout: fraction of samples trained as class 1 with the null render (ControlNet only).
         ema_power, ema_max: k-diffusion's EMA warmup (``decay = min(ema_max, 1 - (1 + step)^-ema_power)``).
@@ -235,50 +234,35 @@ def edm_denoiser(base: UNet2DConditionModel, controlnet: ControlNetModel | None 
 
 
 def fit_network(network: nn.Module, loss_of: Callable[[dict, torch.Generator], Tensor], batches: StepBatches,
-                steps: int, config: FitConfig, out: Path, device: torch.device, save_every: int,
-                progress: bool) -> dict:
-    """Train ``network`` for ``steps`` AdamW steps on ``loss_of(batch, generator)``; write its EMA to ``out`` (a
-    diffusers folder, every ``save_every`` steps and at the end) and the loss log to ``out/log.csv``.
+                steps: int, config: FitConfig, out: Path, device: torch.device, save_every: int, progress: bool, *,
+                resume: bool = False, until: int | None = None) -> dict:
+    """Train ``network`` for ``steps`` AdamW steps on ``loss_of(batch, generator)`` with :class:`genvs.fitting.Fitter`.
 
-    Batch ``i`` is ``batches[i]``; its randomness comes from a generator seeded ``derive_seed(config.seed, i)``.
-    Returns the run's record: steps, seconds, steps/s, the mean loss of the first and last 20 steps.
+    Writes its EMA to ``out`` (a diffusers folder, every ``save_every`` steps and at the end, with the checkpoint
+    to resume from in ``out/checkpoints/``), the loss of every step to ``out/log.csv`` and the run's record to
+    ``out/training.json``. Batch ``i`` is ``batches[i]``; its randomness comes from a generator seeded
+    ``derive_seed(config.seed, i)``.
+
+    Args:
+        resume: continue the run in ``out`` from its checkpoint (exactly as if it had not stopped).
+        until: stop after this step, as if interrupted there (a checkpoint is written; ``resume`` continues).
+    Returns:
+        the run's record: steps, seconds (of this call), steps/s, the mean loss of the first and last 20 steps.
     """
     out.mkdir(parents=True, exist_ok=True)
-    ema = copy.deepcopy(network).requires_grad_(False)
-    ema_warmup = k_diffusion.utils.EMAWarmup(power=config.ema_power, max_value=config.ema_max)
-    optimiser = torch.optim.AdamW(network.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimiser, lambda step: lr_factor(step, config.warmup_steps, steps, config.min_lr_fraction))
-    loader = torch.utils.data.DataLoader(batches, batch_size=None, sampler=range(steps))
-    losses, start = [], time.perf_counter()
     network.train()
-    with open(out / "log.csv", "w", newline="") as log_file, tqdm(total=steps, desc="training",
-                                                                   disable=not progress) as bar:
-        log = csv.writer(log_file)
-        log.writerow(["step", "loss", "lr"])
-        for step, batch in enumerate(loader):
-            generator = torch.Generator(device).manual_seed(derive_seed(config.seed, step))
-            loss = loss_of({key: value.to(device) for key, value in batch.items()}, generator)
-            losses.append(float(loss.detach()))  # the step's one read from the device
-            if not math.isfinite(losses[-1]):
-                raise FloatingPointError(f"step {step}: non-finite loss {losses[-1]}; the last EMA weights saved "
-                                         f"are in {out}")
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(network.parameters(), config.grad_clip)
-            optimiser.step()
-            optimiser.zero_grad(set_to_none=True)
-            scheduler.step()
-            k_diffusion.utils.ema_update(network, ema, ema_warmup.get_value())
-            ema_warmup.step()
-            log.writerow([step + 1, f"{losses[-1]:.5f}", f"{scheduler.get_last_lr()[0]:.3g}"])
-            bar.update()
-            bar.set_postfix(loss=f"{sum(losses[-20:]) / len(losses[-20:]):.4f}")
-            if save_every and (step + 1) % save_every == 0 and step + 1 < steps:
-                save_pretrained(ema, out)
+    settings = FitSettings(steps, config.warmup_steps, config.min_lr_fraction, config.weight_decay, config.grad_clip,
+                           ema_power=config.ema_power, ema_max=config.ema_max, seed=config.seed)
+    fitter = Fitter(network, {"network": (network, config.lr)},
+                    lambda batch, generator: {"loss": loss_of(batch, generator)}, batches, settings, out / "checkpoints", {"fit": asdict(config)}, device=device, resume=resume,
+                    log_every=1, checkpoint_every=save_every, keep_checkpoints=1, log_path=out / "log.csv",
+                    on_save=lambda step: save_pretrained(fitter.ema, out), progress=progress)
+    start, done = time.perf_counter(), fitter.step
+    fitter.run(until)
     seconds = time.perf_counter() - start
-    save_pretrained(ema, out)
+    losses = [row["loss"] for row in read_log(out)]
     window = min(20, len(losses))
-    record = {"steps": steps, "seconds": seconds, "steps_per_second": steps / seconds,
+    record = {"steps": fitter.step, "seconds": seconds, "steps_per_second": (fitter.step - done) / seconds,
               "loss_first": sum(losses[:window]) / window, "loss_last": sum(losses[-window:]) / window,
               "fit": asdict(config), "device": str(device), "torch": torch.__version__}
     (out / "training.json").write_text(json.dumps(record, indent=1))
@@ -287,7 +271,8 @@ def fit_network(network: nn.Module, loss_of: Callable[[dict, torch.Generator], T
 
 def train_base(data: str | Path, out: str | Path, steps: int, config: BaseConfig = BASE_PRESETS["lesson"],
                fit: FitConfig = BASE_FIT, device: torch.device | str = "cpu", save_every: int = 200,
-               progress: bool = True) -> tuple[UNet2DConditionModel, dict]:
+               progress: bool = True, resume: bool = False,
+               until: int | None = None) -> tuple[UNet2DConditionModel, dict]:
     """Train the base U-Net unconditionally on the training views of SRN-format ``data`` (EDM loss, module
     docstring); write its EMA weights to ``out`` (a diffusers folder, fp16) with ``log.csv`` and ``training.json``.
 
@@ -306,13 +291,15 @@ def train_base(data: str | Path, out: str | Path, steps: int, config: BaseConfig
         noise = draw(torch.randn, tuple(images.shape), generator, device)
         return denoiser.loss(images, noise, sigma).mean()
 
-    record = fit_network(base, loss_of, batches, steps, fit, Path(out), device, save_every, progress)
+    record = fit_network(base, loss_of, batches, steps, fit, Path(out), device, save_every, progress,
+                         resume=resume, until=until)
     return load_base(out, device), record
 
 
 def train_controlnet(model, data: str | Path, out: str | Path, steps: int, base: UNet2DConditionModel,
                      fit: FitConfig = CONTROLNET_FIT, device: torch.device | str = "cpu", save_every: int = 200,
-                     progress: bool = True) -> tuple[ControlNetModel, dict]:
+                     progress: bool = True, resume: bool = False,
+                     until: int | None = None) -> tuple[ControlNetModel, dict]:
     """Train a ControlNet (:func:`build_controlnet` on ``base``) on the renders of GeNVS ``model``'s field.
 
     The field and the base stay frozen. Each step: ``fit.batch_size`` training objects, 1 to
@@ -344,7 +331,8 @@ def train_controlnet(model, data: str | Path, out: str | Path, steps: int, base:
             cond, _ = model.condition(views, K_all[:, n_inputs:], c2w[:, n_inputs:])
         return denoising_loss(denoiser, images[:, n_inputs:].flatten(0, 1), cond, fit, generator)
 
-    record = fit_network(controlnet, loss_of, batches, steps, fit, Path(out), device, save_every, progress)
+    record = fit_network(controlnet, loss_of, batches, steps, fit, Path(out), device, save_every, progress,
+                         resume=resume, until=until)
     return load_controlnet(out, device), record
 
 
@@ -358,36 +346,36 @@ def save_pretrained(network: UNet2DConditionModel | ControlNetModel, out: str | 
     return Path(out)
 
 
-def _load(cls, path: str | Path, what: str, command: str, device: torch.device | str):
-    path = Path(path)
+def _load(cls, path: str | Path | None, artefact: str, device: torch.device | str):
+    """``cls.from_pretrained`` of the diffusers folder ``path`` (default: shipped ``artefact``), float32, eval mode."""
+    path = shipped_path(artefact) if path is None else Path(path)
     if not (path / "config.json").is_file():
-        raise FileNotFoundError(f"{path}: no {what} here (no config.json). Shipped checkpoints live in "
-                                f"data/checkpoints/ of the genvs checkout; make one with: {command}")
+        raise FileNotFoundError(f"{path}: no {cls.__name__} here (no config.json); the shipped one is "
+                                f"{ARTEFACTS[artefact]}, with --out {path}")
     return cls.from_pretrained(path, variant=WEIGHTS_VARIANT, torch_dtype=torch.float32).to(device).eval()
 
 
-def load_base(path: str | Path = SHIPPED_BASE, device: torch.device | str = "cpu") -> UNet2DConditionModel:
+def load_base(path: str | Path | None = None, device: torch.device | str = "cpu") -> UNet2DConditionModel:
     """The base U-Net saved in the diffusers folder ``path`` (default: the shipped one), float32, in eval mode.
 
     Raises:
         FileNotFoundError: naming ``path`` and the command that makes a base.
     """
-    return _load(UNet2DConditionModel, path, "base U-Net",
-                 f"python -m genvs train-base --data <synthetic cars> --out {path}", device)
+    return _load(UNet2DConditionModel, path, "controlnet_base", device)
 
 
-def load_controlnet(path: str | Path = SHIPPED_CONTROLNET, device: torch.device | str = "cpu",
-                    command: str = "train-controlnet") -> ControlNetModel:
-    """The ControlNet saved in the diffusers folder ``path`` (default: the shipped one), float32, in eval mode.
+def load_controlnet(path: str | Path | None = None, device: torch.device | str = "cpu",
+                    artefact: str = "controlnet") -> ControlNetModel:
+    """The ControlNet saved in the diffusers folder ``path`` (default: shipped ``artefact``, one of "controlnet",
+    "multiview", "raycond"), float32, in eval mode.
 
     Raises:
-        FileNotFoundError: naming ``path`` and the ``python -m genvs`` ``command`` that makes this ControlNet.
+        FileNotFoundError: naming ``path`` and the ``python -m genvs`` command that makes this ControlNet.
     """
-    return _load(ControlNetModel, path, "ControlNet",
-                 f"python -m genvs {command} --data <synthetic cars> --out {path}", device)
+    return _load(ControlNetModel, path, artefact, device)
 
 
-def controlnet_route(base: str | Path = SHIPPED_BASE, controlnet: str | Path = SHIPPED_CONTROLNET,
+def controlnet_route(base: str | Path | None = None, controlnet: str | Path | None = None,
                      device: torch.device | str = "cpu") -> k_diffusion.layers.Denoiser:
     """The shipped (or given) base and ControlNet as one denoiser ``D(x, sigma, unet_cond=c)`` (:func:`edm_denoiser`),
     on ``device``, in eval mode."""

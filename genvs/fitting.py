@@ -146,9 +146,11 @@ class Fitter:
             already be frozen (``requires_grad_(False)``), and modes set (``train()`` / ``eval()``).
         parts: the parameter groups, ``{name: (module, learning rate)}`` (modules inside ``model``).
         loss: ``loss(batch, generator) -> {"loss": ..., other parts}`` (:data:`Loss`).
-        batches: micro-batch ``i`` is ``batches[i]``, a dict of tensors, a pure function of ``i``.
+        batches: micro-batch ``i`` is ``batches[i]``, a dict of tensors, a pure function of ``i``; None: every
+            micro-batch is ``{}`` (the loss draws its data with the generator it is given).
         settings: :class:`FitSettings`.
-        out: the run folder (checkpoints, ``log.csv``, ``config.json``).
+        out: the run folder (checkpoints, ``log.csv``, ``config.json``); None: a run in memory, nothing written
+            (and nothing to resume from).
         config: the run's config as a JSON-able dict: written to ``config.json`` and into every checkpoint, and
             compared when resuming (but for its keys in ``free_keys``, which change only how fast it computes).
         device: where it computes (:func:`process_device` chooses one); the process group, if any, has started
@@ -158,6 +160,7 @@ class Fitter:
         keep_checkpoints: newest checkpoints kept on disk.
         workers: data-loading processes (0: load in this process).
         images_per_batch: images a micro-batch trains on (for the log's ``images_per_s``).
+        log_path: the CSV log (default ``out/log.csv``).
         on_save: called with the step after each checkpoint (process 0), e.g. to export the EMA weights.
         progress, desc: a tqdm progress bar and its label.
     Raises:
@@ -166,19 +169,21 @@ class Fitter:
     """
 
     def __init__(self, model: nn.Module, parts: dict[str, tuple[nn.Module, float]], loss: Loss,
-                 batches: torch.utils.data.Dataset, settings: FitSettings, out: str | Path, config: dict, *,
+                 batches: torch.utils.data.Dataset | None, settings: FitSettings, out: str | Path | None, config: dict, *,
                  device: torch.device | str = "cpu", free_keys: tuple[str, ...] = (), resume: bool = False,
                  log_every: int = 10, checkpoint_every: int | None = None, keep_checkpoints: int = 2, workers: int = 0,
-                 images_per_batch: int = 1, on_save: Callable[[int], None] | None = None, progress: bool = True,
-                 desc: str = "training"):
+                 images_per_batch: int = 1, log_path: str | Path | None = None,
+                 on_save: Callable[[int], None] | None = None, progress: bool = True, desc: str = "training"):
         self.model, self.loss, self.batches, self.settings = model, loss, batches, settings
-        self.out, self.config, self.free_keys = Path(out), json.loads(json.dumps(config)), free_keys
+        self.out = None if out is None else Path(out)
+        self.config, self.free_keys = json.loads(json.dumps(config)), free_keys
         self.device = torch.device(device)
         self.rank = dist.get_rank() if dist.is_initialized() else 0
         self.world_size = dist.get_world_size() if dist.is_initialized() else 1
         self.log_every, self.keep_checkpoints, self.workers = max(1, log_every), keep_checkpoints, workers
         self.checkpoint_every = max(1, settings.steps // 10) if checkpoint_every is None else checkpoint_every
         self.images_per_batch, self.on_save = images_per_batch, on_save
+        self.log_path = Path(log_path) if log_path is not None else None if out is None else self.out / "log.csv"
         self.progress, self.desc = progress and self.rank == 0, desc
         self.ema = copy.deepcopy(model).requires_grad_(False)
         self.optimiser = torch.optim.AdamW(
@@ -207,6 +212,8 @@ class Fitter:
                 "world_size": self.world_size}
 
     def _start(self, resume: bool) -> None:
+        if self.out is None:
+            return
         existing = latest_checkpoint(self.out)
         if existing is not None and not resume:
             raise FileExistsError(f"{self.out} already holds a run (latest checkpoint {existing.name}); pass "
@@ -262,6 +269,8 @@ class Fitter:
     def micro_batches(self, start: int | None = None) -> Iterator[dict[str, Tensor]]:
         """The micro-batches of steps ``start`` (default: the current step) to the end of the run, in order."""
         first = self.step if start is None else start
+        if self.batches is None:
+            return iter(dict() for _ in range(first, self.steps) for _ in range(self.settings.grad_accumulation))
         indices = [self.micro_index(step, micro) for step in range(first, self.steps)
                    for micro in range(self.settings.grad_accumulation)]
         loader = torch.utils.data.DataLoader(self.batches, batch_size=None, sampler=indices, num_workers=self.workers,
@@ -341,7 +350,7 @@ class Fitter:
         self.optimiser.zero_grad(set_to_none=True)
         raise FloatingPointError(
             f"step {self.step}: {problem}. Nothing was updated with it (weights, EMA, checkpoints). The last good "
-            f"checkpoint is {latest_checkpoint(self.out) or 'none yet'}; try a lower learning rate, fp32 precision "
+            f"checkpoint is {self.out and latest_checkpoint(self.out) or 'none yet'}; try a lower learning rate, fp32 precision "
             f"(--set precision=fp32) or a smaller grad_clip, then resume (--resume)")
 
     def _non_finite_parts(self) -> str:
@@ -436,7 +445,7 @@ class Fitter:
     def save(self) -> None:
         """Write a checkpoint of the current step (process 0), keep the newest ``keep_checkpoints``, then call
         ``on_save``."""
-        if self.rank == 0:
+        if self.rank == 0 and self.out is not None:
             save_checkpoint(self.out, self.step, self.state(), self.config)
             prune_checkpoints(self.out, self.keep_checkpoints)
             if self.on_save is not None:
@@ -446,9 +455,9 @@ class Fitter:
         self._saved_step = self.step
 
     def _log(self, record: dict) -> None:
-        if self.rank != 0:
+        if self.rank != 0 or self.log_path is None:
             return
-        path = self.out / "log.csv"
+        path = self.log_path
         new = not path.is_file()
         with path.open("a", newline="") as file:
             writer = csv.DictWriter(file, fieldnames=list(record))
@@ -458,8 +467,8 @@ class Fitter:
 
     def _truncate_log(self) -> None:
         """Drop log rows after the step we start from (logged before a crash, never checkpointed)."""
-        path = self.out / "log.csv"
-        if not path.is_file():
+        path = self.log_path
+        if path is None or not path.is_file():
             return
         if self.step == 0:
             path.unlink()

@@ -39,16 +39,16 @@ import torch.nn.functional as F
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from genvs.controlnet import (CONTROLNET_FIT, GUIDANCE_SCALE, SHIPPED_BASE, EDMUNet, FitConfig, fit_network,
+from genvs.controlnet import (CONTROLNET_FIT, GUIDANCE_SCALE, EDMUNet, FitConfig, fit_network,
                               load_base, load_controlnet)
+from genvs.data.batches import StepBatches
 from genvs.data.srn import SRNDataset
 from genvs.denoiser import drop_condition, k_diffusion, sample_training_sigmas
 from genvs.sampling import conditioning_set, guided, karras_sigmas, sample_karras, seeded_noise
 from genvs.seeding import derive_seed, draw
-from genvs.training import StepBatches
 
 __all__ = ["ViewGroups", "attention_heads", "CrossViewAttnProcessor", "attention_weights", "recording", "MultiViewUNet",
-           "multiview_denoiser", "CLEAN_SIGMA", "MULTIVIEW_FIT", "SHIPPED_MULTIVIEW", "group_loss", "train_multiview",
+           "multiview_denoiser", "CLEAN_SIGMA", "MULTIVIEW_FIT", "group_loss", "train_multiview",
            "multiview_route", "sample_jointly", "ORBIT_MODES", "orbit_plan", "generate_orbit"]
 
 CLEAN_SIGMA = 0.05
@@ -56,7 +56,6 @@ CLEAN_SIGMA = 0.05
 saw in training (``ln 0.05 = -3.0``, 1.5 standard deviations below the base's mean log-sigma)."""
 MULTIVIEW_FIT = replace(CONTROLNET_FIT, target_views=3, lr=2e-4, warmup_steps=50)
 """Fine-tuning lesson 07's ControlNet on groups: 8 objects x (1-2 clean + 3 noisy views), a lower peak rate."""
-SHIPPED_MULTIVIEW = Path(__file__).resolve().parent.parent / "data" / "checkpoints" / "multiview"
 ORBIT_MODES = ("chunked", "autoregressive")
 
 
@@ -175,7 +174,7 @@ def group_loss(model, denoiser: k_diffusion.layers.Denoiser, batch: dict, fit: F
                joint: bool = True) -> Tensor:
     """The EDM loss of groups of views (module docstring), per object ``[objects]``.
 
-    ``batch``: a :class:`genvs.training.StepBatches` item, ``images [objects, V, 3, H, W]``, ``K``, ``c2w`` and
+    ``batch``: a :class:`genvs.data.batches.StepBatches` item, ``images [objects, V, 3, H, W]``, ``K``, ``c2w`` and
     ``n_inputs``: its first ``n_inputs`` views are the clean ones; they build GeNVS ``model``'s field, from which
     every view of the group is rendered (dropped to the null render with probability ``fit.cond_dropout`` per
     view) and enter as themselves at :data:`CLEAN_SIGMA`; the others get one ``sigma`` per object
@@ -204,7 +203,7 @@ def group_loss(model, denoiser: k_diffusion.layers.Denoiser, batch: dict, fit: F
 
 def train_multiview(model, data: str | Path, out: str | Path, steps: int, base, controlnet,
                     fit: FitConfig = MULTIVIEW_FIT, max_clean: int = 2, device: torch.device | str = "cpu",
-                    save_every: int = 200, progress: bool = True):
+                    save_every: int = 200, progress: bool = True, resume: bool = False, until: int | None = None):
     """Fine-tune a copy of ``controlnet`` to denoise groups of views jointly (:func:`group_loss`, averaged over the
     objects); the base and GeNVS ``model``'s field stay frozen.
 
@@ -224,14 +223,15 @@ def train_multiview(model, data: str | Path, out: str | Path, steps: int, base, 
     def loss_of(batch: dict, generator: torch.Generator) -> Tensor:
         return group_loss(model, denoiser, batch, fit, generator).mean()
 
-    record = fit_network(controlnet, loss_of, batches, steps, fit, Path(out), device, save_every, progress)
+    record = fit_network(controlnet, loss_of, batches, steps, fit, Path(out), device, save_every, progress,
+                         resume=resume, until=until)
     return load_controlnet(out, device), record
 
 
-def multiview_route(base: str | Path = SHIPPED_BASE, controlnet: str | Path = SHIPPED_MULTIVIEW,
+def multiview_route(base: str | Path | None = None, controlnet: str | Path | None = None,
                     device: torch.device | str = "cpu") -> k_diffusion.layers.Denoiser:
     """The shipped (or given) base and multi-view ControlNet as ``D(x, sigma, unet_cond=c, views=V)``, eval mode."""
-    return multiview_denoiser(load_base(base, device), load_controlnet(controlnet, device, "train-multiview")).eval()
+    return multiview_denoiser(load_base(base, device), load_controlnet(controlnet, device, "multiview")).eval()
 
 
 @torch.no_grad()

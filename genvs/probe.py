@@ -18,8 +18,9 @@ attribute is ``w`` itself (a soft label). The probe's probabilities then say how
 a committed answer reads near 1, an equal average well below (:func:`blend_confidence`; the shipped probe: 0.98 on
 true views, 0.58 on equal averages, where ``1 / n_values`` would be 0.44).
 
-It is part of the evaluation, not of the model: a shipped checkpoint (``data/checkpoints/probe/``) read by
-:func:`load_probe`, trained by ``python -m genvs train-probe``.
+It is part of the evaluation, not of the model: a shipped checkpoint (:func:`genvs.artefacts.shipped` ``("probe")``)
+read by :func:`load_probe`, trained by ``python -m genvs train-probe`` on :class:`genvs.fitting.Fitter` (warmup and
+cosine decay; the shipped probe was trained with a one-cycle schedule before the fitting core existed).
 """
 
 from __future__ import annotations
@@ -36,15 +37,16 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from genvs.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint, save_checkpoint
+from genvs.artefacts import shipped_path
+from genvs.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from genvs.data.srn import SRNDataset, SRNFormatError, read_pose
+from genvs.fitting import FitSettings, Fitter, read_log
+from genvs.seeding import derive_seed, seeded_rng
 from genvs.data.cars import ATTRIBUTES, render_car, sample_car_params
 from genvs.data.synthetic import MANIFEST_NAME, read_attributes, srn_intrinsics
 
 __all__ = ["ProbeConfig", "AttributeProbe", "attribute_views", "dataset_seed", "car_of", "blended_views", "train_probe",
-           "probe_accuracy", "blend_confidence", "save_probe", "load_probe", "shipped_probe", "SHIPPED_PROBE"]
-
-SHIPPED_PROBE = Path(__file__).resolve().parent.parent / "data" / "checkpoints" / "probe"
+           "probe_accuracy", "blend_confidence", "save_probe", "load_probe", "ProbeBatches"]
 
 
 @dataclass(frozen=True)
@@ -54,7 +56,8 @@ class ProbeConfig:
     Args:
         width: channels of the first stage (``4 * width`` features).
         image_size: views are resized to this before the network.
-        steps, batch_size, lr: AdamW training.
+        steps, batch_size, lr, warmup_steps, min_lr_fraction, weight_decay: AdamW training, warmup then cosine
+            decay (:class:`genvs.fitting.Fitter`), no gradient clipping.
         noise_std: training images get Gaussian noise of a standard deviation uniform in ``[0, noise_std]``.
         blends: blended views (soft labels) added to the training views.
         seed: initialisation, batches, blends and noise.
@@ -68,6 +71,9 @@ class ProbeConfig:
     noise_std: float = 0.1
     blends: int = 3000
     seed: int = 0
+    warmup_steps: int = 180
+    min_lr_fraction: float = 0.0
+    weight_decay: float = 1e-4
 
 
 def _stage(in_channels: int, out_channels: int) -> nn.Sequential:
@@ -218,10 +224,42 @@ def _masked_cross_entropy(logits: dict[str, Tensor], labels: dict[str, Tensor], 
     return total / sum(int(mask.sum()) for mask in shows.values())
 
 
-def train_probe(root: str | Path, config: ProbeConfig = ProbeConfig(), progress: bool = True) -> tuple[AttributeProbe, dict]:
+class ProbeBatches(torch.utils.data.Dataset):
+    """Probe training batch ``i``, a pure function of ``(seed, i)``: ``batch_size`` rows drawn with replacement from
+    ``images [N, 3, S, S]``, each with Gaussian noise of a standard deviation uniform in ``[0, noise_std]``.
+
+    Item ``i``: ``images [batch_size, 3, S, S]`` and, per attribute ``a``, ``target/a [batch_size, n_values]``
+    (probabilities) and ``shows/a [batch_size]`` (bool).
+    """
+
+    def __init__(self, images: Tensor, targets: dict[str, Tensor], shows: dict[str, Tensor], batch_size: int,
+                 noise_std: float, seed: int):
+        self.images, self.targets, self.shows = images, targets, shows
+        self.batch_size, self.noise_std, self.seed = batch_size, noise_std, seed
+
+    def __len__(self) -> int:
+        return 2**62
+
+    def __getitem__(self, index: int) -> dict[str, Tensor]:
+        generator = torch.Generator().manual_seed(derive_seed(self.seed, index))
+        rows = torch.randint(self.images.shape[0], (self.batch_size,), generator=generator)
+        noise_std = self.noise_std * torch.rand(self.batch_size, 1, 1, 1, generator=generator)
+        images = self.images[rows] + noise_std * torch.randn(self.images[rows].shape, generator=generator)
+        return {"images": images, **{f"target/{name}": value[rows] for name, value in self.targets.items()},
+                **{f"shows/{name}": value[rows] for name, value in self.shows.items()}}
+
+
+def train_probe(root: str | Path, config: ProbeConfig = ProbeConfig(), progress: bool = True,
+                run_dir: str | Path | None = None, resume: bool = False,
+                until: int | None = None) -> tuple[AttributeProbe, dict]:
     """Train a probe on the true views of ``root``'s training split and ``config.blends`` blends of them; test it
     on the test split's true views (:func:`probe_accuracy`) and blends (:func:`blend_confidence`).
 
+    Args:
+        run_dir: the run folder for :class:`genvs.fitting.Fitter`'s checkpoints and log (default: none, the run
+            stays in memory).
+        resume: continue the run in ``run_dir`` from its checkpoint, exactly.
+        until: stop after this step, as if interrupted there (``resume`` continues).
     Returns:
         the probe (eval mode) and a JSON-ready record: ``config``, ``train_views``, ``loss`` (mean of the first and
         last 50 steps), ``accuracy``, ``blend_confidence``, ``seconds``.
@@ -233,24 +271,21 @@ def train_probe(root: str | Path, config: ProbeConfig = ProbeConfig(), progress:
     targets = {name: torch.cat([F.one_hot(train["labels"][name], len(values)).float(), blends["targets"][name]])
                for name, values in ATTRIBUTES.items()}
     shows = {name: torch.cat([train["shows"][name], blends["shows"][name]]) for name in ATTRIBUTES}
-    generator = torch.Generator().manual_seed(config.seed)
-    torch.manual_seed(config.seed)
-    probe = AttributeProbe(config)
-    optimiser = torch.optim.AdamW(probe.parameters(), lr=config.lr, weight_decay=1e-4)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=config.lr, total_steps=config.steps)
-    losses = []
-    probe.train()
-    for _ in tqdm(range(config.steps), desc="training the probe", disable=not progress):
-        batch = torch.randint(images.shape[0], (config.batch_size,), generator=generator)
-        noise_std = config.noise_std * torch.rand(config.batch_size, 1, 1, 1, generator=generator)
-        noisy = images[batch] + noise_std * torch.randn(images[batch].shape, generator=generator)
-        loss = _masked_cross_entropy(probe(noisy), {name: value[batch] for name, value in targets.items()},
-                                     {name: value[batch] for name, value in shows.items()})
-        optimiser.zero_grad(set_to_none=True)
-        loss.backward()
-        optimiser.step()
-        schedule.step()
-        losses.append(loss.item())
+    with seeded_rng(config.seed, torch.device("cpu")):
+        probe = AttributeProbe(config).train()
+
+    def loss(batch: dict[str, Tensor], generator: torch.Generator) -> dict[str, Tensor]:
+        return {"loss": _masked_cross_entropy(probe(batch["images"]), {name: batch[f"target/{name}"] for name in ATTRIBUTES},
+                                              {name: batch[f"shows/{name}"] for name in ATTRIBUTES})}
+
+    settings = FitSettings(config.steps, config.warmup_steps, config.min_lr_fraction, config.weight_decay,
+                           grad_clip=0.0, seed=config.seed)
+    fitter = Fitter(probe, {"probe": (probe, config.lr)}, loss,
+                    ProbeBatches(images, targets, shows, config.batch_size, config.noise_std, config.seed),
+                    settings, run_dir, {"probe": asdict(config)}, resume=resume, log_every=1, checkpoint_every=0,
+                    keep_checkpoints=1, progress=progress, desc="training the probe")
+    records = fitter.run(until)
+    losses = [row["loss"] for row in (records if run_dir is None else read_log(run_dir))]
     probe.eval()
     test = attribute_views(root, "test", config.image_size)
     record = {"config": asdict(config), "data": str(root), "train_views": train["images"].shape[0],
@@ -310,12 +345,13 @@ def save_probe(probe: AttributeProbe, out: str | Path, record: dict) -> Path:
                            {"probe": asdict(probe.config), "attributes": probe.attributes, "record": record})
 
 
-def load_probe(path: str | Path = SHIPPED_PROBE, device: torch.device | str = "cpu") -> tuple[AttributeProbe, dict]:
+def load_probe(path: str | Path | None = None, device: torch.device | str = "cpu") -> tuple[AttributeProbe, dict]:
     """A probe saved by :func:`save_probe` (default: the shipped one), in eval mode, and its record.
 
     Raises:
         CheckpointError: naming the folder if no probe is there, and the command that trains one.
     """
+    path = shipped_path("probe") if path is None else path
     try:
         _, state, stored = load_checkpoint(path, device=device)
     except CheckpointError as error:
@@ -324,8 +360,3 @@ def load_probe(path: str | Path = SHIPPED_PROBE, device: torch.device | str = "c
     probe = AttributeProbe(ProbeConfig(**stored["probe"]), stored["attributes"]).to(device)
     probe.load_state_dict(state["probe"])
     return probe.eval(), stored["record"]
-
-
-def shipped_probe() -> Path | None:
-    """The shipped probe's folder, or None if the checkout has none."""
-    return SHIPPED_PROBE if latest_checkpoint(SHIPPED_PROBE) is not None else None

@@ -25,16 +25,15 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from genvs.cameras import pixel_rays
-from genvs.controlnet import (CONTROLNET_FIT, SHIPPED_BASE, FitConfig, build_controlnet, edm_denoiser, fit_network,
+from genvs.controlnet import (CONTROLNET_FIT, FitConfig, build_controlnet, edm_denoiser, fit_network,
                               load_base, load_controlnet)
+from genvs.data.batches import StepBatches
 from genvs.data.srn import SRNDataset
 from genvs.denoiser import denoising_loss, k_diffusion
-from genvs.training import StepBatches
 
-__all__ = ["RAY_CHANNELS", "SHIPPED_RAYCOND", "pluecker_rays", "ray_condition", "train_raycond", "raycond_route"]
+__all__ = ["RAY_CHANNELS", "pluecker_rays", "ray_condition", "train_raycond", "raycond_route"]
 
 RAY_CHANNELS = 3 + 6 + 6
-SHIPPED_RAYCOND = Path(__file__).resolve().parent.parent / "data" / "checkpoints" / "raycond"
 
 
 def pluecker_rays(K_cam: Tensor, c2w: Tensor, height: int, width: int) -> Tensor:
@@ -68,7 +67,8 @@ def ray_condition(image: Tensor, K_in: Tensor, c2w_in: Tensor, target_K: Tensor,
 
 
 def train_raycond(data: str | Path, out: str | Path, steps: int, base, fit: FitConfig = CONTROLNET_FIT,
-                  device: torch.device | str = "cpu", save_every: int = 200, progress: bool = True):
+                  device: torch.device | str = "cpu", save_every: int = 200, progress: bool = True,
+                  resume: bool = False, until: int | None = None):
     """Train the 2D-only route's ControlNet (:func:`genvs.controlnet.build_controlnet` on ``base``, 15 condition
     channels) on :func:`ray_condition`, as lesson 07's ControlNet is trained on the render: each step
     ``fit.batch_size`` training objects, one input view and ``fit.target_views`` targets each, EDM's loss with a
@@ -89,11 +89,12 @@ def train_raycond(data: str | Path, out: str | Path, steps: int, base, fit: FitC
         cond = ray_condition(images[:, 0], intrinsics[:, 0], c2w[:, 0], intrinsics[:, 1:], c2w[:, 1:])
         return denoising_loss(denoiser, images[:, 1:].flatten(0, 1), cond, fit, generator)
 
-    record = fit_network(controlnet, loss_of, batches, steps, fit, Path(out), device, save_every, progress)
+    record = fit_network(controlnet, loss_of, batches, steps, fit, Path(out), device, save_every, progress,
+                         resume=resume, until=until)
     return load_controlnet(out, device), record
 
 
-def raycond_route(base: str | Path = SHIPPED_BASE, controlnet: str | Path = SHIPPED_RAYCOND,
+def raycond_route(base: str | Path | None = None, controlnet: str | Path | None = None,
                   device: torch.device | str = "cpu") -> k_diffusion.layers.Denoiser:
     """The shipped (or given) 2D-only route as one denoiser ``D(x, sigma, unet_cond=ray_condition(...))``, eval mode."""
-    return edm_denoiser(load_base(base, device), load_controlnet(controlnet, device, "train-raycond")).eval()
+    return edm_denoiser(load_base(base, device), load_controlnet(controlnet, device, "raycond")).eval()

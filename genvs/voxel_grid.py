@@ -30,9 +30,9 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from genvs.cameras import pixel_rays
+from genvs.fitting import FitSettings, Fitter
 from genvs.rendering import FieldFn, image_rays, render_in_chunks, render_rays
 
 __all__ = ["VoxelGrid", "render_image", "opacity_entropy", "fit_voxel_grid"]
@@ -173,7 +173,8 @@ def fit_voxel_grid(
     """Fit a :class:`VoxelGrid` to posed images of one object, on random ray batches.
 
     Every step draws ``rays_per_step`` pixels from all views, renders them with perturbed
-    stratified samples over a white background and takes an Adam step on
+    stratified samples over a white background and takes an Adam step (:class:`genvs.fitting.Fitter`, no weight
+    decay, no clipping) on
 
         loss = MSE(rendered, target) + entropy_weight * opacity_entropy + tv_weight * tv_loss
 
@@ -187,9 +188,10 @@ def fit_voxel_grid(
         K: ``[V, 3, 3]`` (or one ``[3, 3]``) intrinsics; c2w: ``[V, 4, 4]`` camera-to-world
             poses (OpenCV axes).
         near, far: depth range of the samples.
-        steps, rays_per_step, lr: optimisation schedule; the learning rate decays
-            exponentially to ``lr / 10`` by the last step.
-        seed: seeds the ray batches and the jitter; the same seed gives the same grid on CPU.
+        steps, rays_per_step, lr: optimisation schedule; the learning rate decays along a cosine
+            to ``lr / 10`` by the last step.
+        seed: step ``t``'s ray batch and jitter come from ``derive_seed(seed, t)``; the same seed gives the same
+            grid on CPU.
         resolution, bound: the grid (see :class:`VoxelGrid`).
         n_samples: stratified samples per ray.
         entropy_weight: weight of :func:`opacity_entropy` (cleaner opacity maps: it halved the
@@ -202,32 +204,33 @@ def fit_voxel_grid(
         ``psnr`` (``-10 log10 MSE``, in dB) and ``time`` (seconds since the start).
     """
     device = images.device
-    generator = torch.Generator(device=device).manual_seed(seed)
     origins, directions, colours = image_rays((images + 1.0) / 2.0, K, c2w)  # [V*H*W, 3], colours in [0, 1]
     grid = VoxelGrid(resolution, bound).to(device)
-    optimiser = torch.optim.Adam(grid.parameters(), lr=lr)
-    scheduler = torch.optim.lr_scheduler.ExponentialLR(optimiser, gamma=0.1 ** (1.0 / steps))
-    history: dict[str, list[float]] = {"loss": [], "psnr": [], "time": []}
-    start = time.perf_counter()
-    bar = tqdm(range(steps), disable=not progress, desc="fit voxel grid")
-    for step in bar:
+
+    def loss(batch: dict, generator: torch.Generator) -> dict[str, Tensor]:
         index = torch.randint(colours.shape[0], (rays_per_step,), generator=generator, device=device)
         result = render_rays(
             grid, origins[index], directions[index], near, far, n_samples,
             background=1.0, perturb=True, generator=generator,
         )
         mse = F.mse_loss(result["values"], colours[index])
-        loss = mse + entropy_weight * opacity_entropy(result["opacity"])
+        total = mse + entropy_weight * opacity_entropy(result["opacity"])
         if tv_weight > 0:
-            loss = loss + tv_weight * grid.tv_loss()
-        optimiser.zero_grad(set_to_none=True)
-        loss.backward()
-        optimiser.step()
-        scheduler.step()
-        history["loss"].append(mse.item())
-        history["psnr"].append(-10.0 * math.log10(max(mse.item(), 1e-12)))
+            total = total + tv_weight * grid.tv_loss()
+        return {"loss": total, "mse": mse}
+
+    history: dict[str, list[float]] = {"loss": [], "psnr": [], "time": []}
+    start = time.perf_counter()
+
+    def record(row: dict) -> None:
+        history["loss"].append(row["mse"])
+        history["psnr"].append(-10.0 * math.log10(max(row["mse"], 1e-12)))
         history["time"].append(time.perf_counter() - start)
-        bar.set_postfix(psnr=f"{history['psnr'][-1]:.1f}")
         if callback is not None:
-            callback(step, grid, mse.item())
+            callback(row["step"] - 1, grid, row["mse"])
+
+    settings = FitSettings(steps, warmup_steps=0, min_lr_fraction=0.1, weight_decay=0.0, grad_clip=0.0, seed=seed)
+    fitter = Fitter(grid, {"grid": (grid, lr)}, loss, None, settings, None, {}, device=device, log_every=1,
+                    progress=progress, desc="fit voxel grid")
+    fitter.run(callback=record)
     return grid, history

@@ -1,3 +1,4 @@
+from genvs.model import load_model
 """benchmarks/gpu_job.py: the dry run on the CPU (the GPU job's code path at tiny sizes), its time budgets, and
 the offline install of carried wheels."""
 
@@ -16,7 +17,6 @@ from pathlib import Path
 
 import pytest
 
-from genvs.training import load_model
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "benchmarks" / "gpu_job.py"

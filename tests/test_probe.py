@@ -8,7 +8,8 @@ from genvs.data.srn import SRNFormatError
 from genvs.data.cars import ATTRIBUTES
 from genvs.data.synthetic import make_dataset
 from genvs.probe import (AttributeProbe, ProbeConfig, _masked_cross_entropy, attribute_views, blend_confidence,
-                         blended_views, load_probe, probe_accuracy, save_probe, shipped_probe, train_probe)
+                         blended_views, load_probe, probe_accuracy, save_probe, train_probe)
+from genvs.artefacts import is_shipped
 
 
 @pytest.fixture(scope="module")
@@ -19,7 +20,7 @@ def new_cars(tmp_path_factory):
 
 
 def test_the_shipped_probe_reads_cars_it_never_saw(new_cars):
-    assert shipped_probe() is not None, "the attribute probe ships in data/checkpoints/probe"
+    assert is_shipped("probe"), "the attribute probe ships in genvs/shipped/probe"
     probe, record = load_probe()
     views = attribute_views(new_cars, "train", 32)
     accuracy = probe_accuracy(probe, views)
