@@ -25,7 +25,7 @@ def _run(*args: str, cwd=None, env=None) -> subprocess.CompletedProcess:
 def _run_here(capsys, *args: str) -> tuple[int, list[str]]:
     """``python -m genvs *args`` inside this process (no interpreter start-up, about 8 s saved a call): its exit
     status and the lines it wrote to stderr."""
-    from genvs.__main__ import main
+    from genvs.cli import main
 
     capsys.readouterr()
     try:
@@ -145,7 +145,7 @@ def test_sample_stops_on_broken_input_with_one_line_naming_the_file(smoke_run, t
 
 
 def test_churn_is_edms_per_step_gamma_from_0_to_sqrt_2_minus_1():
-    from genvs.__main__ import build_parser
+    from genvs.cli import build_parser
 
     parser = build_parser()
     assert parser.parse_args(["demo"]).churn == 0.4
@@ -193,7 +193,7 @@ def test_every_numeric_option_of_every_command_has_a_range():
     """Each option that parses a number refuses -1e30 and nan as out of range: none is a bare int or float."""
     import argparse
 
-    from genvs.__main__ import build_parser
+    from genvs.cli import build_parser
 
     commands = next(action for action in build_parser()._actions if isinstance(action, argparse._SubParsersAction))
     numeric = [(f"{name} {action.option_strings[0]}", action) for name, parser in commands.choices.items()
@@ -346,3 +346,76 @@ def test_train_runs_resumes_and_explains_bad_input(tmp_path, capsys):
         arguments = {**required, flag: value}  # replaces a required value or adds an option
         status, lines = _run_here(capsys, "train", *_flags(arguments))
         assert status == 2 and len(lines) == 1 and message in lines[0], (flag, value, lines)
+
+
+def test_the_parser_imports_and_refuses_a_bad_value_without_torch():
+    """The CLI's parser and its number checks import no torch-heavy module: ``--help`` and a bad value are instant."""
+    code = ("import sys\n"
+            "from genvs.cli import build_parser\n"
+            "import genvs.__main__\n"
+            "try:\n"
+            "    build_parser().parse_args(['make-data', '--out', 'cars', '--size', '3'])\n"
+            "except SystemExit as stop:\n"
+            "    assert stop.code == 2\n"
+            "print(sorted(name for name in ('torch', 'diffusers', 'numpy') if name in sys.modules))\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0 and result.stdout.strip() == "[]", result.stderr
+    assert result.stderr.startswith("error: argument --size: must be an integer in [16, 1024], got 3")
+
+
+def test_the_parsers_plain_constants_are_the_modules_own_and_models_default_to_the_shipped_ones():
+    from genvs import controlnet, evaluation, sampling, training
+    from genvs.artefacts import shipped_path
+    from genvs.cli import build_parser, options
+
+    assert options.TRAIN_PRESETS == tuple(sorted(training.PRESETS))
+    assert options.SAMPLING_MODES == sampling.SAMPLING_MODES and options.MAX_CHURN == sampling.MAX_CHURN
+    assert options.PROTOCOLS == tuple(sorted(evaluation.PROTOCOLS))
+    assert options.BASE_PRESETS == tuple(sorted(controlnet.BASE_PRESETS))
+    assert options.GUIDANCE_SCALE == controlnet.GUIDANCE_SCALE
+    args = build_parser().parse_args(["train-multiview", "--data", "cars"])
+    assert (args.checkpoint, args.base, args.controlnet, args.out) == (
+        shipped_path("lesson"), shipped_path("controlnet_base"), shipped_path("controlnet"), shipped_path("multiview"))
+
+
+BAD_FILES = {  # arguments ({run}: a trained smoke run, {missing}: no such folder, {plain}: a folder, not SRN): the path
+    ("train", "--data", "{plain}", "--preset", "smoke", "--steps", "1", "--out", "{out}"): "{plain}",
+    ("export", "--checkpoint", "{missing}", "--out", "{out}"): "{missing}",
+    ("sample", "--checkpoint", "{missing}", "--image", "car.png", "--pose", "pose.txt", "--intrinsics", "K.txt",
+     "--out", "{out}"): "{missing}",
+    ("evaluate", "--checkpoint", "{missing}", "--data", "{plain}", "--out", "{out}"): "{missing}",
+    ("evaluate", "--checkpoint", "{run}", "--data", "{plain}", "--protocol", "smoke", "--no-lpips", "--no-attributes",
+     "--out", "{out}"): "{plain}",
+    ("evaluate", "--checkpoint", "{run}", "--data", "{plain}", "--probe", "{missing}", "--out", "{out}"): "{missing}",
+    ("train-probe", "--data", "{plain}", "--out", "{out}"): "{plain}",
+    ("train-base", "--data", "{plain}", "--preset", "smoke", "--out", "{out}"): "{plain}",
+    ("train-controlnet", "--data", "{plain}", "--checkpoint", "{missing}", "--out", "{out}"): "{missing}",
+    ("train-controlnet", "--data", "{plain}", "--checkpoint", "{run}", "--out", "{out}"): "{plain}",
+    ("train-multiview", "--data", "{plain}", "--checkpoint", "{run}", "--controlnet", "{missing}", "--out", "{out}"):
+        "{missing}",
+    ("train-multiview", "--data", "{plain}", "--checkpoint", "{run}", "--out", "{out}"): "{plain}",
+    ("train-raycond", "--data", "{plain}", "--base", "{missing}", "--out", "{out}"): "{missing}",
+    ("train-raycond", "--data", "{plain}", "--out", "{out}"): "{plain}",
+    ("turntables", "--checkpoint", "{missing}", "--out", "{out}/t.json"): "{missing}",
+    ("turntables", "--data", "{plain}", "--checkpoint", "{run}", "--out", "{out}/t.json"): "{plain}",
+}
+
+
+@pytest.mark.parametrize("arguments", list(BAD_FILES), ids=[f"{args[0]} {BAD_FILES[args][1:-1]}" for args in BAD_FILES])
+def test_a_missing_or_ill_formed_file_is_one_line_naming_its_path(arguments, smoke_run, tmp_path, capsys):
+    """Each command that reads a file: a missing checkpoint or model folder, or a data folder that is not SRN,
+    stops with one ``error:`` line naming the path (no traceback, no usage text), exit 2, nothing written."""
+    (tmp_path / "plain").mkdir()
+    (tmp_path / "plain" / "notes.txt").write_text("not a dataset")
+    paths = {"run": str(smoke_run[1]), "missing": str(tmp_path / "missing"), "plain": str(tmp_path / "plain"),
+             "out": str(tmp_path / "out")}
+    status, lines = _run_here(capsys, *(argument.format(**paths) for argument in arguments))
+    named = BAD_FILES[arguments].format(**paths)
+    assert status == 2 and len(lines) == 1 and lines[0].startswith("error: ") and named in lines[0], lines
+    assert "usage:" not in lines[0] and not (tmp_path / "out").exists()
+
+
+def test_a_missing_file_from_the_real_command_is_one_line_without_traceback(tmp_path):
+    result = _run("export", "--checkpoint", str(tmp_path / "missing"), "--out", str(tmp_path / "out"))
+    assert result.returncode == 2 and result.stderr.splitlines() == [
+        f"error: {tmp_path / 'missing'}: no such checkpoint file or run folder"]
