@@ -58,12 +58,18 @@ def from_preset(presets: dict[str, T], preset: str, kind: str, **overrides) -> T
 
 
 def generated_data_dir(name: str) -> Path:
-    """Folder for generated dataset ``name``: ``$GENVS_DATA/name``, default ``<repo>/data/generated/name``.
+    """Folder for generated dataset ``name``: ``$GENVS_DATA/name``; by default ``<repo>/data/generated/name`` in a
+    clone of the repository, and ``~/.cache/genvs/generated/name`` (``$XDG_CACHE_HOME``) for an installed package.
 
     Regenerated from a seed whenever needed, so it is safe to delete.
     """
-    base = os.environ.get("GENVS_DATA") or Path(__file__).resolve().parents[1] / "data" / "generated"
-    return Path(base) / name
+    if os.environ.get("GENVS_DATA"):
+        return Path(os.environ["GENVS_DATA"]) / name
+    clone = Path(__file__).resolve().parents[1]
+    if (clone / "pyproject.toml").is_file():
+        return clone / "data" / "generated" / name
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return cache / "genvs" / "generated" / name
 
 
 def config_from_dict(cls: type[T], values: Mapping[str, Any]) -> T:
