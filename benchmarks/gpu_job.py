@@ -107,18 +107,18 @@ from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 import genvs.training  # noqa: E402
 from genvs.checkpoint import latest_checkpoint  # noqa: E402
 from genvs.data import SRNDataset  # noqa: E402
+from genvs.data.batches import StepBatches  # noqa: E402
 from genvs.data.synthetic import make_dataset  # noqa: E402
 from genvs.denoiser import denoiser_config  # noqa: E402
 from genvs.encoder import encoder_config  # noqa: E402
 from genvs.evaluation import PROTOCOLS, EvaluationConfig, evaluate, results_table  # noqa: E402
 from genvs.field import field_config  # noqa: E402
+from genvs.fitting import read_log  # noqa: E402
 from genvs.model import GeNVS, GeNVSConfig, load_model  # noqa: E402
 from genvs.sampling import sample_novel_views, sampling_options  # noqa: E402
 from genvs.seeding import derive_seed  # noqa: E402
-from genvs.training import (GPU_SPEED, TrainConfig, Trainer, export_model, # noqa: E402                             read_log, train_config)
+from genvs.training import GPU_SPEED, TrainConfig, Trainer, export_model, train_config  # noqa: E402
 from genvs.viz import plot_evaluation_examples  # noqa: E402
-from genvs.model import load_model
-from genvs.data.batches import StepBatches
 
 SETUP["ready_after_s"] = time.perf_counter() - START  # interpreter, wheels and imports
 
@@ -187,8 +187,8 @@ UNITS = {
 
 
 class OutOfTime(KeyboardInterrupt):
-    """Raised by the time box's alarm. A ``KeyboardInterrupt``, so that library code that catches ``Exception``
-    lets it through, and ``Trainer.run`` saves a checkpoint before passing it on, as on Ctrl-C."""
+    """Raised by the time box's alarm outside a training run. A ``KeyboardInterrupt``, so that library code that
+    catches ``Exception`` lets it through. Inside :meth:`Clock.stopping` the alarm asks the run to stop instead."""
 
 
 class Clock:
@@ -197,6 +197,7 @@ class Clock:
     def __init__(self, total_s: float):
         self.total_s, self.end = total_s, START + total_s
         self._deadlines: list[float] = []
+        self._stoppers: list[Callable[[], None]] = []
 
     def left(self) -> float:
         """Seconds until the innermost box's deadline (the job's end outside any box)."""
@@ -207,7 +208,7 @@ class Clock:
         """Raise :class:`OutOfTime` in the block ``seconds`` from now (or at an outer box's deadline if sooner)."""
         outer = self._deadlines[-1] if self._deadlines else self.end
         self._deadlines.append(min(outer, time.perf_counter() + seconds))
-        previous = signal.signal(signal.SIGALRM, _ring)
+        previous = signal.signal(signal.SIGALRM, self._ring)
         self._arm()
         try:
             yield
@@ -216,14 +217,26 @@ class Clock:
             self._arm()
             signal.signal(signal.SIGALRM, previous)
 
+    @contextlib.contextmanager
+    def stopping(self, request_stop: Callable[[], None]):
+        """In the block, a deadline calls ``request_stop`` (a run's public stop request: it ends after the step in
+        progress, with a checkpoint) instead of raising :class:`OutOfTime`."""
+        self._stoppers.append(request_stop)
+        try:
+            yield
+        finally:
+            self._stoppers.pop()
+
     def _arm(self) -> None:
         """Set the timer to the innermost deadline; a deadline already past is not armed (the loops check it)."""
         remaining = self._deadlines[-1] - time.perf_counter() if self._deadlines else 0.0
         signal.setitimer(signal.ITIMER_REAL, max(remaining, 0.0))
 
-
-def _ring(signum, frame):
-    raise OutOfTime()
+    def _ring(self, signum, frame):
+        if self._stoppers:
+            self._stoppers[-1]()
+        else:
+            raise OutOfTime()
 
 
 def synchronize(device: torch.device) -> None:
@@ -527,8 +540,7 @@ def time_mode(job: Job, config: TrainConfig, data: Path, folder: Path, warmup: i
                  max_memory_gib=torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None)
     del batches
     if count_flops:
-        trainer.step = warmup  # the timed steps again: same micro-batches, same shapes
-        batches = trainer.micro_batches()
+        batches = trainer.micro_batches(start=warmup)  # the timed steps' micro-batches again: the same shapes
         with FlopCounterMode(display=False) as counter:
             for _ in range(timed):
                 trainer.train_step(batches)
@@ -690,8 +702,9 @@ def final_training(job: Job, record: dict) -> None:
     record["parameters"] = sum(parameter.numel() for parameter in trainer.model.parameters())
     start = time.perf_counter()
     try:
-        trainer.run(time_limit=seconds)
-    finally:  # also when out of time: the trainer has saved a checkpoint, its log holds the losses
+        with job.clock.stopping(trainer.request_stop):
+            trainer.run(time_limit=seconds)
+    finally:  # also when stopped: the trainer has saved a checkpoint, its log holds the losses
         record.update(steps=trainer.step, minutes=(time.perf_counter() - start) / 60,
                       max_memory_gib=torch.cuda.max_memory_allocated(plan.device) / 2**30
                       if plan.device.type == "cuda" else None)

@@ -281,6 +281,10 @@ class Trainer:
         """The micro-batches of steps ``start`` (default: the current step) to the end of the run."""
         return self.fitter.micro_batches(start)
 
+    def request_stop(self) -> None:
+        """Stop the run after the step in progress, with a checkpoint (:meth:`genvs.fitting.Fitter.request_stop`)."""
+        self.fitter.request_stop()
+
     def close(self) -> None:
         """End the process group of a torchrun run (a no-op in a single process)."""
         self.fitter.close()
