@@ -137,8 +137,9 @@ class RayRoute:
 
     def __call__(self, images: Tensor, K: Tensor, c2w: Tensor, target_K: Tensor, target_c2w: Tensor,
                  seeds: Sequence[int], **options) -> Tensor:
-        """:class:`genvs.routes.Route`'s call."""
-        cond = ray_condition(images[:, 0], K[:, 0], c2w[:, 0], target_K, target_c2w)
+        """:class:`genvs.routes.Route`'s call (the condition is built where the denoiser's weights are)."""
+        device = next(self.denoiser.parameters()).device
+        cond = ray_condition(*(tensor.to(device) for tensor in (images[:, 0], K[:, 0], c2w[:, 0], target_K, target_c2w)))
         samples = sample_images(self.denoiser, cond, seed=frame_seeds(seeds, target_c2w.shape[1]),
                                 **{**self.options, **options})
         return samples.unflatten(0, tuple(target_c2w.shape[:2])).cpu()
