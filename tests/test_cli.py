@@ -276,7 +276,8 @@ def test_the_controlnet_route_trains_and_is_evaluated_beside_genvs(smoke_run, tm
     assert "controlnet" in json.loads((tmp_path / "eval" / "results.json").read_text())["metrics"]
     result = _run("train-controlnet", "--data", str(data), "--checkpoint", str(smoke_run[1]), "--base",
                   str(tmp_path / "nowhere"), "--out", str(tmp_path / "controlnet2"))
-    assert result.returncode == 2 and "nowhere: no base U-Net here" in result.stderr and "train-base" in result.stderr
+    assert result.returncode == 2 and "nowhere: no UNet2DConditionModel here" in result.stderr, result.stderr
+    assert "train-base" in result.stderr
 
 
 def test_lesson_08s_routes_train_and_their_turntables_are_scored(smoke_run, tmp_path):
@@ -286,7 +287,8 @@ def test_lesson_08s_routes_train_and_their_turntables_are_scored(smoke_run, tmp_
     common = ["--data", str(data), "--base", str(tmp_path / "base"), "--steps", "1", "--batch-size", "2"]
     result = _run("train-multiview", *common, "--checkpoint", str(smoke_run[1]), "--controlnet",
                   str(tmp_path / "nowhere"), "--out", str(tmp_path / "multiview"))
-    assert result.returncode == 2 and "nowhere: no ControlNet here" in result.stderr, result.stderr
+    assert result.returncode == 2 and "nowhere: no ControlNetModel here" in result.stderr, result.stderr
+    assert "train-controlnet" in result.stderr
     assert _run("train-controlnet", *common, "--checkpoint", str(smoke_run[1]), "--out",
                 str(tmp_path / "controlnet")).returncode == 0
     result = _run("train-multiview", *common, "--checkpoint", str(smoke_run[1]), "--controlnet",

@@ -12,10 +12,10 @@ from genvs.cli.options import (COUNT, GUIDANCE_SCALE, INDEX, PROTOCOLS, SCALE, a
 
 __all__ = ["add_commands"]
 
-EVALUATION_OPTIONS = {"split": "split", "max_objects": "max_objects", "input_view": "input_view", "targets": "target_views",
-                      "steps": "steps", "seed": "seed", "target_batch": "target_batch", "object_batch": "object_batch",
-                      "draws": "draws"}
-"""``evaluate``'s options that override the protocol: option name -> :class:`genvs.evaluation.EvaluationConfig` field."""
+EVALUATION_OPTIONS = {"split": "split", "max_objects": "max_objects", "input_view": "input_view",
+                      "targets": "target_views", "steps": "steps", "seed": "seed", "target_batch": "target_batch",
+                      "object_batch": "object_batch", "draws": "draws"}
+"""``evaluate``'s options that override the protocol: option -> :class:`genvs.evaluation.EvaluationConfig` field."""
 
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
@@ -71,15 +71,18 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
 
 
 def evaluation_routes(args: argparse.Namespace, model, steps: int, where: str) -> dict:
-    """The extra rows ``evaluate`` scores: ``--guided`` scales of GeNVS, and the ``--controlnet`` route."""
+    """The extra rows ``evaluate`` scores (:class:`genvs.routes.RenderRoute`): ``--guided`` scales of GeNVS's
+    denoiser, and the ``--controlnet`` route on the same render."""
     from genvs.controlnet import controlnet_route
+    from genvs.routes import RenderRoute
     from genvs.sampling import sampling_options
 
-    routes = {f"guided w={scale:g}": (model.denoiser, sampling_options("guided", steps, guidance_scale=scale))
+    routes = {f"guided w={scale:g}": RenderRoute(model, options=sampling_options("guided", steps, guidance_scale=scale))
               for scale in args.guided}
     if args.controlnet is not None:
-        route = controlnet_route(args.controlnet_base, args.controlnet, where)
-        routes["controlnet"] = (route, {**sampling_options("stochastic", steps), "guidance_scale": args.guidance})
+        controlnet = controlnet_route(args.controlnet_base, args.controlnet, where)
+        options = {**sampling_options("stochastic", steps), "guidance_scale": args.guidance}
+        routes["controlnet"] = RenderRoute(model, controlnet, options)
     return routes
 
 

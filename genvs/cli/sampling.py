@@ -86,12 +86,12 @@ def sample_command(args: argparse.Namespace) -> None:
 
 def demo_model(args: argparse.Namespace, data: Path, where: str):
     """The demo's model: the shipped one of ``--preset`` if there is one, else a bounded training run's."""
-    from genvs.artefacts import ARTEFACTS, is_shipped, models_folder, shipped
+    from genvs.artefacts import ARTEFACTS, is_shipped, models_folder, shipped_path
     from genvs.model import load_model
     from genvs.training import PRESETS, Trainer
 
     if args.preset in ARTEFACTS and is_shipped(args.preset):
-        folder = shipped(args.preset)
+        folder = shipped_path(args.preset)
         print(f"loading the shipped checkpoint {folder} (its model card: {folder / 'MODEL_CARD.md'})")
         return load_model(folder, device=where)[0]
     run = Path(args.out) / "run"
