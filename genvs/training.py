@@ -32,7 +32,7 @@ from genvs.fitting import PRECISIONS, FitSettings, Fitter, join_processes, proce
 from genvs.model import PRESETS as MODEL_PRESETS
 from genvs.model import STAGES, GeNVS, GeNVSConfig, architecture, load_model
 from genvs.sampling import sample_novel_views
-from genvs.viz import field_rgb, save_contact_sheet
+from genvs.viz.images import field_rgb, save_contact_sheet
 
 __all__ = ["SpeedConfig", "TrainConfig", "PRESETS", "GPU_SPEED", "train_config", "Trainer", "export_model"]
 
