@@ -421,3 +421,20 @@ def test_a_missing_file_from_the_real_command_is_one_line_without_traceback(tmp_
     result = _run("export", "--checkpoint", str(tmp_path / "missing"), "--out", str(tmp_path / "out"))
     assert result.returncode == 2 and result.stderr.splitlines() == [
         f"error: {tmp_path / 'missing'}: no such checkpoint file or run folder"]
+
+
+def test_a_route_run_refuses_to_overwrite_and_resumes_with_resume(tmp_path, capsys, monkeypatch):
+    from genvs.checkpoint import CheckpointError
+    from genvs.cli import main
+
+    data = make_dataset(tmp_path / "cars", n_objects=6, n_views=4, image_size=32, seed=0, progress=False)
+    command = ["train-base", "--data", str(data), "--preset", "smoke", "--batch-size", "2", "--out", str(tmp_path / "base")]
+    main([*command, "--steps", "2"])
+    assert "2 steps in" in capsys.readouterr().out
+    status, lines = _run_here(capsys, *command, "--steps", "3")
+    assert status == 2 and len(lines) == 1 and "already holds a run" in lines[0] and "--resume" in lines[0]
+    main([*command, "--steps", "3", "--resume"])
+    assert "3 steps in" in capsys.readouterr().out
+    monkeypatch.setenv("GENVS_TRACEBACK", "1")  # the whole traceback instead of one line, for telling bugs apart
+    with pytest.raises(CheckpointError, match="nowhere"):
+        main(["export", "--checkpoint", str(tmp_path / "nowhere"), "--out", str(tmp_path / "export")])

@@ -28,6 +28,7 @@ integer in [16, 1024], got 3").
 from __future__ import annotations
 
 import argparse
+import os
 
 from genvs.cli import data, evaluation, routes, sampling, training
 from genvs.cli.options import InputError, OneLineParser, stop
@@ -58,9 +59,12 @@ def describe(error: Exception) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     """Parse ``argv`` (default: ``sys.argv[1:]``) and run its command; any expected failure, from the parser or
-    the command, stops with one ``error:`` line and exit status 2 (:func:`genvs.cli.options.stop`)."""
+    the command, stops with one ``error:`` line and exit status 2 (:func:`genvs.cli.options.stop`).
+    ``GENVS_TRACEBACK=1`` shows the whole traceback instead (to tell a bug from a bad input)."""
     args = build_parser().parse_args(argv)
     try:
         args.run(args)
     except EXPECTED as error:
+        if os.environ.get("GENVS_TRACEBACK", "0") not in ("", "0"):
+            raise
         stop(describe(error))

@@ -103,12 +103,14 @@ def add_orbit(command: argparse.ArgumentParser) -> None:
 
 
 def add_fit(command: argparse.ArgumentParser, default_steps: int) -> None:
-    """The options of fitting one network of the diffusers routes: data, steps, lr, batch size, seed, device."""
+    """The options of fitting one network of the diffusers routes: data, steps, lr, batch size, seed, resume, device."""
     command.add_argument("--data", required=True, type=Path, help="SRN-format root (its cars_train/ is used)")
     command.add_argument("--steps", type=COUNT, default=default_steps, help="optimiser steps")
     command.add_argument("--lr", type=POSITIVE, help="peak learning rate")
     command.add_argument("--batch-size", type=COUNT, help="images (base) or objects (ControlNet) per step")
     command.add_argument("--seed", type=INDEX)
+    command.add_argument("--resume", action="store_true",
+                         help="continue the run in --out from its checkpoint (out/checkpoints/), exactly")
     add_device(command)
 
 

@@ -66,7 +66,7 @@ def train_base_command(args: argparse.Namespace) -> None:
     from genvs.controlnet import BASE_FIT, base_config, train_base
 
     _, record = train_base(args.data, args.out, args.steps, base_config(args.preset), fit_config(args, BASE_FIT),
-                           device=device(args))
+                           device=device(args), resume=args.resume)
     print_fit(record, args.out)
 
 
@@ -79,7 +79,7 @@ def train_controlnet_command(args: argparse.Namespace) -> None:
     model, _ = load_model(args.checkpoint, device=where)
     base = load_base(args.base, device=where)
     _, record = train_controlnet(model, args.data, args.out, args.steps, base, fit_config(args, CONTROLNET_FIT),
-                                 device=where)
+                                 device=where, resume=args.resume)
     print_fit(record, args.out)
 
 
@@ -93,7 +93,7 @@ def train_multiview_command(args: argparse.Namespace) -> None:
     model, _ = load_model(args.checkpoint, device=where)
     base, controlnet = load_base(args.base, device=where), load_controlnet(args.controlnet, device=where)
     _, record = train_multiview(model, args.data, args.out, args.steps, base, controlnet,
-                                fit_config(args, MULTIVIEW_FIT), device=where)
+                                fit_config(args, MULTIVIEW_FIT), device=where, resume=args.resume)
     print_fit(record, args.out)
 
 
@@ -104,5 +104,5 @@ def train_raycond_command(args: argparse.Namespace) -> None:
 
     where = device(args)
     _, record = train_raycond(args.data, args.out, args.steps, load_base(args.base, device=where),
-                              fit_config(args, CONTROLNET_FIT), device=where)
+                              fit_config(args, CONTROLNET_FIT), device=where, resume=args.resume)
     print_fit(record, args.out)
