@@ -1,6 +1,6 @@
 # genvs: two commands do everything on a fresh machine.
 #   make demo   the main job (synthetic cars, the shipped model, an orbit video + GIF under outputs/demo/)
-#   make test   unit tests + every notebook under nbval in smoke mode
+#   make test   the linter (ruff, configured in pyproject.toml), unit tests + every notebook under nbval in smoke mode
 # Both depend on `make install`, which builds .venv once and again only when pyproject.toml, constraints.txt or
 # overrides.txt changes: genvs's dependency ranges from pyproject.toml, at the exact versions pinned in
 # constraints.txt, installed by uv (pip installs uv itself into .venv first). overrides.txt lifts k-diffusion's
@@ -12,7 +12,7 @@ PY     := $(VENV)/bin/python
 UV     := $(VENV)/bin/uv
 STAMP  := $(VENV)/.installed
 
-.PHONY: install constraints demo test unit notebooks bench clean
+.PHONY: install constraints demo test lint unit notebooks bench clean
 
 install: $(STAMP)
 
@@ -33,6 +33,9 @@ constraints: $(STAMP)
 demo: install
 	$(PY) -m genvs demo --out outputs/demo
 
+lint: install
+	$(VENV)/bin/ruff check .
+
 unit: install
 	OMP_NUM_THREADS=1 $(PY) -m pytest tests
 
@@ -41,7 +44,7 @@ notebooks: install
 
 # Tests run single-threaded: their tensors are tiny, and on shared cores torch's thread pool
 # stalls (measured here: a 200-step voxel fit took 1.2 s on 1 thread, 15 s on 2 with a busy neighbour).
-test: install
+test: lint
 	GENVS_SMOKE=1 OMP_NUM_THREADS=1 $(PY) -m pytest tests notebooks --nbval-lax --nbval-current-env
 
 bench: install
