@@ -13,7 +13,6 @@ versions, CPU threads, load). Times are medians of a few repeats after a warm-up
 
 from __future__ import annotations
 
-
 import torch
 from common import device_arguments, device_name, median_seconds, write_result
 

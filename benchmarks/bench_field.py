@@ -27,14 +27,23 @@ from common import device_arguments, device_name, median_seconds, write_result
 
 from genvs import encoder, rendering
 from genvs.cameras import make_intrinsics, orbit, pixel_rays, rescale_intrinsics
-from genvs.field import (PRESETS, FeatureField, InputViews, build_field, combine_views, decode, sample_volumes,
-                         volume_coordinates)
+from genvs.field import (
+    PRESETS,
+    FeatureField,
+    InputViews,
+    build_field,
+    combine_views,
+    decode,
+    sample_volumes,
+    volume_coordinates,
+)
 
 VIEW_COUNTS = (1, 2, 3)
 
 
 def _cameras(n: int, size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """``n`` cameras 1.3 units from the origin at 20 degrees elevation, 90 degrees apart: K ``[1, n, 3, 3]``, c2w ``[1, n, 4, 4]``."""
+    """``n`` cameras 1.3 units from the origin at 20 degrees elevation, 90 degrees apart: K ``[1, n, 3, 3]``,
+    c2w ``[1, n, 4, 4]``."""
     return make_intrinsics(1.0 * size, size / 2, size / 2).expand(1, n, 3, 3), orbit(n, sweep_deg=90.0 * n)[None]
 
 
@@ -50,7 +59,8 @@ def per_view_mlp_render(field: FeatureField, views: InputViews, origins: torch.T
         raw, n_seen = combine_views(field.mlp(sample_volumes(views.volumes, coords)), visible)
         sigma, features = decode(raw)
         seen = n_seen > 0
-        return (sigma * seen).reshape(points.shape[:-1]), (features * seen.unsqueeze(-1)).reshape(points.shape[:-1] + (-1,))
+        return ((sigma * seen).reshape(points.shape[:-1]),
+                (features * seen.unsqueeze(-1)).reshape(points.shape[:-1] + (-1,)))
 
     return rendering.render_rays(field_fn, origins, directions, config.near, config.far, config.n_stratified,
                                  config.n_importance, config.background, perturb=False)
@@ -68,7 +78,8 @@ def time_preset(preset: str, device: torch.device, repeats: int) -> list[dict]:
         with torch.no_grad():
             views = field.encode(images, K[:, :n_views], c2w[:, :n_views])
             target_K = rescale_intrinsics(K[:, n_views:], side / size)
-            origins, directions = (rays.reshape(1, -1, 3) for rays in pixel_rays(target_K, c2w[:, n_views:], side, side))
+            origins, directions = (rays.reshape(1, -1, 3)
+                                   for rays in pixel_rays(target_K, c2w[:, n_views:], side, side))
             ours = median_seconds(lambda: field.render_rays(views, origins, directions), repeats, device)
             naive = median_seconds(lambda: per_view_mlp_render(field, views, origins, directions), repeats, device)
             if n_views == 1:  # one view: both orders compute the same thing
@@ -95,7 +106,8 @@ def time_encoder(preset: str, device: torch.device, repeats: int) -> dict:
 
 
 def print_table(rows: list[dict], encoders: list[dict]) -> None:
-    print(f"{'preset':7s}{'views':>6s}{'rays':>7s}{'S':>5s}{'genvs Msamples/s':>18s}{'per-view MLP':>14s}{'speed-up':>10s}")
+    print(f"{'preset':7s}{'views':>6s}{'rays':>7s}{'S':>5s}"
+          f"{'genvs Msamples/s':>18s}{'per-view MLP':>14s}{'speed-up':>10s}")
     for row in rows:
         print(f"{row['preset']:7s}{row['views']:6d}{row['rays']:7d}{row['samples_per_ray']:5d}"
               f"{row['genvs_samples_per_s'] / 1e6:18.2f}{row['per_view_mlp_samples_per_s'] / 1e6:14.2f}"

@@ -55,7 +55,8 @@ def time_preset(preset: str, device: torch.device, repeats: int, steps: int, bat
            "batched_sample_seconds_per_view": batched_s, "batching_speedup": single_s / batched_s,
            "render_share": render_s / single_s}
     print(f"{preset:>6} {size:4d} px  render {render_s:7.3f} s  sample 1 view {single_s:7.2f} s  "
-          f"{batch} batched {batched_s:7.2f} s/view ({single_s / batched_s:4.2f}x)  render share {render_s / single_s:5.1%}")
+          f"{batch} batched {batched_s:7.2f} s/view ({single_s / batched_s:4.2f}x)  "
+          f"render share {render_s / single_s:5.1%}")
     return row
 
 

@@ -27,14 +27,13 @@ from pathlib import Path
 import torch
 from common import write_result
 
+from genvs.artefacts import shipped
 from genvs.data import SRNDataset
+from genvs.data.batches import StepBatches
 from genvs.data.synthetic import make_dataset
 from genvs.denoiser import build_denoiser, denoiser_config, denoising_loss
-from genvs.sampling import sample_images, sampling_options
-from genvs.training import train_config
-from genvs.artefacts import shipped
 from genvs.model import load_model
-from genvs.data.batches import StepBatches
+from genvs.sampling import sample_images, sampling_options
 
 
 def workloads(folder: Path) -> dict:

@@ -35,10 +35,11 @@ def time_preset(preset: str, device: torch.device, repeats: int, folder: Path) -
                       sample_every=0, checkpoint_every=0, progress=False)
     seconds = statistics.median(record["seconds"] for record in trainer.run()[1:])
     images = config.batch_size * config.target_views * config.grad_accumulation
-    row = {"preset": preset, "image_size": size, "batch_objects": config.batch_size, "target_views": config.target_views,
-           "precision": config.precision if device.type == "cuda" else "fp32", "seconds_per_step": seconds,
-           "steps_per_s": 1 / seconds, "target_images_per_s": images / seconds}
-    print(f"{preset:>9} {size:4d} px  {seconds:7.3f} s/step  {1 / seconds:6.2f} steps/s  {images / seconds:7.1f} images/s")
+    row = {"preset": preset, "image_size": size, "batch_objects": config.batch_size,
+           "target_views": config.target_views, "precision": config.precision if device.type == "cuda" else "fp32",
+           "seconds_per_step": seconds, "steps_per_s": 1 / seconds, "target_images_per_s": images / seconds}
+    print(f"{preset:>9} {size:4d} px  {seconds:7.3f} s/step  {1 / seconds:6.2f} steps/s  "
+          f"{images / seconds:7.1f} images/s")
     return row
 
 

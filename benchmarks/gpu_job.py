@@ -328,7 +328,8 @@ class State:
 class Job:
     """The output folder, the log and ``results.json`` (rewritten atomically after every phase)."""
 
-    def __init__(self, out: Path, work: Path, plan: Plan, clock: Clock, results: dict, skip: frozenset[str] = frozenset()):
+    def __init__(self, out: Path, work: Path, plan: Plan, clock: Clock, results: dict,
+                 skip: frozenset[str] = frozenset()):
         self.out, self.work, self.plan, self.clock, self.results, self.skip = out, work, plan, clock, results, skip
         self.state = State()
         self._log = (out / "gpu_job.log").open("a")

@@ -29,7 +29,7 @@ from torch.profiler import ProfilerActivity, profile  # noqa: E402
 
 from genvs.config import default_device  # noqa: E402
 from genvs.data.synthetic import make_dataset  # noqa: E402
-from genvs.training import Trainer, TrainConfig, train_config  # noqa: E402
+from genvs.training import TrainConfig, Trainer, train_config  # noqa: E402
 
 PROFILED_STEPS = 3
 

@@ -32,7 +32,8 @@ def collect() -> tuple[dict, dict]:
             for row in result["presets"]:
                 rows[result["device"]][row["preset"]][source] = row
             extra = f", {result['presets'][0]['steps']} steps" if source == "sampling" else ""
-            notes[result["device"]].append(f"{path.name}: torch {result['torch']}, {result['torch_threads']} thread(s), "
+            notes[result["device"]].append(f"{path.name}: torch {result['torch']}, "
+                                           f"{result['torch_threads']} thread(s), "
                                            f"load {result['load_average_1min']}{extra}, {result['date']}")
     return rows, notes
 

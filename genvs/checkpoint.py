@@ -173,7 +173,8 @@ def load_checkpoint(path: str | Path, expected_config: dict | None = None,
     except (OSError, ValueError, KeyError, SafetensorError) as error:
         raise CheckpointError(f"{json_path}: cannot read this checkpoint ({error})") from None
     if record.get("format") != FORMAT_VERSION:
-        raise CheckpointError(f"{json_path}: checkpoint format {record.get('format')!r}, this genvs reads {FORMAT_VERSION}")
+        raise CheckpointError(f"{json_path}: checkpoint format {record.get('format')!r}, "
+                              f"this genvs reads {FORMAT_VERSION}")
     if expected_config is not None:
         expected_config = json.loads(json.dumps(expected_config))  # as stored: tuples become lists
         if record["config"] != expected_config:

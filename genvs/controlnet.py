@@ -254,7 +254,8 @@ def fit_network(network: nn.Module, loss_of: Callable[[dict, torch.Generator], T
     settings = FitSettings(steps, config.warmup_steps, config.min_lr_fraction, config.weight_decay, config.grad_clip,
                            ema_power=config.ema_power, ema_max=config.ema_max, seed=config.seed)
     fitter = Fitter(network, {"network": (network, config.lr)},
-                    lambda batch, generator: {"loss": loss_of(batch, generator)}, batches, settings, out / "checkpoints", {"fit": asdict(config)}, device=device, resume=resume,
+                    lambda batch, generator: {"loss": loss_of(batch, generator)}, batches, settings,
+                    out / "checkpoints", {"fit": asdict(config)}, device=device, resume=resume,
                     log_every=1, checkpoint_every=save_every, keep_checkpoints=1, log_path=out / "log.csv",
                     on_save=lambda step: save_pretrained(fitter.ema, out), progress=progress)
     start, done = time.perf_counter(), fitter.step

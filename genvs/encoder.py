@@ -78,7 +78,8 @@ class EncoderConfig:
             raise ValueError(f"unknown backbone {self.backbone!r}; valid backbones: {sorted(BACKBONES)}")
         if self.image_size % 32:
             raise ValueError(f"image_size must be a multiple of 32 (the backbone's stride), got {self.image_size}")
-        if self.volume_size <= 0 or self.image_size % self.volume_size or self.image_size // self.volume_size not in STRIDES:
+        if (self.volume_size <= 0 or self.image_size % self.volume_size
+                or self.image_size // self.volume_size not in STRIDES):
             raise ValueError(f"image_size / volume_size must be one of {STRIDES}, got "
                              f"{self.image_size} / {self.volume_size}")
         for name in ("feature_channels", "depth_planes", "decoder_channels"):

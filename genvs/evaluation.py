@@ -80,10 +80,19 @@ from tqdm.auto import tqdm
 from genvs.artefacts import is_shipped, shipped_path
 from genvs.data.srn import SRNDataset, SRNFormatError
 from genvs.data.synthetic import read_attributes
-from genvs.metrics import (LPIPS, LPIPSUnavailable, detail_score, kernel_distance, psnr, reprojection_consistency,
-                           sharpness, ssim, total_variation)
-from genvs.probe import AttributeProbe, load_probe
 from genvs.denoiser import k_diffusion
+from genvs.metrics import (
+    LPIPS,
+    LPIPSUnavailable,
+    detail_score,
+    kernel_distance,
+    psnr,
+    reprojection_consistency,
+    sharpness,
+    ssim,
+    total_variation,
+)
+from genvs.probe import AttributeProbe, load_probe
 from genvs.routes import RenderRoute, Route, TrajectoryRoute
 from genvs.sampling import sampling_options
 from genvs.seeding import derive_seed
@@ -334,8 +343,8 @@ def _attribute_probe(dataset: SRNDataset, n_objects: int, attributes: bool | Att
     if isinstance(attributes, AttributeProbe):
         return attributes.to(device).eval(), records, None
     if not is_shipped("probe"):
-        return None, None, (f"attribute metrics skipped: no attribute probe at {shipped_path('probe')} (python -m genvs "
-                            f"train-probe makes one)")
+        return None, None, (f"attribute metrics skipped: no attribute probe at {shipped_path('probe')} "
+                            "(python -m genvs train-probe makes one)")
     return load_probe(device=device)[0], records, None
 
 

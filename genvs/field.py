@@ -191,7 +191,8 @@ def combine_views(features: Tensor, visible: Tensor) -> tuple[Tensor, Tensor]:
 
 
 def decode(raw: Tensor) -> tuple[Tensor, Tensor]:
-    """MLP outputs ``[..., 1 + C]`` to density ``softplus(raw_0)`` ``[...]`` and features ``tanh(raw_1:)`` ``[..., C]``."""
+    """MLP outputs ``[..., 1 + C]`` to density ``softplus(raw_0)`` ``[...]`` and features ``tanh(raw_1:)``
+    ``[..., C]``."""
     return F.softplus(raw[..., 0]), torch.tanh(raw[..., 1:])
 
 
@@ -209,7 +210,8 @@ class FeatureField(nn.Module):
         self.encoder = VolumeEncoder(config.encoder, imagenet_weights)
         channels, hidden = config.feature_channels, config.mlp_hidden
         self.mlp = nn.Sequential(
-            nn.Linear(channels, hidden), nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU(), nn.Linear(hidden, 1 + channels)
+            nn.Linear(channels, hidden), nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU(),
+            nn.Linear(hidden, 1 + channels)
         )
 
     def encode(self, images: Tensor, K: Tensor, c2w: Tensor) -> InputViews:

@@ -44,7 +44,14 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
-from genvs.checkpoint import CheckpointError, config_differences, latest_checkpoint, load_checkpoint, prune_checkpoints, save_checkpoint
+from genvs.checkpoint import (
+    CheckpointError,
+    config_differences,
+    latest_checkpoint,
+    load_checkpoint,
+    prune_checkpoints,
+    save_checkpoint,
+)
 from genvs.config import default_device
 from genvs.denoiser import k_diffusion
 from genvs.seeding import derive_seed, seeded_rng
@@ -169,11 +176,12 @@ class Fitter:
     """
 
     def __init__(self, model: nn.Module, parts: dict[str, tuple[nn.Module, float]], loss: Loss,
-                 batches: torch.utils.data.Dataset | None, settings: FitSettings, out: str | Path | None, config: dict, *,
-                 device: torch.device | str = "cpu", free_keys: tuple[str, ...] = (), resume: bool = False,
-                 log_every: int = 10, checkpoint_every: int | None = None, keep_checkpoints: int = 2, workers: int = 0,
-                 images_per_batch: int = 1, log_path: str | Path | None = None,
-                 on_save: Callable[[int], None] | None = None, progress: bool = True, desc: str = "training"):
+                 batches: torch.utils.data.Dataset | None, settings: FitSettings, out: str | Path | None,
+                 config: dict, *, device: torch.device | str = "cpu", free_keys: tuple[str, ...] = (),
+                 resume: bool = False, log_every: int = 10, checkpoint_every: int | None = None,
+                 keep_checkpoints: int = 2, workers: int = 0, images_per_batch: int = 1,
+                 log_path: str | Path | None = None, on_save: Callable[[int], None] | None = None,
+                 progress: bool = True, desc: str = "training"):
         self.model, self.loss, self.batches, self.settings = model, loss, batches, settings
         self.out = None if out is None else Path(out)
         self.config, self.free_keys = json.loads(json.dumps(config)), free_keys
@@ -190,7 +198,8 @@ class Fitter:
             [{"params": list(module.parameters()), "lr": lr, "name": name} for name, (module, lr) in parts.items()],
             weight_decay=settings.weight_decay, fused=settings.fused_adamw)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimiser, lambda step: lr_factor(step, settings.warmup_steps, settings.steps, settings.min_lr_fraction))
+            self.optimiser,
+            lambda step: lr_factor(step, settings.warmup_steps, settings.steps, settings.min_lr_fraction))
         self.ema_warmup = k_diffusion.utils.EMAWarmup(power=settings.ema_power, max_value=settings.ema_max)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=settings.precision == "fp16")
         self.step, self.resumed, self._saved_step, self._stop_requested = 0, False, None, False
@@ -205,7 +214,8 @@ class Fitter:
         return self.settings.steps
 
     def state(self) -> dict:
-        """Everything a checkpoint holds: weights, EMA, optimiser, schedules, the run length and the number of processes."""
+        """Everything a checkpoint holds: weights, EMA, optimiser, schedules, the run length and the number of
+        processes."""
         return {"model": self.model.state_dict(), "ema": self.ema.state_dict(),
                 "optimiser": self.optimiser.state_dict(), "scheduler": self.scheduler.state_dict(),
                 "ema_warmup": self.ema_warmup.state_dict(), "scaler": self.scaler.state_dict(), "steps": self.steps,
@@ -320,7 +330,8 @@ class Fitter:
             with sync:
                 losses = self.micro_batch_losses(next(micro_batches), self.micro_index(self.step, micro))
                 self.scaler.scale(losses["loss"] / accumulation).backward()
-            mean_losses = mean_losses + torch.stack([value.detach().float() for value in losses.values()]) / accumulation
+            mean_losses = (mean_losses +
+                           torch.stack([value.detach().float() for value in losses.values()]) / accumulation)
         self.scaler.unscale_(self.optimiser)
         parameters = [p for group in self.optimiser.param_groups for p in group["params"] if p.grad is not None]
         grad_norm = torch.nn.utils.get_total_norm([p.grad for p in parameters])
@@ -350,8 +361,8 @@ class Fitter:
         self.optimiser.zero_grad(set_to_none=True)
         raise FloatingPointError(
             f"step {self.step}: {problem}. Nothing was updated with it (weights, EMA, checkpoints). The last good "
-            f"checkpoint is {self.out and latest_checkpoint(self.out) or 'none yet'}; try a lower learning rate, fp32 precision "
-            f"(--set precision=fp32) or a smaller grad_clip, then resume (--resume)")
+            f"checkpoint is {self.out and latest_checkpoint(self.out) or 'none yet'}; try a lower learning rate, "
+            f"fp32 precision (--set precision=fp32) or a smaller grad_clip, then resume (--resume)")
 
     def _non_finite_parts(self) -> str:
         """``"denoiser (2 tensors, e.g. denoiser.inner_model...)"`` for each part with non-finite gradients."""

@@ -169,7 +169,8 @@ def kernel_distance(real: Tensor, generated: Tensor, subsets: int = 100, subset_
     For ``subsets`` random subsets of ``m = min(subset_size, N_real, N_generated)`` features of each set, the
     unbiased squared maximum mean discrepancy with the cubic polynomial kernel ``k(x, y) = (x . y / d + 1)^3``::
 
-        MMD^2 = sum_{i != j} k(x_i, x_j) / (m (m - 1)) + sum_{i != j} k(y_i, y_j) / (m (m - 1)) - 2 sum_{i, j} k(x_i, y_j) / m^2
+        MMD^2 = sum_{i != j} k(x_i, x_j) / (m (m - 1)) + sum_{i != j} k(y_i, y_j) / (m (m - 1))
+                - 2 sum_{i, j} k(x_i, y_j) / m^2
 
     (torchmetrics' ``poly_mmd``); KID is its mean over subsets. 0 in expectation for samples of one distribution
     (a single subset can be slightly negative). Here the features are the attribute probe's, not Inception's.

@@ -39,8 +39,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from genvs.controlnet import (CONTROLNET_FIT, GUIDANCE_SCALE, EDMUNet, FitConfig, fit_network,
-                              load_base, load_controlnet)
+from genvs.controlnet import CONTROLNET_FIT, GUIDANCE_SCALE, EDMUNet, FitConfig, fit_network, load_base, load_controlnet
 from genvs.data.batches import StepBatches
 from genvs.data.srn import SRNDataset
 from genvs.denoiser import drop_condition, k_diffusion, sample_training_sigmas

@@ -39,11 +39,11 @@ from tqdm.auto import tqdm
 
 from genvs.artefacts import shipped_path
 from genvs.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from genvs.data.cars import ATTRIBUTES, render_car, sample_car_params
 from genvs.data.srn import SRNDataset, SRNFormatError, read_pose
+from genvs.data.synthetic import MANIFEST_NAME, read_attributes, srn_intrinsics
 from genvs.fitting import FitSettings, Fitter, read_log
 from genvs.seeding import derive_seed, seeded_rng
-from genvs.data.cars import ATTRIBUTES, render_car, sample_car_params
-from genvs.data.synthetic import MANIFEST_NAME, read_attributes, srn_intrinsics
 
 __all__ = ["ProbeConfig", "AttributeProbe", "attribute_views", "dataset_seed", "car_of", "blended_views", "train_probe",
            "probe_accuracy", "blend_confidence", "save_probe", "load_probe", "ProbeBatches"]
@@ -275,7 +275,8 @@ def train_probe(root: str | Path, config: ProbeConfig = ProbeConfig(), progress:
         probe = AttributeProbe(config).train()
 
     def loss(batch: dict[str, Tensor], generator: torch.Generator) -> dict[str, Tensor]:
-        return {"loss": _masked_cross_entropy(probe(batch["images"]), {name: batch[f"target/{name}"] for name in ATTRIBUTES},
+        return {"loss": _masked_cross_entropy(probe(batch["images"]),
+                                              {name: batch[f"target/{name}"] for name in ATTRIBUTES},
                                               {name: batch[f"shows/{name}"] for name in ATTRIBUTES})}
 
     settings = FitSettings(config.steps, config.warmup_steps, config.min_lr_fraction, config.weight_decay,

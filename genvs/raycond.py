@@ -25,8 +25,15 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from genvs.cameras import pixel_rays
-from genvs.controlnet import (CONTROLNET_FIT, FitConfig, build_controlnet, edm_denoiser, fit_network,
-                              load_base, load_controlnet)
+from genvs.controlnet import (
+    CONTROLNET_FIT,
+    FitConfig,
+    build_controlnet,
+    edm_denoiser,
+    fit_network,
+    load_base,
+    load_controlnet,
+)
 from genvs.data.batches import StepBatches
 from genvs.data.srn import SRNDataset
 from genvs.denoiser import denoising_loss, k_diffusion

@@ -23,7 +23,8 @@ from torch import Tensor
 from genvs.cameras import pixel_rays
 from genvs.seeding import draw
 
-__all__ = ["as_tensor_on", "image_rays", "stratified_samples", "importance_samples", "composite", "render_rays", "render_in_chunks"]
+__all__ = ["as_tensor_on", "image_rays", "stratified_samples", "importance_samples", "composite", "render_rays",
+           "render_in_chunks"]
 
 FieldFn = Callable[[Tensor], tuple[Tensor, Tensor]]
 
@@ -128,7 +129,8 @@ def importance_samples(
     pdf = _dilate(weights.detach()) + 1e-5
     pdf = pdf / pdf.sum(dim=-1, keepdim=True)
     cdf = torch.cat([torch.zeros_like(pdf[..., :1]), torch.cumsum(pdf, dim=-1)], dim=-1)  # [..., S+1]
-    cdf[..., -1].fill_(1.0)  # in place from a Python scalar: `cdf[..., -1] = 1.0` builds a tensor from host data on torch 2.14
+    # in place from a Python scalar: `cdf[..., -1] = 1.0` builds a tensor from host data on torch 2.14
+    cdf[..., -1].fill_(1.0)
     shape = t.shape[:-1] + (n_samples,)
     if perturb:
         u = draw(torch.rand, shape, generator, t.device, t.dtype)

@@ -167,7 +167,8 @@ def sampling_options(mode: str = "stochastic", steps: int = 25, churn: float = 0
 
 def karras_sigmas(steps: int, sigma_min: float = 0.002, sigma_max: float = 80.0, rho: float = 7.0,
                   device: torch.device | None = None) -> Tensor:
-    """Karras et al.'s noise levels ``[steps + 1]``, from ``sigma_max`` down to ``sigma_min``, then 0 (module docstring)."""
+    """Karras et al.'s noise levels ``[steps + 1]``, from ``sigma_max`` down to ``sigma_min``, then 0
+    (module docstring)."""
     if steps < 1:
         raise ValueError(f"steps must be at least 1, got {steps}")
     if not 0 < sigma_min < sigma_max:
@@ -377,8 +378,8 @@ def generate_trajectory(model: nn.Module, images: Tensor, K: Tensor, c2w: Tensor
 
     Autoregressive (GeNVS): every generated frame joins its object's pool of views, and frame ``f`` is
     sampled given :func:`conditioning_set`'s views, so that later frames can agree with earlier ones
-    (with the shipped 32 px model they do not, measurably: lesson 06, README "Results"). Otherwise every frame is sampled from the real inputs alone (to compare). Each view is
-    encoded once.
+    (with the shipped 32 px model they do not, measurably: lesson 06, README "Results"). Otherwise every
+    frame is sampled from the real inputs alone (to compare). Each view is encoded once.
 
     Seeds: object ``b`` has one seed ``s_b``; its frame ``f``'s sampling noise comes from
     ``derive_seed(s_b, f)`` (:func:`sample_images` with one seed per image) and its random conditioning

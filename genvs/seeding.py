@@ -35,8 +35,9 @@ def draw(kind: Callable[..., Tensor], shape: tuple[int, ...], generator: torch.G
 def seeded_rng(seed: int, device: torch.device) -> Iterator[None]:
     """Seed the global RNGs of the CPU and of ``device`` with ``seed``; restore both states on exit.
 
-    For library code that draws from the global RNG (``nn.Module`` initialisation, dropout): inside, such draws are fixed by ``seed``; outside, the caller's RNG
-    streams are as if nothing happened. Other devices' RNGs are neither used nor changed.
+    For library code that draws from the global RNG (``nn.Module`` initialisation, dropout): inside, such draws
+    are fixed by ``seed``; outside, the caller's RNG streams are as if nothing happened. Other devices' RNGs are
+    neither used nor changed.
     """
     accelerators = [] if device.type == "cpu" else [device]
     with torch.random.fork_rng(devices=accelerators, device_type=device.type):

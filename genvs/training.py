@@ -240,7 +240,8 @@ class Trainer:
         settings = FitSettings(steps, config.warmup_steps, config.min_lr_fraction, config.weight_decay,
                                config.grad_clip, config.grad_accumulation, config.ema_power, config.ema_max,
                                config.precision, config.speed.fused_adamw, config.seed)
-        self.fitter = Fitter(self.model, {name: (part, getattr(config, f"lr_{name}")) for name, part in trained.items()},
+        self.fitter = Fitter(self.model,
+                             {name: (part, getattr(config, f"lr_{name}")) for name, part in trained.items()},
                              self._loss, self.batches, settings, out, dataclasses.asdict(config), device=self.device,
                              free_keys=("speed",), resume=resume, log_every=log_every,
                              checkpoint_every=checkpoint_every, keep_checkpoints=keep_checkpoints, workers=workers,
@@ -303,12 +304,14 @@ class Trainer:
         stored, expected = config.get("model", {}), json.loads(json.dumps(dataclasses.asdict(self.config.model)))
         if architecture(stored) != architecture(expected):
             raise CheckpointError(f"{init}: its model differs from this run's (the staged recipe needs the same model "
-                                  f"in every stage): {config_differences(architecture(stored), architecture(expected))}")
+                                  "in every stage): "
+                                  f"{config_differences(architecture(stored), architecture(expected))}")
         self.model.load_state_dict(state.get("model", state["ema"]))
         self.fitter.ema.load_state_dict(state["ema"])
         changed = config_differences(stored, expected)
         self.fitter.note(f"initialised the model from {init} (step {step}): " +
-                         ("its raw weights and its EMA" if "model" in state else "its EMA weights (a saved model), in both") +
+                         ("its raw weights and its EMA" if "model" in state
+                          else "its EMA weights (a saved model), in both") +
                          (f"; training settings changed: {changed}" if changed else ""))
 
     def run(self, until: int | None = None, callback: Callable[[dict], None] | None = None,
@@ -355,7 +358,8 @@ class Trainer:
         field's RGB (first 3 feature channels) and a sample.
         """
         if self._preview is None:
-            self._preview = {key: value.to(self.device) for key, value in self.preview_batch(self.sample_objects).items()}
+            self._preview = {key: value.to(self.device)
+                             for key, value in self.preview_batch(self.sample_objects).items()}
         batch = self._preview
         result = sample_novel_views(self.ema, batch["images"][:, :1], batch["K"][:, :1], batch["c2w"][:, :1],
                                     batch["K"][:, 1:], batch["c2w"][:, 1:], steps=self.sample_steps,

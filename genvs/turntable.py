@@ -33,8 +33,8 @@ from tqdm.auto import tqdm
 
 from genvs.cameras import pixel_rays, trajectory_from
 from genvs.controlnet import GUIDANCE_SCALE
-from genvs.data.srn import SRNDataset
 from genvs.data.cars import VISIBLE_FRACTION, attribute_coverage, car_primitives, cast_rays, render_car
+from genvs.data.srn import SRNDataset
 from genvs.data.synthetic import read_attributes
 from genvs.metrics import detail_score, psnr, reprojection_consistency, ssim
 from genvs.multiview import ORBIT_MODES, generate_orbit
@@ -139,7 +139,8 @@ class RayRoute:
                  seeds: Sequence[int], **options) -> Tensor:
         """:class:`genvs.routes.Route`'s call (the condition is built where the denoiser's weights are)."""
         device = next(self.denoiser.parameters()).device
-        cond = ray_condition(*(tensor.to(device) for tensor in (images[:, 0], K[:, 0], c2w[:, 0], target_K, target_c2w)))
+        cond = ray_condition(*(tensor.to(device)
+                               for tensor in (images[:, 0], K[:, 0], c2w[:, 0], target_K, target_c2w)))
         samples = sample_images(self.denoiser, cond, seed=frame_seeds(seeds, target_c2w.shape[1]),
                                 **{**self.options, **options})
         return samples.unflatten(0, tuple(target_c2w.shape[:2])).cpu()

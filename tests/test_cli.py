@@ -166,7 +166,8 @@ OUT_OF_RANGE = {  # arguments: the line that refuses them
     ("demo", "--churn", "-0.1"): f"argument --churn: must be a number in [0, {math.sqrt(2) - 1:g}], got -0.1",
     ("demo", "--train-minutes", "nan"): "argument --train-minutes: must be a number > 0, got nan",
     ("demo", "--swing", "120"): "argument --swing: must be a number in [-90, 90], got 120",
-    ("sample", "--checkpoint", "run", "--image", "car.png", "--pose", "p.txt", "--intrinsics", "i.txt", "--frames", "0"):
+    ("sample", "--checkpoint", "run", "--image", "car.png", "--pose", "p.txt", "--intrinsics", "i.txt",
+     "--frames", "0"):
         "argument --frames: must be an integer >= 1, got 0",
     ("evaluate", "--checkpoint", "run", "--data", "cars", "--guided", "1", "-0.5"):
         "argument --guided: must be a number >= 0, got -0.5",
@@ -218,8 +219,8 @@ def test_export_then_evaluate_writes_every_result_and_says_why_lpips_was_skipped
     assert result.returncode == 0 and "fp16 EMA weights" in result.stdout, result.stderr
     no_weights = {"TORCH_HOME": str(tmp_path / "torch_home")}  # wherever this runs, no LPIPS backbone on disk
     result = _run("evaluate", "--checkpoint", str(tmp_path / "shipped"), "--data", str(data), "--out",
-                  str(tmp_path / "eval"), "--protocol", "smoke", "--steps", "2", "--targets", "2", "--guided", "1", "0.5",
-                  env=no_weights)
+                  str(tmp_path / "eval"), "--protocol", "smoke", "--steps", "2", "--targets", "2",
+                  "--guided", "1", "0.5", env=no_weights)
     assert result.returncode == 0, result.stderr
     results = json.loads((tmp_path / "eval" / "results.json").read_text())
     assert set(results) == {"protocol", "data", "objects", "views", "image_size", "lpips", "attributes", "metrics",
@@ -243,8 +244,9 @@ def test_export_then_evaluate_writes_every_result_and_says_why_lpips_was_skipped
     result = _run("evaluate", "--checkpoint", str(tmp_path / "run"), "--data", str(data), "--input-view", "9",
                   "--out", str(tmp_path / "eval2"))
     assert result.returncode == 2 and "has 5 views, no input view 9" in result.stderr
-    result = _run("evaluate", "--checkpoint", str(tmp_path / "run"), "--data", str(data), "--out", str(tmp_path / "eval3"),
-                  "--protocol", "smoke", "--steps", "1", "--no-attributes", "--no-lpips")
+    result = _run("evaluate", "--checkpoint", str(tmp_path / "run"), "--data", str(data),
+                  "--out", str(tmp_path / "eval3"), "--protocol", "smoke", "--steps", "1",
+                  "--no-attributes", "--no-lpips")
     assert result.returncode == 0 and "attribute metrics skipped: not asked for" in result.stdout, result.stderr
 
 
@@ -253,8 +255,9 @@ def test_train_probe_writes_a_probe_the_evaluation_can_use(tmp_path, capsys):
     result = _run("train-probe", "--data", str(data), "--out", str(tmp_path / "probe"), "--steps", "3")
     assert result.returncode == 0 and "held-out accuracy" in result.stdout, result.stderr
     Trainer(train_config("smoke", batch_size=2), data, tmp_path / "run", 1, sample_every=0, progress=False).run()
-    result = _run("evaluate", "--checkpoint", str(tmp_path / "run"), "--data", str(data), "--out", str(tmp_path / "eval"),
-                  "--protocol", "smoke", "--steps", "1", "--no-lpips", "--probe", str(tmp_path / "probe"))
+    result = _run("evaluate", "--checkpoint", str(tmp_path / "run"), "--data", str(data),
+                  "--out", str(tmp_path / "eval"), "--protocol", "smoke", "--steps", "1", "--no-lpips",
+                  "--probe", str(tmp_path / "probe"))
     assert result.returncode == 0 and "unseen: probe confidence" in result.stdout, result.stderr
     status, lines = _run_here(capsys, "train-probe", "--data", str(tmp_path / "nowhere"), "--out",
                               str(tmp_path / "probe2"))
@@ -428,7 +431,8 @@ def test_a_route_run_refuses_to_overwrite_and_resumes_with_resume(tmp_path, caps
     from genvs.cli import main
 
     data = make_dataset(tmp_path / "cars", n_objects=6, n_views=4, image_size=32, seed=0, progress=False)
-    command = ["train-base", "--data", str(data), "--preset", "smoke", "--batch-size", "2", "--out", str(tmp_path / "base")]
+    command = ["train-base", "--data", str(data), "--preset", "smoke", "--batch-size", "2",
+               "--out", str(tmp_path / "base")]
     main([*command, "--steps", "2"])
     assert "2 steps in" in capsys.readouterr().out
     status, lines = _run_here(capsys, *command, "--steps", "3")

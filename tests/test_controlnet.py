@@ -4,8 +4,19 @@ import json
 import pytest
 import torch
 
-from genvs.controlnet import (CONTROLNET_FIT, TIMESTEP_SCALE, base_config, build_base, build_controlnet, edm_denoiser,
-                              load_base, load_controlnet, save_pretrained, train_base, train_controlnet)
+from genvs.controlnet import (
+    CONTROLNET_FIT,
+    TIMESTEP_SCALE,
+    base_config,
+    build_base,
+    build_controlnet,
+    edm_denoiser,
+    load_base,
+    load_controlnet,
+    save_pretrained,
+    train_base,
+    train_controlnet,
+)
 from genvs.data.synthetic import make_dataset
 from genvs.denoiser import null_condition
 from genvs.model import GeNVS, genvs_config
@@ -60,7 +71,8 @@ def test_a_controlnet_is_built_from_its_seed_alone(base):
     again, other = build_controlnet(base, seed=0), build_controlnet(base, seed=1)
     state = first.state_dict()
     assert all(torch.equal(tensor, state[name]) for name, tensor in again.state_dict().items())
-    assert not torch.equal(other.controlnet_cond_embedding.conv_in.weight, first.controlnet_cond_embedding.conv_in.weight)
+    assert not torch.equal(other.controlnet_cond_embedding.conv_in.weight,
+                           first.controlnet_cond_embedding.conv_in.weight)
 
 
 @torch.no_grad()

@@ -18,9 +18,6 @@ from genvs.denoiser import (
     sample_training_sigmas,
 )
 
-
-
-
 SIGMAS = torch.tensor([0.002, 0.05, 0.5, 1.0, 3.0, 80.0])
 
 
@@ -166,7 +163,8 @@ def test_denoiser_is_near_identity_at_low_noise_sees_its_condition_and_treats_sa
 
 def test_build_is_seeded_and_leaves_the_global_rng_alone():
     state = torch.get_rng_state()
-    a, b, c = build_denoiser(PRESETS["smoke"], seed=1), build_denoiser(PRESETS["smoke"], seed=1), build_denoiser(PRESETS["smoke"], seed=2)
+    a, b, c = (build_denoiser(PRESETS["smoke"], seed=1), build_denoiser(PRESETS["smoke"], seed=1),
+               build_denoiser(PRESETS["smoke"], seed=2))
     assert torch.equal(torch.get_rng_state(), state)
     for (name, p), q, r in zip(a.state_dict().items(), b.state_dict().values(), c.state_dict().values()):
         assert torch.equal(p, q), name

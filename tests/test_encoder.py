@@ -40,7 +40,8 @@ def test_smoke_encoder_runs_and_counts_its_parameters():
 
 
 def test_parameter_count_includes_the_resnet34_backbone():
-    backbone = sum(p.numel() for name, p in torchvision.models.resnet34().named_parameters() if not name.startswith("fc."))
+    backbone = sum(p.numel() for name, p in torchvision.models.resnet34().named_parameters()
+                   if not name.startswith("fc."))
     assert parameter_count(ENCODER_PRESETS["cpu"]) > backbone > 21_000_000
 
 

@@ -70,7 +70,8 @@ def test_pyproject_environment_yml_and_readme_name_the_same_python():
 def test_the_readme_installs_a_conda_environment_as_make_install_does():
     """README's conda command is the Makefile's uv line, with the environment's own python."""
     makefile = (ROOT / "Makefile").read_text()
-    arguments = "pip install --python $(PY) --compile-bytecode -c constraints.txt --override overrides.txt -e \".[dev]\""
+    arguments = ("pip install --python $(PY) --compile-bytecode -c constraints.txt --override overrides.txt "
+                 "-e \".[dev]\"")
     assert f"$(UV) {arguments}" in makefile
     conda = "uv " + arguments.replace("--python $(PY) ", "")
     assert conda in (ROOT / "README.md").read_text()

@@ -4,6 +4,7 @@ import math
 
 import pytest
 import torch
+from test_sampling import batch_invariant, perturbed
 
 from genvs.data.srn import SRNFormatError
 from genvs.data.synthetic import make_dataset
@@ -11,7 +12,6 @@ from genvs.evaluation import METHODS, PROTOCOLS, EvaluationConfig, evaluate, res
 from genvs.model import GeNVS, genvs_config
 from genvs.routes import RenderRoute
 from genvs.sampling import sampling_options
-from test_sampling import batch_invariant, perturbed
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +69,9 @@ def test_the_field_alone_scores_as_in_the_full_protocol_without_sampling(cars, m
     assert list(alone["metrics"]) == ["regression", "truth"]
     assert alone["metrics"]["regression"] == full["metrics"]["regression"]
     assert alone["metrics"]["truth"] == full["metrics"]["truth"]
-    same = lambda a, b: json.dumps(a) == json.dumps(b)  # NaN (nothing to score) equals NaN here
+    def same(a, b):  # NaN (nothing to score) equals NaN here
+        return json.dumps(a) == json.dumps(b)
+
     assert same(alone["attribute_metrics"]["regression"], full["attribute_metrics"]["regression"])
 
 
@@ -178,7 +180,8 @@ def test_every_method_and_the_truth_are_warped_with_one_depth(cars, model, monke
     monkeypatch.setattr(evaluation, "reprojection_consistency", recording)
     config = dataclasses.replace(PROTOCOLS["smoke"], max_objects=1, target_views=3, steps=2)
     results = evaluate(model, cars, config, lpips=False, progress=False)
-    assert len(seen) == len(METHODS) + 1 and all("consistency" in results["metrics"][name] for name in (*METHODS, "truth"))
+    assert len(seen) == len(METHODS) + 1 and all("consistency" in results["metrics"][name]
+                                                 for name in (*METHODS, "truth"))
     depth, opacity = seen[0]
     assert depth.shape == (3, 32, 32)  # the image size
     for other_depth, other_opacity in seen[1:]:

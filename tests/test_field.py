@@ -131,9 +131,12 @@ def test_single_view_from_its_own_camera_each_pixel_reads_only_its_column():
     volume = torch.randn(1, 1, *config.encoder.volume_shape, generator=generator)
     changed = volume.clone()
     changed[..., 5, 9] += 3.0 * torch.randn(changed[..., 5, 9].shape, generator=generator)
+
+    def render(v):
+        return field.render_image(InputViews(v, K[None, None], c2w[None, None]), K[None, None],
+                                  c2w[None, None], size=rows)["features"][0, 0]
+
     with torch.no_grad():
-        render = lambda v: field.render_image(InputViews(v, K[None, None], c2w[None, None]), K[None, None],
-                                              c2w[None, None], size=rows)["features"][0, 0]
         before, after = render(volume), render(changed)
     difference = (after - before).abs().sum(dim=0)
     assert difference[5, 9] > 1e-2
@@ -160,7 +163,7 @@ def test_an_opaque_depth_plane_renders_at_its_depth():
     config = field_config("smoke", n_stratified=64, n_importance=64)
     field = build_field(config).eval()
     field.mlp = _DensityFromChannel0()
-    planes, spacing = config.encoder.depth_planes, (config.far - config.near) / config.encoder.depth_planes
+    spacing = (config.far - config.near) / config.encoder.depth_planes
     K, c2w = _K(), _camera(10.0)
     for plane in (2, 5):
         volume = torch.zeros(1, 1, *config.encoder.volume_shape)

@@ -100,7 +100,8 @@ def test_a_diffusers_route_resumes_exactly(cars, tmp_path):
                                        resume=True)
     _same(resumed.state_dict(), straight.state_dict())
     assert record["steps"] == 4
-    assert [row["loss"] for row in read_log(tmp_path / "stopped")] == [row["loss"] for row in read_log(tmp_path / "straight")]
+    assert ([row["loss"] for row in read_log(tmp_path / "stopped")] ==
+            [row["loss"] for row in read_log(tmp_path / "straight")])
 
 
 def test_the_probe_resumes_exactly(cars, tmp_path):

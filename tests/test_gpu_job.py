@@ -1,4 +1,4 @@
-from genvs.model import load_model
+
 """benchmarks/gpu_job.py: the dry run on the CPU (the GPU job's code path at tiny sizes), its time budgets, and
 the offline install of carried wheels."""
 
@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from genvs.model import load_model
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "benchmarks" / "gpu_job.py"

@@ -7,8 +7,20 @@ import torchvision
 from skimage.metrics import structural_similarity
 
 from genvs.cameras import look_at, make_intrinsics, pixel_rays
-from genvs.metrics import (LPIPS, LPIPSUnavailable, band_energies, detail_score, fine_detail, high_frequency_energy,
-                           kernel_distance, psnr, reprojection_consistency, sharpness, ssim, total_variation)
+from genvs.metrics import (
+    LPIPS,
+    LPIPSUnavailable,
+    band_energies,
+    detail_score,
+    fine_detail,
+    high_frequency_energy,
+    kernel_distance,
+    psnr,
+    reprojection_consistency,
+    sharpness,
+    ssim,
+    total_variation,
+)
 
 
 def test_identical_images_have_infinite_psnr():
@@ -119,7 +131,8 @@ def test_detail_score_is_one_for_the_truth_and_lower_for_noise_blur_and_a_flat_i
     rgb, _ = render_car(sample_car_params(rng), srn_intrinsics(64), hemisphere_poses(rng, 1)[0], 64, 64)
     truth = rgb.permute(2, 0, 1)[None] * 2 - 1
     noise = torch.randn(truth.shape, generator=torch.Generator().manual_seed(0))
-    faults = {"noisy": (truth + 0.2 * noise).clamp(-1, 1), "blurred": kornia.filters.gaussian_blur2d(truth, (9, 9), (2.0, 2.0)),
+    faults = {"noisy": (truth + 0.2 * noise).clamp(-1, 1),
+              "blurred": kornia.filters.gaussian_blur2d(truth, (9, 9), (2.0, 2.0)),
               "flat": torch.full_like(truth, float(truth.mean()))}
     torch.testing.assert_close(detail_score(truth, truth), torch.ones(1))
     assert sharpness(faults["noisy"], truth) > 1.2  # the old score rates noise above the truth ...

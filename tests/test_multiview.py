@@ -9,8 +9,14 @@ from test_controlnet import trained_looking
 from genvs.controlnet import CONTROLNET_FIT, base_config, build_base, build_controlnet, edm_denoiser
 from genvs.data.synthetic import make_dataset
 from genvs.model import GeNVS, genvs_config
-from genvs.multiview import (CrossViewAttnProcessor, orbit_plan, generate_orbit, multiview_denoiser,
-                             sample_jointly, train_multiview)
+from genvs.multiview import (
+    CrossViewAttnProcessor,
+    generate_orbit,
+    multiview_denoiser,
+    orbit_plan,
+    sample_jointly,
+    train_multiview,
+)
 
 SIZE, VIEWS = 32, 4
 
@@ -136,8 +142,8 @@ def test_orbit_plans_cover_every_frame_once_guided_by_earlier_frames():
 
 @torch.no_grad()
 def test_an_orbit_is_seeded_per_object_and_starts_from_the_input(cars, monkeypatch):
-    from genvs.data.srn import SRNDataset
     from genvs.cameras import trajectory_from
+    from genvs.data.srn import SRNDataset
 
     model = GeNVS(genvs_config("smoke"), seed=0).eval()
     denoiser = multiview_denoiser(*networks())

@@ -3,13 +3,23 @@ import shutil
 import pytest
 import torch
 
-from genvs.checkpoint import CheckpointError
-from genvs.data.srn import SRNFormatError
-from genvs.data.cars import ATTRIBUTES
-from genvs.data.synthetic import make_dataset
-from genvs.probe import (AttributeProbe, ProbeConfig, _masked_cross_entropy, attribute_views, blend_confidence,
-                         blended_views, load_probe, probe_accuracy, save_probe, train_probe)
 from genvs.artefacts import is_shipped
+from genvs.checkpoint import CheckpointError
+from genvs.data.cars import ATTRIBUTES
+from genvs.data.srn import SRNFormatError
+from genvs.data.synthetic import make_dataset
+from genvs.probe import (
+    AttributeProbe,
+    ProbeConfig,
+    _masked_cross_entropy,
+    attribute_views,
+    blend_confidence,
+    blended_views,
+    load_probe,
+    probe_accuracy,
+    save_probe,
+    train_probe,
+)
 
 
 @pytest.fixture(scope="module")

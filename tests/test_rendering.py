@@ -210,7 +210,9 @@ def test_render_in_chunks_matches_one_pass():
 
     K, c2w = make_intrinsics(8.0, 4.0, 4.0), orbit(2)
     origins, directions = (rays.reshape(2, -1, 3) for rays in pixel_rays(K, c2w, 8, 8))  # [B=2, R=64, 3]
-    render = lambda o, d: rendering.render_rays(field, o, d, 0.8, 1.8, 16, 8, background=1.0, perturb=False)
+    def render(o, d):
+        return rendering.render_rays(field, o, d, 0.8, 1.8, 16, 8, background=1.0, perturb=False)
+
     whole, chunked = render(origins, directions), rendering.render_in_chunks(render, origins, directions, chunk=7)
     for key in ("values", "depth", "opacity"):
         torch.testing.assert_close(chunked[key], whole[key])

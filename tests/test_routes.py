@@ -2,11 +2,11 @@ import copy
 
 import pytest
 import torch
+from test_sampling import _trajectory_inputs, perturbed
 
 from genvs.routes import RenderRoute, TrajectoryRoute, frame_seeds
 from genvs.sampling import sample_novel_views, sampling_options
 from genvs.seeding import derive_seed
-from test_sampling import _trajectory_inputs, perturbed
 
 OPTIONS = sampling_options("stochastic", steps=3)
 

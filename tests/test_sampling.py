@@ -6,8 +6,7 @@ import torch
 from torch import nn
 
 from genvs.denoiser import build_denoiser, denoiser_config, k_diffusion
-from genvs.sampling import (CHURN_SAMPLERS, SAMPLERS, k_diffusion_s_churn, karras_sigmas, sample_images,
-                            sampling_options)
+from genvs.sampling import CHURN_SAMPLERS, SAMPLERS, k_diffusion_s_churn, karras_sigmas, sample_images, sampling_options
 from genvs.seeding import derive_seed, seeded_rng
 
 STEPS = 4

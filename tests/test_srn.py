@@ -8,13 +8,13 @@ from PIL import Image
 
 from genvs.cameras import make_intrinsics, project, spherical_to_c2w
 from genvs.data import SRNDataset, SRNFormatError, srn_fixture_dir
-from genvs.data.srn import (read_image, read_intrinsics, read_pose, read_view, write_image, write_intrinsics,
-                             write_pose)
+from genvs.data.srn import read_image, read_intrinsics, read_pose, read_view, write_image, write_intrinsics, write_pose
 from genvs.data.synthetic import make_dataset
 
 SAMPLE = srn_fixture_dir()
 
-needs_fixture = pytest.mark.skipif(SAMPLE is None, reason="SRN fixture not found (../shared/fixtures or $GENVS_SRN_FIXTURE)")
+needs_fixture = pytest.mark.skipif(SAMPLE is None,
+                                   reason="SRN fixture not found (../shared/fixtures or $GENVS_SRN_FIXTURE)")
 
 
 def _write_pose(path: Path, c2w: np.ndarray) -> Path:
@@ -285,8 +285,10 @@ def test_a_non_square_image_is_centre_cropped_and_k_still_projects_onto_the_imag
 
 CAMERAS_THAT_MISS = {
     "turned away": (_pose(_rotation_about_y(180)), "looks away from the object at the origin: .*behind the camera"),
-    "looking aside": (_pose(_rotation_about_y(60)), "looks away from the object at the origin: .*outside the 8x8 image"),
-    "too far": (_pose(centre=(0, 0, -5.2)), r"5\.20 units in front of the camera; this model sees depths 0\.80\.\.1\.80"),
+    "looking aside": (_pose(_rotation_about_y(60)),
+                      "looks away from the object at the origin: .*outside the 8x8 image"),
+    "too far": (_pose(centre=(0, 0, -5.2)),
+                r"5\.20 units in front of the camera; this model sees depths 0\.80\.\.1\.80"),
     "too near": (_pose(centre=(0, 0, -0.5)), r"0\.50 units in front of the camera"),
 }
 

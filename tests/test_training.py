@@ -9,8 +9,8 @@ import torch
 
 from genvs.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint
 from genvs.data import SRNDataset
-from genvs.data.synthetic import make_dataset
 from genvs.data.batches import StepBatches
+from genvs.data.synthetic import make_dataset
 from genvs.fitting import lr_factor, read_log
 from genvs.model import GeNVS, architecture, load_model
 from genvs.training import Trainer, export_model, train_config
@@ -73,7 +73,8 @@ def test_resuming_continues_exactly(cars, tmp_path):
     resumed_state, straight_state = load_checkpoint(tmp_path / "stopped")[1], load_checkpoint(tmp_path / "straight")[1]
     for part in ("model", "ema"):
         torch.testing.assert_close(resumed_state[part], straight_state[part], rtol=0, atol=0)
-    torch.testing.assert_close(resumed_state["optimiser"]["state"], straight_state["optimiser"]["state"], rtol=0, atol=0)
+    torch.testing.assert_close(resumed_state["optimiser"]["state"], straight_state["optimiser"]["state"],
+                               rtol=0, atol=0)
     stopped, straight = read_log(tmp_path / "stopped"), read_log(tmp_path / "straight")
     assert [row["step"] for row in stopped] == [row["step"] for row in straight] == [10.0, 20.0]
     assert [row["loss"] for row in stopped] == [row["loss"] for row in straight]
@@ -167,12 +168,15 @@ def test_a_stage_may_change_how_the_model_trains_but_not_the_model(cars, tmp_pat
     """GeNVS's recipe raises the training noise between stages: the weights carry over unchanged."""
     _trainer(cars, tmp_path / "first", steps=1).run()
     model = CONFIG.model
-    retuned = dataclasses.replace(model, rgb_weight=model.rgb_weight + 0.5, max_input_views=1, denoiser=dataclasses.replace(
-        model.denoiser, noise_mean=model.denoiser.noise_mean + 1.0, cond_dropout=0.0, dropout=0.2))
+    retuned = dataclasses.replace(model, rgb_weight=model.rgb_weight + 0.5, max_input_views=1,
+                                  denoiser=dataclasses.replace(model.denoiser,
+                                                               noise_mean=model.denoiser.noise_mean + 1.0,
+                                                               cond_dropout=0.0, dropout=0.2))
     assert architecture(dataclasses.asdict(retuned)) == architecture(dataclasses.asdict(model))
     second = _trainer(cars, tmp_path / "second", steps=1, init=tmp_path / "first",
                       config=train_config("smoke", batch_size=2, model=retuned))
-    torch.testing.assert_close(second.model.state_dict(), load_checkpoint(tmp_path / "first")[1]["model"], rtol=0, atol=0)
+    torch.testing.assert_close(second.model.state_dict(), load_checkpoint(tmp_path / "first")[1]["model"],
+                               rtol=0, atol=0)
     assert second.model.config.denoiser.noise_mean == model.denoiser.noise_mean + 1.0
     for changed in ({"sigma_data": 1.0}, {"channels": tuple(2 * c for c in model.denoiser.channels)}):
         other = dataclasses.replace(model, denoiser=dataclasses.replace(model.denoiser, **changed))
@@ -360,7 +364,8 @@ def test_a_step_waits_for_the_device_once_however_many_micro_batches(cars, tmp_p
     record = trainer.train_step(iter(micro_batches))
     monkeypatch.undo()
     assert reads == ["tolist"], reads
-    assert set(record) == {"loss", "denoising", "rgb", "opacity", "grad_norm"} and all(map(math.isfinite, record.values()))
+    assert (set(record) == {"loss", "denoising", "rgb", "opacity", "grad_norm"}
+            and all(map(math.isfinite, record.values())))
 
 
 @pytest.mark.parametrize("option", ["tf32", "compile"])

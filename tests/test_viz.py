@@ -139,9 +139,10 @@ def test_the_generation_panel_samples_the_camera_its_sliders_describe():
 
 
 def test_the_generation_panel_samples_with_the_route_it_is_set_to():
+    from test_sampling import perturbed
+
     from genvs.model import PRESETS, GeNVS
     from genvs.routes import RenderRoute
-    from test_sampling import perturbed
 
     model = GeNVS(PRESETS["smoke"], seed=0)
     other = perturbed(GeNVS(PRESETS["smoke"], seed=0).denoiser)  # another denoiser of the same render

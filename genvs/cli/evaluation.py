@@ -7,8 +7,7 @@ import argparse
 from pathlib import Path
 
 from genvs.artefacts import shipped_path
-from genvs.cli.options import (COUNT, GUIDANCE_SCALE, INDEX, PROTOCOLS, SCALE, add_device, add_shipped, device,
-                               number)
+from genvs.cli.options import COUNT, GUIDANCE_SCALE, INDEX, PROTOCOLS, SCALE, add_device, add_shipped, device, number
 
 __all__ = ["add_commands"]
 

@@ -24,7 +24,8 @@ class StepBatches(torch.utils.data.Dataset):
 
     def __init__(self, dataset: SRNDataset, batch_size: int, max_inputs: int, target_views: int, seed: int,
                  length: int = 2**62):
-        self.dataset, self.batch_size, self.max_inputs, self.target_views = dataset, batch_size, max_inputs, target_views
+        self.dataset, self.batch_size = dataset, batch_size
+        self.max_inputs, self.target_views = max_inputs, target_views
         self.seed, self.length = seed, length
         require_views(dataset, max_inputs + target_views, " (max_input_views + target_views)")
 

@@ -250,7 +250,8 @@ class SRNDataset(torch.utils.data.Dataset):
 
 
 def require_views(dataset: SRNDataset, n_views: int, why: str = "") -> None:
-    """Raise :class:`SRNFormatError` naming the objects of ``dataset`` with fewer than ``n_views`` views (``why``: the reason)."""
+    """Raise :class:`SRNFormatError` naming the objects of ``dataset`` with fewer than ``n_views`` views
+    (``why``: the reason)."""
     too_few = [obj.object_id for obj in dataset.objects if obj.n_views < n_views]
     if too_few:
         raise SRNFormatError(f"{dataset.root}: {len(too_few)} objects have fewer than {n_views} views{why}, "

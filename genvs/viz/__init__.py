@@ -8,11 +8,34 @@
 """
 
 from genvs.viz.figures import plot_course_map, plot_genvs_diagram
-from genvs.viz.images import (MAP_CMAPS, MAP_RANGES, MIN_PANEL_PIXELS, field_rgb, image_grid, masked_depth,
-                              panel_scale, progress_frames, save_contact_sheet, save_frames, show_video, to_display,
-                              trajectory_frames, write_video)
-from genvs.viz.plots import (LOSS_PARTS, MIN_TILE_INCHES, feature_pca, plot_cameras, plot_depth_planes,
-                             plot_error_per_sigma, plot_evaluation_examples, plot_losses, show_images, trace_summary)
+from genvs.viz.images import (
+                              MAP_CMAPS,
+                              MAP_RANGES,
+                              MIN_PANEL_PIXELS,
+                              field_rgb,
+                              image_grid,
+                              masked_depth,
+                              panel_scale,
+                              progress_frames,
+                              save_contact_sheet,
+                              save_frames,
+                              show_video,
+                              to_display,
+                              trajectory_frames,
+                              write_video,
+)
+from genvs.viz.plots import (
+                              LOSS_PARTS,
+                              MIN_TILE_INCHES,
+                              feature_pca,
+                              plot_cameras,
+                              plot_depth_planes,
+                              plot_error_per_sigma,
+                              plot_evaluation_examples,
+                              plot_losses,
+                              show_images,
+                              trace_summary,
+)
 from genvs.viz.widgets import GenerationPanel, dataset_browser, samples_browser
 
 __all__ = ["to_display", "image_grid", "save_contact_sheet", "MAP_CMAPS", "MAP_RANGES", "masked_depth", "field_rgb",

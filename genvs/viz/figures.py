@@ -7,7 +7,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.patches import FancyBboxPatch
 
-__all__ = ['plot_genvs_diagram', 'plot_course_map']
+__all__ = ["plot_genvs_diagram", "plot_course_map"]
 
 
 def plot_genvs_diagram(config, batch: int = 1, inputs: int = 1, targets: int = 1):
@@ -15,7 +15,7 @@ def plot_genvs_diagram(config, batch: int = 1, inputs: int = 1, targets: int = 1
 
     Returns the matplotlib figure.
     """
-    encoder, field, denoiser = config.field.encoder, config.field, config.denoiser
+    encoder, field = config.field.encoder, config.field
     H, s, C = encoder.image_size, field.render_size, field.feature_channels
     D, h = encoder.depth_planes, encoder.volume_size
     n_samples = field.n_stratified + field.n_importance

@@ -242,8 +242,8 @@ def plot_error_per_sigma(trace: dict, training_noise: tuple[float, float] | None
 def trace_summary(trace: dict) -> str:
     """The numbers behind :func:`plot_error_per_sigma` for a :func:`genvs.diagnostics.trace_detail` result, as text:
     the truth's fine-detail size, the denoiser's error at 8 of the noise levels, the band of levels where 25% to 90%
-    of the final fine detail is decided, the share still undecided after the first step below sigma = 0.1, and the cosine with the
-    truth's fine detail at the first and last step."""
+    of the final fine detail is decided, the share still undecided after the first step below sigma = 0.1, and the
+    cosine with the truth's fine detail at the first and last step."""
     errors, settling, step_sigmas = trace["errors"], trace["settling"], trace["step_sigmas"]
     lines = [f"{len(trace['samples'])} images; size of the truth's fine detail (RMS): {errors['truth_detail_rms']:.3f}",
              f"{'σ':>8}{'RMSE of D':>11}{'noise left':>12}{'detail of D':>13}"]
