@@ -92,4 +92,4 @@ class TrajectoryRoute:
         """:data:`Route`'s call (module docstring)."""
         return generate_trajectory(self.model, images, K, c2w, target_K, target_c2w, self.denoiser,
                                    autoregressive=self.autoregressive, max_random=self.max_random, seed=list(seeds),
-                                   progress=False, **{**self.options, **options})["samples"]
+                                   progress=False, **{**self.options, **options})["samples"].cpu()
