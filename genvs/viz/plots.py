@@ -170,7 +170,7 @@ LOSS_PARTS = ("loss", "denoising", "rgb", "input_rgb", "opacity")
 
 
 def plot_losses(records: Sequence[dict], ax=None, parts: Sequence[str] = LOSS_PARTS, smooth: int = 1):
-    """Loss curves of a training log (:func:`genvs.training.read_log` rows or the trainer's records).
+    """Loss curves of a training log (:func:`genvs.fitting.read_log` rows or the trainer's records).
 
     Args:
         records: dicts with ``step`` and any of ``parts``.
