@@ -277,8 +277,8 @@ def train_base(data: str | Path, out: str | Path, steps: int, config: BaseConfig
     """Train the base U-Net unconditionally on the training views of SRN-format ``data`` (EDM loss, module
     docstring); write its EMA weights to ``out`` (a diffusers folder, fp16) with ``log.csv`` and ``training.json``.
 
-    Step ``i`` sees one random view of each of ``fit.batch_size`` random training objects.
-    Returns the EMA U-Net (float32, on ``device``) and the run's record.
+    Step ``i`` sees one random view of each of ``fit.batch_size`` random training objects; ``resume`` and ``until``
+    are :func:`fit_network`'s. Returns the EMA U-Net (float32, on ``device``) and the run's record.
     """
     device = torch.device(device)
     dataset = SRNDataset(data, split="train", views_per_item=None, image_size=config.image_size)
@@ -307,7 +307,8 @@ def train_controlnet(model, data: str | Path, out: str | Path, steps: int, base:
     ``model.config.max_input_views`` input views encoded by the field, ``fit.target_views`` targets rendered
     (:meth:`genvs.model.GeNVS.condition`), then the EDM loss of the ControlNet route on the targets, with a fraction
     ``fit.cond_dropout`` of the targets given the null render (class 1). Writes the ControlNet's EMA weights to
-    ``out`` (a diffusers folder, fp16) with ``log.csv`` and ``training.json``.
+    ``out`` (a diffusers folder, fp16) with ``log.csv`` and ``training.json``; ``resume`` and ``until`` are
+    :func:`fit_network`'s.
 
     Returns:
         the EMA ControlNet (float32, on ``device``) and the run's record.

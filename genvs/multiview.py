@@ -208,8 +208,8 @@ def train_multiview(model, data: str | Path, out: str | Path, steps: int, base, 
 
     Each step: ``fit.batch_size`` training objects, each a group of ``n_clean + fit.target_views`` distinct views,
     ``n_clean`` drawn in ``1 .. max_clean`` per step. Writes the ControlNet's EMA weights to ``out`` (a diffusers
-    folder, fp16) with ``log.csv`` and ``training.json``. Returns the EMA ControlNet (float32, on ``device``) and
-    the run's record.
+    folder, fp16) with ``log.csv`` and ``training.json``; ``resume`` and ``until`` are
+    :func:`genvs.controlnet.fit_network`'s. Returns the EMA ControlNet (float32, on ``device``) and the run's record.
     """
     device = torch.device(device)
     model = model.to(device).eval().requires_grad_(False)

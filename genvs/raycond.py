@@ -81,8 +81,9 @@ def train_raycond(data: str | Path, out: str | Path, steps: int, base, fit: FitC
     ``fit.batch_size`` training objects, one input view and ``fit.target_views`` targets each, EDM's loss with a
     fraction ``fit.cond_dropout`` of targets given the null condition. The base stays frozen.
 
-    Writes the EMA weights to ``out`` (a diffusers folder, fp16) with ``log.csv`` and ``training.json``; returns the
-    EMA ControlNet (float32, on ``device``) and the run's record.
+    Writes the EMA weights to ``out`` (a diffusers folder, fp16) with ``log.csv`` and ``training.json``; ``resume``
+    and ``until`` are :func:`genvs.controlnet.fit_network`'s. Returns the EMA ControlNet (float32, on ``device``)
+    and the run's record.
     """
     device = torch.device(device)
     base = base.to(device).eval().requires_grad_(False)
