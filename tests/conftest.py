@@ -36,3 +36,24 @@ def constraints() -> dict[str, str]:
         assert canonicalize_name(name) not in pins, f"constraints.txt: {name} twice"
         pins[canonicalize_name(name)] = pinned
     return pins
+
+
+@pytest.fixture(scope="session")
+def clean_images():
+    """``clean_images(seed, scale=0.9)``: two 3 x 8 x 8 images with values in [-scale, scale], drawn from ``seed``."""
+    def draw(seed: int, scale: float = 0.9) -> torch.Tensor:
+        return (torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(seed)) * 2 - 1) * scale
+
+    return draw
+
+
+@pytest.fixture(scope="session")
+def oracle_cond():
+    """``oracle_cond()``: a condition ``[2, 2, 8, 8]`` for the oracle denoisers, non-zero in every sample (but zero in
+    places, as real features may be); a new tensor each call."""
+    def draw() -> torch.Tensor:
+        cond = torch.randn(2, 2, 8, 8, generator=torch.Generator().manual_seed(7))
+        cond[:, 1, :4] = 0.0
+        return cond
+
+    return draw

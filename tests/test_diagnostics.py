@@ -43,18 +43,6 @@ class _Constant(nn.Module):
         return self.z.repeat(x.shape[0] // self.z.shape[0], 1, 1, 1)
 
 
-def _clean_images(seed, scale=0.9):
-    """Two 3 x 8 x 8 images with values in [-scale, scale]."""
-    return (torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(seed)) * 2 - 1) * scale
-
-
-def _cond():
-    """A condition that is non-zero in every sample (but zero in places, as real features may be)."""
-    cond = torch.randn(2, 2, 8, 8, generator=torch.Generator().manual_seed(7))
-    cond[:, 1, :4] = 0.0
-    return cond
-
-
 def test_error_per_sigma_of_oracle_denoisers():
     """Returning zeros errs by the images' RMS at every level and keeps no detail; returning the noisy input
     errs by sigma and keeps all of the noise (its detail added to the images'); the batch size changes nothing."""
@@ -90,18 +78,18 @@ def test_detail_settling_of_a_run_that_moves_linearly_from_noise_to_its_sample()
         deciding_sigmas(sigmas, torch.ones(11))
 
 
-def test_trace_detail_of_an_oracle_that_always_answers_z():
+def test_trace_detail_of_an_oracle_that_always_answers_z(clean_images, oracle_cond):
     """D = z whatever x: every estimate is z, so the samples are z and all their detail is decided at the first
     step; against images z the denoiser's error is 0 at every level, against y it is the RMS of z - y, and the
     estimate's detail agrees with y's by the cosine of their fine details."""
-    y, z = _clean_images(1), _clean_images(2)
+    y, z = clean_images(1), clean_images(2)
     options = {"sampler": "euler", "steps": STEPS}
-    same = trace_detail(_Constant(z), z, _cond(), noise_levels=[0.01, 1.0, 10.0], **options)
+    same = trace_detail(_Constant(z), z, oracle_cond(), noise_levels=[0.01, 1.0, 10.0], **options)
     torch.testing.assert_close(same["samples"], z, atol=1e-5, rtol=0)
     assert torch.all(same["errors"]["rmse"] < 1e-6) and torch.all(same["settling"]["undecided"] < 1e-10)
     assert same["band"] == [float(karras_sigmas(STEPS)[0])] * 2
     assert torch.equal(same["step_sigmas"], karras_sigmas(STEPS)[:-1])
-    other = trace_detail(_Constant(z), y, _cond(), noise_levels=[0.01, 1.0, 10.0], **options)
+    other = trace_detail(_Constant(z), y, oracle_cond(), noise_levels=[0.01, 1.0, 10.0], **options)
     torch.testing.assert_close(other["errors"]["rmse"], (z - y).pow(2).mean().sqrt().expand(3), atol=1e-6, rtol=0)
     cosine = _detail(z).flatten() @ _detail(y).flatten() / (_detail(z).norm() * _detail(y).norm())
     torch.testing.assert_close(other["settling"]["agreement"], cosine.expand(STEPS), atol=1e-5, rtol=0)

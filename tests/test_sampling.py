@@ -113,18 +113,6 @@ def batch_invariant(model: nn.Module) -> nn.Module:
     return invariant
 
 
-def _clean_images(seed, scale=0.9):
-    """Two 3 x 8 x 8 images with values in [-scale, scale]."""
-    return (torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(seed)) * 2 - 1) * scale
-
-
-def _oracle_cond():
-    """A condition that is non-zero in every sample (but zero in places, as real features may be)."""
-    cond = torch.randn(2, 2, 8, 8, generator=torch.Generator().manual_seed(7))
-    cond[:, 1, :4] = 0.0
-    return cond
-
-
 SAMPLER_VARIANTS = [pytest.param(name, {}, id=name) for name in sorted(SAMPLERS)] \
     + [pytest.param(name, {"churn": 0.25}, id=f"{name}-churn") for name in CHURN_SAMPLERS] \
     + [pytest.param("euler_ancestral", {"s_noise": 1.5}, id="euler_ancestral-s_noise")]
@@ -210,37 +198,37 @@ def test_bf16_sampling_is_fp32_sampling_to_bf16s_precision(denoiser, cond, sampl
     assert all(info["x"].dtype == info["denoised"].dtype == torch.float32 for info in bf16_steps)
 
 
-def test_bf16_runs_the_denoiser_under_autocast_and_the_sampler_in_float32():
+def test_bf16_runs_the_denoiser_under_autocast_and_the_sampler_in_float32(clean_images, oracle_cond):
     """The oracle answers in bf16 under autocast, as a network does; y and z are exact in bf16. Every call must run
     under bf16 autocast, and the guided combination y + w (z - y) and the ODE stay float32: the result lands on it
     to float32 rounding (in bf16 it would be off by up to 2^-9 of its size)."""
-    y, z = (_clean_images(seed, scale=0.2).bfloat16().float() for seed in (1, 2))
+    y, z = (clean_images(seed, scale=0.2).bfloat16().float() for seed in (1, 2))
     expected = {"deterministic": z, "stochastic": z, "guided": y + 2.5 * (z - y)}  # |guided| <= 0.8: not clamped
     for mode, answer in expected.items():
         for precision, autocast in (("bf16", torch.bfloat16), ("fp32", None)):
             oracle = _Oracle(y, z)
-            out = sample_images(oracle, _oracle_cond(), seed=0, precision=precision,
+            out = sample_images(oracle, oracle_cond(), seed=0, precision=precision,
                                 **sampling_options(mode, steps=STEPS, guidance_scale=2.5))
             assert out.dtype == torch.float32 and oracle.autocast == [autocast] * STEPS, (mode, precision)
             torch.testing.assert_close(out, answer, atol=1e-5, rtol=0, msg=lambda m: f"{mode} {precision}: {m}")
 
 
 @pytest.mark.parametrize("sampler,options", SAMPLER_VARIANTS)
-def test_every_sampler_lands_on_a_perfect_denoisers_image(sampler, options):
+def test_every_sampler_lands_on_a_perfect_denoisers_image(sampler, options, clean_images, oracle_cond):
     """With D(x; sigma) = y for every x and sigma, the probability-flow ODE (and the churn / ancestral
     noise, which it removes again) ends exactly at y, whatever the start noise."""
-    y = _clean_images(0)
+    y = clean_images(0)
     oracle = _Oracle(y)
     for seed in range(3):
-        out = sample_images(oracle, _oracle_cond(), sampler=sampler, steps=STEPS, seed=seed, **options)
+        out = sample_images(oracle, oracle_cond(), sampler=sampler, steps=STEPS, seed=seed, **options)
         torch.testing.assert_close(out, y, atol=1e-5, rtol=0)
 
 
-def test_unconditional_conditional_and_guided_sampling_use_the_right_denoiser():
+def test_unconditional_conditional_and_guided_sampling_use_the_right_denoiser(clean_images, oracle_cond):
     """The oracle answers y to the all-zero condition and z to any other: unconditional sampling must
     land on y, conditional on z, guided with scale w on y + w (z - y)."""
-    y, z = _clean_images(1, scale=0.3), _clean_images(2, scale=0.3)
-    cond = _oracle_cond()
+    y, z = clean_images(1, scale=0.3), clean_images(2, scale=0.3)
+    cond = oracle_cond()
     for sampler in ("euler", "heun"):
         oracle = _Oracle(y, z)
         unconditional = sample_images(oracle, shape=(2, 3, 8, 8), unconditional=True, sampler=sampler, steps=STEPS,
@@ -483,7 +471,7 @@ def test_a_trajectory_denoised_by_another_denoiser_is_its_frames_sampled_on_the_
                                                         **options)["samples"], rtol=0, atol=0)
 
 
-def test_sampling_modes_name_the_seeds_settings():
+def test_sampling_modes_name_the_seeds_settings(clean_images, oracle_cond):
     from genvs.sampling import SAMPLING_MODES
 
     assert sampling_options("stochastic", steps=50) == {"sampler": "euler", "steps": 50, "churn": 0.4,
@@ -493,18 +481,18 @@ def test_sampling_modes_name_the_seeds_settings():
     assert sampling_options("guided", guidance_scale=3.0)["guidance_scale"] == 3.0
     with pytest.raises(ValueError, match="valid modes"):
         sampling_options("fast")
-    y, z = _clean_images(3, scale=0.2), _clean_images(4, scale=0.2)
+    y, z = clean_images(3, scale=0.2), clean_images(4, scale=0.2)
     expected = {"stochastic": z, "deterministic": z, "unconditional": y, "guided": y + 2.5 * (z - y)}
     assert expected["guided"].abs().max() < 1  # not clamped
     for mode in SAMPLING_MODES:  # with a perfect denoiser each mode lands on its own answer
         oracle, steps = _Oracle(y, z), []
-        out = sample_images(oracle, _oracle_cond(), seed=0, callback=steps.append,
+        out = sample_images(oracle, oracle_cond(), seed=0, callback=steps.append,
                             **sampling_options(mode, steps=STEPS, guidance_scale=2.5))
         torch.testing.assert_close(out, expected[mode], atol=1e-5, rtol=0, msg=lambda m: f"{mode}: {m}")
         if mode == "unconditional":  # the network saw the all-zero condition only
             assert all(torch.all(seen == 0) for seen in oracle.seen_conds)
         if mode == "guided":  # ... and every guided call saw the condition and the all-zero one
-            assert all(torch.equal(seen[:2], _oracle_cond()) and torch.all(seen[2:] == 0) for seen in oracle.seen_conds)
+            assert all(torch.equal(seen[:2], oracle_cond()) and torch.all(seen[2:] == 0) for seen in oracle.seen_conds)
         # churn: sigma_hat = (1 + gamma) sigma_i with gamma = 0.4 when stochastic, 0 otherwise
         gamma = 0.4 if mode == "stochastic" else 0.0
         assert len(steps) == STEPS
@@ -524,10 +512,10 @@ def test_only_the_stochastic_mode_draws_noise_after_the_start(denoiser, cond):
 
 
 @pytest.mark.parametrize("churn", [0.1, 0.4])
-def test_churn_raises_sigma_to_one_plus_churn_at_every_step_of_its_window(churn):
+def test_churn_raises_sigma_to_one_plus_churn_at_every_step_of_its_window(churn, clean_images, oracle_cond):
     """EDM's per-step gamma: sigma_hat = (1 + churn) sigma_i at every step with s_tmin <= sigma_i <= s_tmax (read
     from k-diffusion's callback dict), sigma_hat = sigma_i outside; the perfect denoiser still lands on y."""
-    y = _clean_images(0)
+    y = clean_images(0)
     steps = 6
     sigmas = karras_sigmas(steps)
     s_tmin, s_tmax = float(sigmas[3]), float(sigmas[1])  # steps 1-3 churn, steps 0, 4 and 5 do not
@@ -535,7 +523,7 @@ def test_churn_raises_sigma_to_one_plus_churn_at_every_step_of_its_window(churn)
         for window, inside in (({}, [True] * steps), ({"s_tmin": s_tmin, "s_tmax": s_tmax}, [False] + [True] * 3
                                                       + [False] * 2)):
             seen = []
-            out = sample_images(_Oracle(y), _oracle_cond(), sampler=sampler, steps=steps, seed=0, churn=churn,
+            out = sample_images(_Oracle(y), oracle_cond(), sampler=sampler, steps=steps, seed=0, churn=churn,
                                 callback=seen.append, **window)
             torch.testing.assert_close(out, y, atol=1e-5, rtol=0)
             ratios = [float(info["sigma_hat"]) / float(info["sigma"]) for info in seen]
