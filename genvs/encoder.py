@@ -7,8 +7,9 @@ with the camera's viewing frustum (:mod:`genvs.field` says where each voxel sits
 
     image [B, 3, H, W] in [-1, 1]
       -> ImageNet normalisation
-      -> ResNet backbone: stem (H/2), layer1 (H/4), layer2 (H/8), layer3 (H/16), layer4 (H/32)
-      -> ASPP on layer4 (parallel atrous convolutions + global pooling: context at several scales)
+      -> ResNet backbone: stem (H/2), layer1 (H/4), layer2 (H/8), layer3 (H/16), layer4 (H/32),
+         or a trunk cut after layer2 or layer3 (``trunk_stride`` 8 or 16)
+      -> ASPP on the trunk's last map (parallel atrous convolutions + global pooling: context at several scales)
       -> decoder: upsample x2, concatenate the backbone's feature map of that size (skip
          connection, projected to half the decoder width), 3x3 conv; repeat down to h x w
       -> concatenate the image itself, average-pooled to h x w
@@ -18,8 +19,11 @@ DeepLabV3+ (Chen et al. 2018) has one skip connection at stride 4; going down to
 (``h = H / 2``, as GeNVS's 64x64 volume for 128x128 images) needs the earlier ones too. The
 last skip, the pooled image, hands the input colours straight to every depth plane: without it
 a randomly initialised backbone took hundreds of steps to pass on anything but the mean car.
-The backbone is torchvision's ResNet, randomly initialised unless you pass ImageNet weights that
-are already on your disk: genvs never downloads anything.
+Small images want a shorter trunk (``trunk_stride``): at 32 px, layer4 sees a 1 x 1 map (ASPP's atrous
+branches see one pixel, batch norm normalises 2 values per channel) yet holds 8.4M of ResNet-18's 11.2M
+weights; the trunk cut after layer2 sees 4 x 4 and keeps 0.7M. The backbone is torchvision's ResNet,
+randomly initialised unless you pass ImageNet weights that are already on your disk: genvs never
+downloads anything.
 """
 
 from __future__ import annotations
@@ -47,6 +51,8 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 STRIDES = (2, 4, 8, 16)  # of the backbone's stem, layer1, layer2, layer3 outputs (layer4: 32)
 CHANNELS = (64, 64, 128, 256, 512)  # stem, layer1..layer4 for resnet18 and resnet34
+TRUNK_STRIDES = (8, 16, 32)  # the trunk ends after layer2, layer3 or layer4
+LAYERS = ("layer1", "layer2", "layer3", "layer4")
 
 
 @dataclass(frozen=True)
@@ -58,10 +64,12 @@ class EncoderConfig:
         feature_channels: ``C``, features per voxel (16 in GeNVS).
         depth_planes: ``D``, planes along the depth axis of the frustum.
         volume_size: ``h = w``, the volume's side; ``image_size / volume_size`` must be one of
-            the backbone's strides 2, 4, 8 or 16 (the decoder stops at that feature map).
+            the backbone's strides 2, 4, 8 or 16 below ``trunk_stride`` (the decoder stops at that feature map).
         backbone: ``"resnet34"`` (GeNVS) or ``"resnet18"``.
-        aspp_rates: dilation rates of ASPP's atrous branches, in layer4 pixels
-            (``image_size / 32`` of them per side).
+        trunk_stride: where the ResNet trunk ends: 32 (through layer4, GeNVS), 16 (layer3) or 8 (layer2);
+            the layers after it are not built.
+        aspp_rates: dilation rates of ASPP's atrous branches, in pixels of the trunk's last map
+            (``image_size / trunk_stride`` of them per side).
         decoder_channels: width of the decoder.
     """
 
@@ -70,18 +78,23 @@ class EncoderConfig:
     depth_planes: int = 32
     volume_size: int = 32
     backbone: str = "resnet34"
+    trunk_stride: int = 32
     aspp_rates: tuple[int, ...] = (1, 2)
     decoder_channels: int = 128
 
     def __post_init__(self):
         if self.backbone not in BACKBONES:
             raise ValueError(f"unknown backbone {self.backbone!r}; valid backbones: {sorted(BACKBONES)}")
-        if self.image_size % 32:
-            raise ValueError(f"image_size must be a multiple of 32 (the backbone's stride), got {self.image_size}")
+        if self.trunk_stride not in TRUNK_STRIDES:
+            raise ValueError(f"trunk_stride must be one of {TRUNK_STRIDES}, got {self.trunk_stride}")
+        if self.image_size % self.trunk_stride:
+            raise ValueError(f"image_size must be a multiple of the trunk's stride {self.trunk_stride}, "
+                             f"got {self.image_size}")
+        volume_strides = tuple(stride for stride in STRIDES if stride < self.trunk_stride)
         if (self.volume_size <= 0 or self.image_size % self.volume_size
-                or self.image_size // self.volume_size not in STRIDES):
-            raise ValueError(f"image_size / volume_size must be one of {STRIDES}, got "
-                             f"{self.image_size} / {self.volume_size}")
+                or self.image_size // self.volume_size not in volume_strides):
+            raise ValueError(f"image_size / volume_size must be one of {volume_strides} (trunk_stride "
+                             f"{self.trunk_stride}), got {self.image_size} / {self.volume_size}")
         for name in ("feature_channels", "depth_planes", "decoder_channels"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
@@ -93,8 +106,8 @@ class EncoderConfig:
 
 
 ENCODER_PRESETS: dict[str, EncoderConfig] = {
-    # tests and GENVS_SMOKE=1
-    "smoke": EncoderConfig(image_size=32, depth_planes=8, volume_size=16, backbone="resnet18",
+    # tests, GENVS_SMOKE=1 and the 32 px reference model: the ResNet-18 trunk through layer2 (4 x 4 at 32 px)
+    "smoke": EncoderConfig(image_size=32, depth_planes=8, volume_size=16, backbone="resnet18", trunk_stride=8,
                            aspp_rates=(1,), decoder_channels=32),
     # lessons on a laptop CPU: 64x64 images, volume 16 x 32 x 32 x 32
     "cpu": EncoderConfig(image_size=64, depth_planes=32, volume_size=32, aspp_rates=(1, 2), decoder_channels=96),
@@ -150,12 +163,16 @@ class VolumeEncoder(nn.Module):
         if imagenet_weights is not None:
             _load_imagenet_weights(backbone, Path(imagenet_weights), config.backbone)
         backbone.fc = nn.Identity()  # classification head: unused
+        self.trunk_layers = LAYERS[:TRUNK_STRIDES.index(config.trunk_stride) + 2]
+        for name in LAYERS[len(self.trunk_layers):]:
+            setattr(backbone, name, nn.Identity())  # past the trunk: not built
         self.backbone = backbone
+        trunk_level = len(self.trunk_layers)  # index of the trunk's last map in CHANNELS
         n_skips = STRIDES.index(config.image_size // config.volume_size) + 1  # stem .. the volume's stride
-        self.aspp = ASPP(CHANNELS[4], config.aspp_rates, config.decoder_channels)
-        # decoder blocks from coarse to fine: layer3, layer2, ..., down to the volume's stride
+        self.aspp = ASPP(CHANNELS[trunk_level], config.aspp_rates, config.decoder_channels)
+        # decoder blocks from coarse to fine: the level below the trunk's last, ..., down to the volume's stride
         self.decoder = nn.ModuleList(
-            _UpBlock(config.decoder_channels, CHANNELS[level]) for level in reversed(range(n_skips - 1, 4))
+            _UpBlock(config.decoder_channels, CHANNELS[level]) for level in reversed(range(n_skips - 1, trunk_level))
         )
         self.head = nn.Conv2d(config.decoder_channels + 3, config.feature_channels * config.depth_planes, 1)
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
@@ -185,13 +202,13 @@ class VolumeEncoder(nn.Module):
         return volume.reshape(images.shape[0], *self.config.volume_shape)
 
     def _backbone_features(self, images01: Tensor) -> list[Tensor]:
-        """ResNet feature maps ``[stem, layer1, layer2, layer3, layer4]`` of images in [0, 1]."""
+        """ResNet feature maps ``[stem, layer1, ...]`` of images in [0, 1], through the trunk's last layer."""
         net = self.backbone
         x = net.relu(net.bn1(net.conv1((images01 - self.mean) / self.std)))
         features = [x]
         x = net.maxpool(x)
-        for layer in (net.layer1, net.layer2, net.layer3, net.layer4):
-            x = layer(x)
+        for name in self.trunk_layers:
+            x = getattr(net, name)(x)
             features.append(x)
         return features
 

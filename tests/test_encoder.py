@@ -11,6 +11,8 @@ from genvs.encoder import (
     parameter_count,
 )
 
+RESNET_LAYERS = ("layer1", "layer2", "layer3", "layer4")
+
 
 def _images(config: EncoderConfig, batch: int = 2, seed: int = 0) -> torch.Tensor:
     generator = torch.Generator().manual_seed(seed)
@@ -89,8 +91,12 @@ def test_clear_errors_for_bad_inputs_and_configs():
         EncoderConfig(image_size=64, backbone="vgg")
     with pytest.raises(ValueError, match="volume_size"):
         EncoderConfig(image_size=64, volume_size=24)
-    with pytest.raises(ValueError, match="multiple of 32"):
+    with pytest.raises(ValueError, match="multiple of the trunk's stride 32"):
         EncoderConfig(image_size=48, volume_size=24)
+    with pytest.raises(ValueError, match="trunk_stride must be one of"):
+        EncoderConfig(image_size=32, trunk_stride=4)
+    with pytest.raises(ValueError, match=r"one of \(2, 4\) \(trunk_stride 8\)"):
+        EncoderConfig(image_size=32, volume_size=4, trunk_stride=8)
     with pytest.raises(ValueError, match="valid presets"):
         encoder_config("huge")
     assert encoder_config("cpu", depth_planes=16).depth_planes == 16
@@ -103,7 +109,34 @@ def test_imagenet_weights_load_from_a_local_file(tmp_path):
     torch.save(reference.state_dict(), path)
     encoder = VolumeEncoder(config, imagenet_weights=path)
     torch.testing.assert_close(encoder.backbone.conv1.weight, reference.conv1.weight)
-    torch.testing.assert_close(encoder.backbone.layer4[1].bn2.running_var, reference.layer4[1].bn2.running_var)
+    last = encoder.trunk_layers[-1]
+    torch.testing.assert_close(getattr(encoder.backbone, last)[1].bn2.running_var,
+                               getattr(reference, last)[1].bn2.running_var)
+
+
+@pytest.mark.parametrize("trunk_stride, last_layer", [(8, "layer2"), (16, "layer3"), (32, "layer4")])
+def test_a_cut_trunk_is_torchvisions_resnet_up_to_its_last_layer(tmp_path, trunk_stride, last_layer):
+    config = encoder_config("smoke", trunk_stride=trunk_stride)
+    reference = torchvision.models.resnet18().eval()
+    torch.save(reference.state_dict(), tmp_path / "resnet18.pth")
+    encoder = VolumeEncoder(config, imagenet_weights=tmp_path / "resnet18.pth").eval()
+    seen = []
+    encoder.aspp.register_forward_hook(lambda module, inputs, output: seen.append(inputs[0]))
+    images = _images(config, batch=2)
+    with torch.no_grad():
+        encoder(images)
+        x = ((images + 1) / 2 - torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)) / torch.tensor(
+            [0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+        x = reference.maxpool(reference.relu(reference.bn1(reference.conv1(x))))
+        kept_layers = RESNET_LAYERS[:RESNET_LAYERS.index(last_layer) + 1]
+        for name in kept_layers:
+            x = getattr(reference, name)(x)
+    side = config.image_size // trunk_stride
+    assert seen[0].shape[-2:] == (side, side)
+    torch.testing.assert_close(seen[0], x)
+    kept = sum(p.numel() for name, p in reference.named_parameters()
+               if name.split(".")[0] in ("conv1", "bn1", *kept_layers))
+    assert sum(p.numel() for p in encoder.backbone.parameters()) == kept
 
 
 def test_missing_or_wrong_imagenet_weights_name_the_file(tmp_path):
