@@ -65,6 +65,18 @@ def test_a_car_does_not_depend_on_the_number_of_objects(dataset, tmp_path):
     assert _files(more / "cars_train" / "car_00000") == _files(dataset / "cars_train" / "car_00000")
 
 
+def test_extra_training_cars_follow_and_leave_val_and_test_as_they_were(dataset, tmp_path):
+    bigger = make_dataset(tmp_path / "bigger", 3, 4, SIZE, seed=0, test_views=5, extra_train_objects=2,
+                          progress=False)
+    assert sorted(path.name for path in (bigger / "cars_train").iterdir()) == ["car_00000", "car_00003", "car_00004"]
+    for split in ("cars_val", "cars_test", "cars_train/car_00000"):
+        assert _files(bigger / split) == _files(dataset / split)
+    five = make_dataset(tmp_path / "five", 5, 4, SIZE, seed=0, progress=False)  # car 3 is a val car there
+    assert _files(bigger / "cars_train" / "car_00003") == _files(five / "cars_val" / "car_00003")
+    assert (json.loads((bigger / MANIFEST_NAME).read_text())["extra_train_objects"] == 2
+            and "extra_train_objects" not in json.loads((dataset / MANIFEST_NAME).read_text()))
+
+
 def test_split_names_are_contiguous_blocks_with_each_split_present():
     assert split_names(10) == ["train"] * 8 + ["val", "test"]
     assert split_names(3) == ["train", "val", "test"]

@@ -16,6 +16,8 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     make_data = commands.add_parser("make-data", help="render synthetic cars in the SRN layout")
     make_data.add_argument("--out", required=True, type=Path, help="output folder (cars_train/val/test inside)")
     make_data.add_argument("--objects", type=COUNT, default=100, help="number of cars (split 80/10/10)")
+    make_data.add_argument("--extra-train", type=INDEX, default=0,
+                           help="more training cars after the --objects (their val and test cars stay the same)")
     make_data.add_argument("--views", type=COUNT, default=50, help="views per car")
     make_data.add_argument("--size", type=IMAGE_SIZE, default=64, help="image size in pixels (square), 16..1024")
     make_data.add_argument("--seed", type=INDEX, default=0)
@@ -27,6 +29,8 @@ def make_data_command(args: argparse.Namespace) -> None:
     from genvs.data.synthetic import make_dataset
 
     start = time.perf_counter()
-    out = make_dataset(args.out, n_objects=args.objects, n_views=args.views, image_size=args.size, seed=args.seed)
-    print(f"wrote {args.objects} objects x {args.views} views to {out} in {time.perf_counter() - start:.1f} s "
-          f"({args.objects * args.views} images)")
+    out = make_dataset(args.out, n_objects=args.objects, n_views=args.views, image_size=args.size, seed=args.seed,
+                       extra_train_objects=args.extra_train)
+    n_objects = args.objects + args.extra_train
+    print(f"wrote {n_objects} objects x {args.views} views to {out} in {time.perf_counter() - start:.1f} s "
+          f"({n_objects * args.views} images)")

@@ -148,6 +148,7 @@ def make_dataset(
     seed: int = 0,
     test_views: int | None = None,
     split_fractions: tuple[float, float, float] = (0.8, 0.1, 0.1),
+    extra_train_objects: int = 0,
     progress: bool = True,
 ) -> Path:
     """Render synthetic cars into ``out_dir/cars_{train,val,test}/car_NNNNN/`` (SRN layout, plus ``attributes.json``).
@@ -169,6 +170,8 @@ def make_dataset(
         seed: dataset seed.
         test_views: views per test car.
         split_fractions: (train, val, test) fractions; train takes what val and test leave.
+        extra_train_objects: more training cars, objects ``n_objects .. n_objects + extra - 1``; the val and
+            test cars stay those of ``n_objects`` alone (a bigger training set, the same held-out protocol).
         progress: show a tqdm bar over objects.
     Returns:
         ``out_dir`` as a :class:`pathlib.Path`.
@@ -177,15 +180,17 @@ def make_dataset(
     manifest = {"generator": "genvs.data.synthetic", "version": MANIFEST_VERSION, "n_objects": n_objects,
                 "n_views": n_views, "image_size": image_size, "seed": seed, "test_views": test_views,
                 "split_fractions": list(split_fractions)}
+    if extra_train_objects:
+        manifest["extra_train_objects"] = extra_train_objects
     if _read_manifest(out_dir) == manifest:
         return out_dir
     _clear_previous_dataset(out_dir)
     for split in SPLITS:
         (out_dir / f"cars_{split}").mkdir(parents=True, exist_ok=True)
     K = srn_intrinsics(image_size)
-    splits = split_names(n_objects, split_fractions)
+    splits = split_names(n_objects, split_fractions) + ["train"] * extra_train_objects
     with _single_torch_thread():
-        for index in tqdm(range(n_objects), desc="synthetic cars", unit="car", disable=not progress):
+        for index in tqdm(range(len(splits)), desc="synthetic cars", unit="car", disable=not progress):
             rng = np.random.default_rng([seed, index])
             params = sample_car_params(rng)
             if splits[index] == "test":
