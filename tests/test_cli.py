@@ -402,6 +402,9 @@ BAD_FILES = {  # arguments ({run}: a trained smoke run, {missing}: no such folde
     ("train-raycond", "--data", "{plain}", "--base", "{missing}", "--out", "{out}"): "{missing}",
     ("train-raycond", "--data", "{plain}", "--out", "{out}"): "{plain}",
     ("turntables", "--checkpoint", "{missing}", "--out", "{out}/t.json"): "{missing}",
+    ("leg", "--data", "{missing}", "--steps", "1", "--out", "{out}"): "{missing}",
+    ("leg", "--data", "{plain}", "--preset", "smoke", "--steps", "1", "--out", "{out}"): "{plain}",
+    ("ship-leg", "--leg", "{missing}", "--to", "{out}"): "{missing}",
     ("turntables", "--data", "{plain}", "--checkpoint", "{run}", "--out", "{out}/t.json"): "{plain}",
 }
 

@@ -1,5 +1,6 @@
-"""``train``, ``export`` and ``train-probe``: fitting GeNVS (one process or under torchrun), shipping its EMA
-weights, and fitting the attribute probe the evaluation reads hidden sides with."""
+"""``train``, ``export``, ``leg``, ``ship-leg`` and ``train-probe``: fitting GeNVS (one process or under torchrun),
+shipping its EMA weights, training it in legs that add up, and fitting the attribute probe the evaluation reads hidden
+sides with."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import sys
 from pathlib import Path
 
 from genvs.artefacts import shipped_path
-from genvs.cli.options import COUNT, INDEX, TRAIN_PRESETS, InputError
+from genvs.cli.options import COUNT, INDEX, TRAIN_PRESETS, InputError, add_shipped
 
 __all__ = ["add_commands"]
 
@@ -17,7 +18,7 @@ DTYPES = ("fp16", "bf16", "fp32")
 
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
-    """Register ``train``, ``export`` and ``train-probe``."""
+    """Register ``train``, ``export``, ``leg``, ``ship-leg`` and ``train-probe``."""
     train = commands.add_parser("train", help="train GeNVS on SRN-format data (one process, or under torchrun)")
     train.add_argument("--data", required=True, type=Path, help="SRN-format root (cars_train/ ...)")
     train.add_argument("--preset", required=True, choices=TRAIN_PRESETS, help="training preset")
@@ -39,6 +40,30 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     export.add_argument("--out", required=True, type=Path, help="folder to write the exported checkpoint into")
     export.add_argument("--dtype", choices=DTYPES, default="fp16")
     export.set_defaults(run=export_command)
+
+    leg = commands.add_parser("leg", help="one training leg: train (from --init or from scratch), export, score on "
+                              "the 20-car protocol, write its record (genvs.legs)")
+    leg.add_argument("--data", required=True, type=Path, help="SRN-format root to train on (its cars_train/)")
+    leg.add_argument("--protocol-data", type=Path, help="SRN-format root scored on (its cars_test/; default: --data)")
+    leg.add_argument("--preset", choices=TRAIN_PRESETS, default="lesson", help="training preset (default: lesson)")
+    leg.add_argument("--steps", required=True, type=COUNT, help="the leg's optimiser steps (its own warmup + decay)")
+    leg.add_argument("--out", required=True, type=Path, help="leg folder: the run, export/, evaluation.json, leg.json")
+    leg.add_argument("--init", type=Path, help="start from this saved model, e.g. genvs/shipped/lesson "
+                                               "(default: from scratch)")
+    leg.add_argument("--resume", action="store_true", help="continue the leg in --out (a finished one is re-scored)")
+    leg.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
+    leg.add_argument("--device", help="default: cuda if available, else cpu")
+    leg.add_argument("--where", help="where the leg ran, for the legs table (default: the device in words)")
+    leg.add_argument("--checkpoint-every", type=INDEX, help="default: a tenth of the leg; 0: only at the end")
+    add_shipped(leg, "--against", "lesson", "model whose evaluation.json the leg is compared with")
+    leg.set_defaults(run=leg_command)
+
+    ship = commands.add_parser("ship-leg", help="replace the shipped model by a leg's export if no headline row is "
+                                                "worse by more than one spread")
+    ship.add_argument("--leg", required=True, type=Path, help="a folder the leg command wrote")
+    add_shipped(ship, "--to", "lesson", "shipped model folder to replace")
+    ship.add_argument("--force", action="store_true", help="ship even if a row got worse (or nothing to compare)")
+    ship.set_defaults(run=ship_leg_command)
 
     probe = commands.add_parser("train-probe", help="train the attribute probe the evaluation reads attributes with")
     probe.add_argument("--data", required=True, type=Path, help="synthetic cars (make-data) with attributes.json")
@@ -103,6 +128,45 @@ def export_command(args: argparse.Namespace) -> None:
     path = export_model(args.checkpoint, args.out, dtype=dtype)
     tensors = path.with_suffix(".safetensors")
     print(f"wrote {path} and {tensors.name} ({tensors.stat().st_size / 1e6:.1f} MB, {args.dtype} EMA weights)")
+
+
+def leg_command(args: argparse.Namespace) -> None:
+    """Train, export and score one leg; print its row of the legs table and how it compares with ``--against``."""
+    import json
+
+    from genvs.config import with_overrides
+    from genvs.legs import compare, headline_scores, legs_table, run_leg
+    from genvs.training import PRESETS
+
+    for option, folder in (("--data", args.data), ("--protocol-data", args.protocol_data)):
+        if folder is not None and not folder.is_dir():
+            raise InputError(f"{option} {folder}: no such folder (SRN-format data; make-data writes synthetic cars)")
+    config = with_overrides(PRESETS[args.preset], overrides(args.set))
+    record = run_leg(config, args.data, args.protocol_data or args.data, args.out, args.steps, init=args.init,
+                     resume=args.resume, device=args.device, where=args.where, checkpoint_every=args.checkpoint_every)
+    if not record:
+        return  # not rank 0
+    print(legs_table([record]))
+    against = args.against / "evaluation.json"
+    if against.is_file():
+        verdicts = compare(record["scores"], headline_scores(json.loads(against.read_text())))
+        print(f"against {args.against}: " + ", ".join(f"{row} {verdict}" for row, verdict in verdicts.items()))
+    print(f"written: {args.out / 'export'}, {args.out / 'evaluation.json'}, {args.out / 'leg.json'}")
+
+
+def ship_leg_command(args: argparse.Namespace) -> None:
+    """Copy a leg's export over the shipped model when it is no worse on the protocol's headline rows."""
+    from genvs.legs import ship_leg
+
+    if not (args.leg / "leg.json").is_file():
+        raise InputError(f"--leg {args.leg}: no leg.json there; run the leg command first")
+    try:
+        verdicts = ship_leg(args.leg, args.to, force=args.force)
+    except ValueError as error:
+        raise InputError(str(error)) from None
+    print(", ".join(f"{row} {verdict}" for row, verdict in verdicts.items()) or "nothing to compare with")
+    print(f"shipped {args.leg / 'export'} to {args.to}; update {args.to / 'MODEL_CARD.md'} "
+          "(genvs.legs.legs_table gives its legs table)")
 
 
 def train_probe_command(args: argparse.Namespace) -> None:
