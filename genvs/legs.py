@@ -27,8 +27,8 @@ from genvs.fitting import read_log
 from genvs.model import load_model
 from genvs.training import TrainConfig, Trainer, export_model
 
-__all__ = ["HEADLINE", "headline_scores", "compare", "leg_record", "legs_table", "run_leg", "ship_leg",
-           "describe_compute", "LEGS_FILE"]
+__all__ = ["HEADLINE", "headline_scores", "compare", "comparison_table", "leg_record", "legs_table", "run_leg",
+           "ship_leg", "describe_compute", "LEGS_FILE"]
 
 LEGS_FILE = "legs.json"
 
@@ -74,6 +74,16 @@ def compare(scores: dict[str, dict[str, float]], reference: dict[str, dict[str, 
         moved = abs(change) > reference[row]["std"]
         verdicts[row] = "within" if not moved else "better" if sign * change > 0 else "worse"
     return verdicts
+
+
+def comparison_table(scores: dict[str, dict[str, float]], reference: dict[str, dict[str, float]],
+                     names: tuple[str, str] = ("shipped", "leg")) -> str:
+    """Markdown table of the headline rows side by side: the reference, ``scores`` and :func:`compare`'s verdict."""
+    verdicts = compare(scores, reference)
+    lines = [f"| row | {names[0]} | {names[1]} | {names[1]} vs {names[0]} |", "|---|---|---|---|"]
+    lines += [f"| {row} | {_score(row, reference[row])} | {_score(row, scores[row])} | {verdicts[row]} |"
+              for row in HEADLINE]
+    return "\n".join(lines) + "\n"
 
 
 def describe_compute(device: torch.device) -> str:

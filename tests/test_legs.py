@@ -4,7 +4,7 @@ import pytest
 
 from genvs.artefacts import shipped_path
 from genvs.data.synthetic import make_dataset
-from genvs.legs import HEADLINE, compare, headline_scores, leg_record, legs_table, run_leg, ship_leg
+from genvs.legs import HEADLINE, compare, comparison_table, headline_scores, leg_record, legs_table, run_leg, ship_leg
 from genvs.training import PRESETS
 
 
@@ -35,6 +35,9 @@ def test_a_row_moves_when_the_means_differ_by_more_than_one_spread():
     assert verdicts["unseen TV to prior"] == "better"  # lower is better
     assert verdicts["stochastic detail"] == "within" and verdicts["seen accuracy"] == "within"
     assert compare(_scores(**{"unseen TV to prior": 1.2}), reference)["unseen TV to prior"] == "worse"
+    table = comparison_table(_scores(**{"unseen TV to prior": 1.2}), reference, ("v2", "v3")).splitlines()
+    assert table[0] == "| row | v2 | v3 | v3 vs v2 |" and len(table) == 2 + len(HEADLINE)
+    assert "| unseen TV to prior | 1.000 ± 0.100 | 1.200 ± 0.100 | worse |" in table
 
 
 def _write_run(folder, steps=(10, 20, 30), seconds=(30.0, 60.0, 90.0)):

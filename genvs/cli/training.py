@@ -135,7 +135,7 @@ def leg_command(args: argparse.Namespace) -> None:
     import json
 
     from genvs.config import with_overrides
-    from genvs.legs import compare, headline_scores, legs_table, run_leg
+    from genvs.legs import comparison_table, headline_scores, legs_table, run_leg
     from genvs.training import PRESETS
 
     for option, folder in (("--data", args.data), ("--protocol-data", args.protocol_data)):
@@ -149,8 +149,8 @@ def leg_command(args: argparse.Namespace) -> None:
     print(legs_table([record]))
     against = args.against / "evaluation.json"
     if against.is_file():
-        verdicts = compare(record["scores"], headline_scores(json.loads(against.read_text())))
-        print(f"against {args.against}: " + ", ".join(f"{row} {verdict}" for row, verdict in verdicts.items()))
+        print(comparison_table(record["scores"], headline_scores(json.loads(against.read_text())),
+                               (str(args.against), str(args.out))))
     print(f"written: {args.out / 'export'}, {args.out / 'evaluation.json'}, {args.out / 'leg.json'}")
 
 
