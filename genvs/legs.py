@@ -139,7 +139,8 @@ def _score(row: str, value: dict[str, float]) -> str:
 
 def run_leg(config: TrainConfig, train_data: str | Path, protocol_data: str | Path, out: str | Path, steps: int, *,
             init: str | Path | None = None, resume: bool = False, device: torch.device | str | None = None,
-            where: str | None = None, checkpoint_every: int | None = None, progress: bool = True) -> dict:
+            where: str | None = None, checkpoint_every: int | None = None,
+            progress: bool = True) -> tuple[dict, dict]:
     """Train one leg, export it, score it on the protocol and write its record.
 
     Writes into ``out``: the run (checkpoints, ``log.csv``, ``config.json``), ``export/`` (fp16 EMA weights,
@@ -154,7 +155,8 @@ def run_leg(config: TrainConfig, train_data: str | Path, protocol_data: str | Pa
             the second's test split.
         steps: the leg's optimiser steps (its warmup + cosine schedule spans them).
     Returns:
-        the leg record (:func:`leg_record`).
+        the leg record (:func:`leg_record`) and the evaluation's ``examples`` (the predictions of its first cars,
+        for :func:`genvs.viz.plot_evaluation_examples`); two empty dicts on processes other than rank 0.
     """
     out = Path(out)
     trainer = Trainer(config, train_data, out, steps, resume=resume, init=init, device=device, sample_every=0,
@@ -164,17 +166,17 @@ def run_leg(config: TrainConfig, train_data: str | Path, protocol_data: str | Pa
     finally:
         trainer.close()
     if trainer.rank:
-        return {}
+        return {}, {}
     export = export_model(out, out / "export")
     model, checkpoint = load_model(export, device=trainer.device)
     results = evaluate(model, protocol_data, PROTOCOLS["synthetic"], device=trainer.device, lpips=False,
                        progress=progress)
-    results.pop("examples")
+    examples = results.pop("examples")
     results["checkpoint"] = {"path": str(export.parent), "step": checkpoint["step"]}
     (out / "evaluation.json").write_text(json.dumps(results, indent=1) + "\n")
     record = leg_record(out, results, where or describe_compute(trainer.device), init, trainer.fitter.world_size)
     (out / "leg.json").write_text(json.dumps(record, indent=1) + "\n")
-    return record
+    return record, examples
 
 
 def ship_leg(leg: str | Path, shipped: str | Path, force: bool = False) -> dict[str, str]:

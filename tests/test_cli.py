@@ -445,3 +445,22 @@ def test_a_route_run_refuses_to_overwrite_and_resumes_with_resume(tmp_path, caps
     monkeypatch.setenv("GENVS_TRACEBACK", "1")  # the whole traceback instead of one line, for telling bugs apart
     with pytest.raises(CheckpointError, match="nowhere"):
         main(["export", "--checkpoint", str(tmp_path / "nowhere"), "--out", str(tmp_path / "export")])
+
+
+def test_a_leg_trains_scores_and_ships_only_when_no_row_got_worse(tmp_path, capsys):
+    from genvs.cli import main
+
+    data = make_dataset(tmp_path / "cars", n_objects=10, n_views=8, image_size=32, seed=0, progress=False)
+    leg = tmp_path / "leg"
+    main(["leg", "--data", str(data), "--preset", "smoke", "--steps", "2", "--out", str(leg), "--where", "here",
+          "--against", str(tmp_path / "nothing")])
+    out = capsys.readouterr().out
+    assert "| 1 | here | 2 | 16 |" in out and (leg / "examples.png").is_file() and (leg / "leg.json").is_file()
+    status, lines = _run_here(capsys, "ship-leg", "--leg", str(leg), "--to", str(tmp_path / "shipped"))
+    assert status == 2 and "nothing to compare" in lines[0] and not (tmp_path / "shipped").exists()
+    main(["ship-leg", "--leg", str(leg), "--to", str(tmp_path / "shipped"), "--force"])
+    assert "nothing to compare with" in capsys.readouterr().out
+    assert (tmp_path / "shipped" / "step_000000002.safetensors").is_file()
+    main(["leg", "--data", str(data), "--preset", "smoke", "--steps", "2", "--out", str(tmp_path / "leg2"),
+          "--init", str(tmp_path / "shipped"), "--against", str(tmp_path / "shipped")])
+    assert "| row | " in capsys.readouterr().out  # the side-by-side table against the shipped leg

@@ -89,12 +89,13 @@ def test_ship_leg_replaces_the_weights_only_when_no_row_got_worse(tmp_path):
 
 def test_run_leg_trains_exports_scores_and_a_second_leg_starts_from_the_first(tmp_path):
     data = make_dataset(tmp_path / "cars", n_objects=10, n_views=8, image_size=32, seed=0, progress=False)
-    first = run_leg(PRESETS["smoke"], data, data, tmp_path / "leg1", 3, progress=False)
+    first, examples = run_leg(PRESETS["smoke"], data, data, tmp_path / "leg1", 3, progress=False)
     assert first["steps"] == 3 and first["init"] is None and first["target_images"] == 3 * 4 * 2
     assert (tmp_path / "leg1" / "export" / "step_000000003.safetensors").is_file()
     evaluation = json.loads((tmp_path / "leg1" / "evaluation.json").read_text())
     assert evaluation["protocol"]["max_objects"] == 20 and len(evaluation["objects"]) == 1  # the one test car
     assert first["scores"] == headline_scores(evaluation)
-    second = run_leg(PRESETS["smoke"], data, data, tmp_path / "leg2", 2, init=tmp_path / "leg1" / "export",
+    assert examples["input"].shape == (1, 3, 32, 32) and examples["stochastic"].shape[:2] == (1, 3)
+    second, _ = run_leg(PRESETS["smoke"], data, data, tmp_path / "leg2", 2, init=tmp_path / "leg1" / "export",
                      progress=False)
     assert second["steps"] == 2 and second["init"] == str(tmp_path / "leg1" / "export")

@@ -137,21 +137,25 @@ def leg_command(args: argparse.Namespace) -> None:
     from genvs.config import with_overrides
     from genvs.legs import comparison_table, headline_scores, legs_table, run_leg
     from genvs.training import PRESETS
+    from genvs.viz import plot_evaluation_examples
 
     for option, folder in (("--data", args.data), ("--protocol-data", args.protocol_data)):
         if folder is not None and not folder.is_dir():
             raise InputError(f"{option} {folder}: no such folder (SRN-format data; make-data writes synthetic cars)")
     config = with_overrides(PRESETS[args.preset], overrides(args.set))
-    record = run_leg(config, args.data, args.protocol_data or args.data, args.out, args.steps, init=args.init,
-                     resume=args.resume, device=args.device, where=args.where, checkpoint_every=args.checkpoint_every)
+    record, examples = run_leg(config, args.data, args.protocol_data or args.data, args.out, args.steps, init=args.init,
+                               resume=args.resume, device=args.device, where=args.where,
+                               checkpoint_every=args.checkpoint_every)
     if not record:
         return  # not rank 0
+    plot_evaluation_examples(examples).savefig(args.out / "examples.png", dpi=120)
     print(legs_table([record]))
     against = args.against / "evaluation.json"
     if against.is_file():
         print(comparison_table(record["scores"], headline_scores(json.loads(against.read_text())),
                                (str(args.against), str(args.out))))
-    print(f"written: {args.out / 'export'}, {args.out / 'evaluation.json'}, {args.out / 'leg.json'}")
+    print(f"written: {args.out / 'export'}, {args.out / 'evaluation.json'}, {args.out / 'leg.json'}, "
+          f"{args.out / 'examples.png'}")
 
 
 def ship_leg_command(args: argparse.Namespace) -> None:
