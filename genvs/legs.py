@@ -121,12 +121,13 @@ def leg_record(run: str | Path, results: dict, where: str, init: str | Path | No
 
 
 def legs_table(records: list[dict]) -> str:
-    """Markdown table, one row per leg record: where, steps, target images, minutes and each headline score."""
-    header = ["leg", "where", "steps", "target images", "minutes", *HEADLINE]
+    """Markdown table, one row per leg record: where, from what, steps, target images, minutes and each headline
+    score."""
+    header = ["leg", "where", "from", "steps", "target images", "minutes", *HEADLINE]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for number, record in enumerate(records, start=1):
-        cells = [str(number), record["where"], f"{record['steps']:,}", f"{record['target_images']:,}",
-                 f"{record['minutes']:.0f}"]
+        cells = [str(number), record["where"], "scratch" if record["init"] is None else f"`{record['init']}`",
+                 f"{record['steps']:,}", f"{record['target_images']:,}", f"{record['minutes']:.0f}"]
         cells += [_score(row, record["scores"][row]) for row in HEADLINE]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"

@@ -54,7 +54,7 @@ def test_a_leg_record_counts_steps_images_and_minutes(tmp_path):
     assert record["steps"] == 30 and record["target_images"] == 30 * 4 * 2 * 3 * 2
     assert record["minutes"] == 3.0 and record["init"] == "genvs/shipped/lesson"
     table = legs_table([record, record]).splitlines()
-    assert len(table) == 4 and table[2].startswith("| 1 | CPU: 1 thread | 30 | 1,440 | 3 |")
+    assert len(table) == 4 and table[2].startswith("| 1 | CPU: 1 thread | `genvs/shipped/lesson` | 30 | 1,440 | 3 |")
     assert f"{results['metrics']['stochastic']['psnr']['mean']:.2f} ±" in table[3]
 
 
