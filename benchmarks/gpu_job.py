@@ -149,14 +149,15 @@ FINAL_64 = train_config(
                              denoiser_config("cpu", noise="genvs", image_size=64), input_rgb_weight=1.0),
     batch_size=32, precision="bf16", speed=GPU_SPEED)
 FINAL_64_WHY = (
-    "the shipped reference model's architecture (the lesson preset: ResNet-18 trunk cut after layer2, 8 depth "
-    "planes, field MLP 32 wide, 8 + 8 samples per ray, the cpu preset's 3.5M-parameter U-Net) at 64 px, its volume "
-    "at half the image side (32 x 32, as the cpu preset) and features rendered at 32 x 32: 4.3M parameters, 8.2 MiB "
-    "in fp16, under the 12 MiB a shipped model may take (the cpu preset's ResNet-34 model, trained in the first H200 "
-    "run, exports to 50.6 MiB); 32 objects x 2 targets per step instead of 4 x 2, so that a step keeps the GPU busy (at 4 objects it "
-    "is launch-bound) and a few minutes see each of ~1900 training cars many times; the cpu preset's learning rates "
-    "and 50-step warm-up (trained stably at 32 x 2 in the first H200 run; the colab-t4 preset's lower rates and "
-    "500-step warm-up suit runs of tens of thousands of steps, not a few thousand); bf16, the GPU speed settings")
+    "the shipped reference model's architecture (the lesson preset: ResNet-18 trunk cut after layer2, 8 depth planes, "
+    "field MLP 32 wide, 8 + 8 samples per ray, the cpu preset's 3.5M-parameter U-Net) at 64 px, its volume at half the"
+    " image side (32 x 32, as the cpu preset) and features rendered at 32 x 32: 4.3M parameters, 8.2 MiB in fp16, "
+    "under the 12 MiB a shipped model may take (the cpu preset's ResNet-34 model, trained in the first H200 run, "
+    "exports to 50.6 MiB); 32 objects x 2 targets per step instead of 4 x 2, so that a step keeps the GPU busy (at 4 "
+    "objects it is launch-bound) and a few minutes see each of ~1900 training cars many times; the cpu preset's "
+    "learning rates and 50-step warm-up (trained stably at 32 x 2 in the first H200 run; the colab-t4 preset's lower "
+    "rates and 500-step warm-up suit runs of tens of thousands of steps, not a few thousand); bf16, the GPU speed "
+    "settings")
 """The model trained in the job, and why (``results.json``: ``final_training.choice``)."""
 
 GPU_PROTOCOL = dataclasses.replace(PROTOCOLS["synthetic"], object_batch=PROTOCOLS["synthetic"].max_objects)

@@ -455,7 +455,8 @@ def test_a_leg_trains_scores_and_ships_only_when_no_row_got_worse(tmp_path, caps
     main(["leg", "--data", str(data), "--preset", "smoke", "--steps", "2", "--out", str(leg), "--where", "here",
           "--against", str(tmp_path / "nothing")])
     out = capsys.readouterr().out
-    assert "| 1 | here | scratch | 2 | 16 |" in out and (leg / "examples.png").is_file() and (leg / "leg.json").is_file()
+    assert "| 1 | here | scratch | 2 | 16 |" in out
+    assert (leg / "examples.png").is_file() and (leg / "leg.json").is_file()
     status, lines = _run_here(capsys, "ship-leg", "--leg", str(leg), "--to", str(tmp_path / "shipped"))
     assert status == 2 and "nothing to compare" in lines[0] and not (tmp_path / "shipped").exists()
     main(["ship-leg", "--leg", str(leg), "--to", str(tmp_path / "shipped"), "--force"])
