@@ -30,6 +30,7 @@ from pathlib import Path
 from common import device_arguments, write_result
 from tqdm.auto import tqdm
 
+from genvs.config import with_overrides
 from genvs.encoder import TRUNK_STRIDES, parameter_count
 from genvs.evaluation import PROTOCOLS, evaluate
 from genvs.training import PRESETS, TrainConfig, Trainer
@@ -39,10 +40,7 @@ MIB = 2**20
 
 def variant(trunk_stride: int) -> TrainConfig:
     """The `lesson` preset with its encoder's trunk ending at ``trunk_stride``."""
-    config = PRESETS["lesson"]
-    encoder = dataclasses.replace(config.model.field.encoder, trunk_stride=trunk_stride)
-    field = dataclasses.replace(config.model.field, encoder=encoder)
-    return dataclasses.replace(config, model=dataclasses.replace(config.model, field=field))
+    return with_overrides(PRESETS["lesson"], {"model.field.encoder.trunk_stride": str(trunk_stride)})
 
 
 def sizes(config: TrainConfig, trainer: Trainer) -> dict:
