@@ -20,7 +20,9 @@ multi-view consistency (:func:`genvs.metrics.reprojection_consistency`; the true
 as the ceiling the rendered depth allows). Consistency warps every method's frames with one depth, the
 input-only field's rendered at the image size, so that the methods differ in their images alone (the
 autoregressive method's own field, which also sees its generated frames, would warp its frames with
-another depth). Scores are averaged per object, then reported as mean and standard deviation over objects.
+another depth). Its PSNR rewards blur (the regression scores above the truth); ``consistency_gain`` (the
+same warp's ``gain``: its error relative to each frame's one-pixel jitter) does not. Scores are averaged per
+object, then reported as mean and standard deviation over objects.
 
 Hidden-side attributes (synthetic cars with ``attributes.json`` and the attribute probe, :mod:`genvs.probe`): for
 each target view, each attribute the true target shows is *seen* if the input view shows it too, else *unseen*.
@@ -101,15 +103,17 @@ __all__ = ["EvaluationConfig", "PROTOCOLS", "METHODS", "METRICS", "ATTRIBUTE_MET
            "markdown_table", "target_view_ids"]
 
 METHODS = ("regression", "deterministic", "stochastic", "autoregressive")
-METRICS = ("psnr", "ssim", "lpips", "sharpness", "detail", "consistency")
+METRICS = ("psnr", "ssim", "lpips", "sharpness", "detail", "consistency", "consistency_gain")
 ATTRIBUTE_METRICS = ("seen_accuracy", "unseen_confidence", "unseen_tv", "disagreement_seen", "disagreement_unseen",
                      "kid")
 METRIC_LABELS = {"psnr": "PSNR (dB) ↑", "ssim": "SSIM ↑", "lpips": "LPIPS ↓", "sharpness": "sharpness (truth = 1)",
                  "detail": "detail (truth = 1) ↑", "consistency": "consistency (dB) ↑",
+                 "consistency_gain": "consistency gain (dB) ↑",
                  "seen_accuracy": "seen: probe accuracy ↑", "unseen_confidence": "unseen: probe confidence",
                  "unseen_tv": "unseen: TV to prior ↓", "disagreement_seen": "seen: 2 seeds disagree ↓",
                  "disagreement_unseen": "unseen: 2 seeds disagree", "kid": "KID (probe features) ↓"}
-DIGITS = {"psnr": 2, "ssim": 3, "lpips": 3, "sharpness": 2, "detail": 3, "consistency": 2, "seen_accuracy": 3,
+DIGITS = {"psnr": 2, "ssim": 3, "lpips": 3, "sharpness": 2, "detail": 3, "consistency": 2, "consistency_gain": 2,
+          "seen_accuracy": 3,
           "unseen_confidence": 3, "unseen_tv": 3, "disagreement_seen": 3, "disagreement_unseen": 3, "kid": 4}
 BOOTSTRAP_RESAMPLES = 200
 
@@ -248,8 +252,8 @@ def _object_scores(predictions: dict[str, Tensor], geometry: dict[str, Tensor], 
             if lpips is not None:
                 method_scores["lpips"] = lpips(images, truth)
         if images.shape[0] > 1:
-            method_scores["consistency"] = reprojection_consistency(images, geometry["depth"], geometry["opacity"], K,
-                                                                    c2w)["psnr"]
+            warp = reprojection_consistency(images, geometry["depth"], geometry["opacity"], K, c2w)
+            method_scores |= {"consistency": warp["psnr"], "consistency_gain": warp["gain"]}
         if method_scores:
             scores[method] = {name: float(values.nanmean()) for name, values in method_scores.items()}
     return scores

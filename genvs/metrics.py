@@ -12,7 +12,9 @@ Images follow the package convention: ``[..., 3, H, W]`` in [-1, 1] (a range of 
 - :class:`LPIPS`: distance between deep features (AlexNet), closer to what people see; it needs
   ImageNet weights on disk and tells why when they are missing.
 - :func:`reprojection_consistency`: whether consecutive generated views agree about the same 3D
-  points, using the rendered depth; no ground truth needed.
+  points, using the rendered depth; no ground truth needed. Its ``psnr`` rewards blur (a blurred
+  frame is easy to predict); its ``gain`` does not: the warp's error relative to what moving the
+  frame by one pixel costs (:func:`one_pixel_jitter`).
 """
 
 from __future__ import annotations
@@ -29,7 +31,8 @@ from torchmetrics.image.kid import poly_mmd
 from genvs.cameras import project, unproject
 
 __all__ = ["psnr", "ssim", "fine_detail", "high_frequency_energy", "sharpness", "band_energies", "detail_score",
-           "kernel_distance", "total_variation", "LPIPS", "LPIPSUnavailable", "reprojection_consistency"]
+           "kernel_distance", "total_variation", "LPIPS", "LPIPSUnavailable", "one_pixel_jitter",
+           "reprojection_consistency"]
 
 
 def psnr(prediction: Tensor, target: Tensor, data_range: float = 2.0) -> Tensor:
@@ -247,6 +250,28 @@ class LPIPS:
         return self.metric(*pair).reshape(batch_shape).cpu()
 
 
+def one_pixel_jitter(images: Tensor) -> tuple[Tensor, Tensor]:
+    """How much moving an image by one pixel changes it, per pixel: the scale of a frame's own detail.
+
+    ``J(p) = mean over the neighbours q in {p + (1, 0), p + (0, 1)} inside the image of mean_c (I(p) - I(q))^2``.
+    A flat image has ``J = 0``; a blurred one, less than the original; white noise of variance ``s^2``, ``2 s^2``.
+
+    Args:
+        images: ``[N, C, H, W]``.
+    Returns:
+        ``jitter [N, H, W]`` and ``valid [N, H, W]`` (False where ``p`` has no neighbour: the bottom-right pixel).
+    """
+    right = (images[..., :, 1:] - images[..., :, :-1]).pow(2).mean(dim=-3)  # [N, H, W - 1]
+    down = (images[..., 1:, :] - images[..., :-1, :]).pow(2).mean(dim=-3)  # [N, H - 1, W]
+    total = images.new_zeros(images.shape[:1] + images.shape[2:])
+    count = torch.zeros_like(total)
+    total[..., :, :-1] += right
+    count[..., :, :-1] += 1
+    total[..., :-1, :] += down
+    count[..., :-1, :] += 1
+    return total / count.clamp_min(1), count > 0
+
+
 def reprojection_consistency(frames: Tensor, depth: Tensor, opacity: Tensor, K: Tensor, c2w: Tensor,
                              opacity_threshold: float = 0.5, depth_tolerance: float = 0.05) -> dict[str, Tensor]:
     """Do consecutive views agree about the same 3D points? Frame ``t`` warped into frame ``t + 1``.
@@ -259,12 +284,19 @@ def reprojection_consistency(frames: Tensor, depth: Tensor, opacity: Tensor, K: 
     Rendered depth is only approximately right, so even true views score below infinity: compare
     methods with the same depth, or against the truth's score.
 
+    The PSNR rewards blur: a frame without detail is easy to predict from any other. The **gain** divides the
+    warp's error by the frame's own :func:`one_pixel_jitter` over the same pixels,
+    ``gain = 10 log10(mean J / MSE)``: how much better the previous frame, moved in 3D, predicts this frame than
+    this frame moved by one pixel. Blur lowers both errors but the jitter more; independent noise raises both by
+    about as much (the gain falls toward 0 dB); a frame that does not turn with the camera warps badly.
+
     Args:
         frames: ``[N, 3, H, W]`` in [-1, 1], in trajectory order.
         depth, opacity: ``[N, H, W]`` rendered for the same cameras (upsample to ``H, W`` first).
         K: ``[N, 3, 3]`` intrinsics of the ``H x W`` frames; c2w: ``[N, 4, 4]``.
     Returns:
-        ``psnr [N - 1]`` per consecutive pair (NaN where no pixel could be compared), ``coverage [N - 1]``
+        ``psnr [N - 1]`` per consecutive pair (NaN where no pixel could be compared), ``gain [N - 1]`` (dB, NaN
+        likewise; +inf where the warp is exact), ``coverage [N - 1]``
         (the fraction of frame ``t + 1``'s pixels compared), ``warped [N - 1, 3, H, W]`` (frame ``t`` seen
         from camera ``t + 1``) and ``compared [N - 1, H, W]`` (the mask of compared pixels).
     """
@@ -287,7 +319,15 @@ def reprojection_consistency(frames: Tensor, depth: Tensor, opacity: Tensor, K: 
     compared = ((grid.abs() <= 1).all(dim=-1) & (z > 0) & (opacity[1:] >= opacity_threshold)
                 & (earlier_opacity >= opacity_threshold) & ((earlier_depth - z).abs() <= depth_tolerance * z))
     squared_error = (warped - frames[1:].float()).pow(2).mean(dim=1)
+
+    def mean_over(mask: Tensor, values: Tensor) -> Tensor:  # [N - 1] (0 where the mask is empty)
+        return (values * mask).sum(dim=(1, 2)) / mask.sum(dim=(1, 2)).clamp_min(1)
+
     counts = compared.sum(dim=(1, 2))
-    mse = (squared_error * compared).sum(dim=(1, 2)) / counts.clamp_min(1)
-    score = torch.where(counts > 0, 10.0 * torch.log10(4.0 / mse), torch.full_like(mse, float("nan")))
-    return {"psnr": score, "coverage": counts / (height * width), "warped": warped, "compared": compared}
+    missing = squared_error.new_full(counts.shape, float("nan"))
+    score = torch.where(counts > 0, 10.0 * torch.log10(4.0 / mean_over(compared, squared_error)), missing)
+    jitter, has_neighbour = one_pixel_jitter(frames[1:].float())
+    both = compared & has_neighbour
+    gain = torch.where(both.any(dim=(1, 2)),
+                       10.0 * torch.log10(mean_over(both, jitter) / mean_over(both, squared_error)), missing)
+    return {"psnr": score, "gain": gain, "coverage": counts / (height * width), "warped": warped, "compared": compared}

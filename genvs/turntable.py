@@ -11,7 +11,11 @@ objects:
 - ``psnr``, ``ssim``, ``detail``: per frame against the true frame (:mod:`genvs.metrics`), averaged over frames;
   far from the input they reward the mean of the plausible answers, as always;
 - ``consistency``: :func:`genvs.metrics.reprojection_consistency` of consecutive frames, warped with the *true*
-  depth (the same for every route); the truth's row is the ceiling shading and anti-aliasing allow;
+  depth (the same for every route); the truth's row is the ceiling shading and anti-aliasing allow; it rewards
+  blur (a frame without detail is easy to predict);
+- ``consistency_gain``: the same warp's error relative to each frame's own one-pixel jitter (dB, the ``gain`` of
+  :func:`genvs.metrics.reprojection_consistency`): the truth scores best; blur, a frozen frame and independent
+  noise all lower it;
 - ``hidden_agreement``: for each attribute the input view does not show (:mod:`genvs.probe`), over the frames
   whose truth shows it, the fraction of consecutive such frames where the probe reads the same value: does the
   hidden side stay the same around the orbit? (any value is plausible; changing it is not);
@@ -47,8 +51,8 @@ from genvs.seeding import derive_seed
 __all__ = ["TurntableConfig", "true_orbit", "OrbitRoute", "RayRoute", "standard_routes", "compare_turntables",
            "TURNTABLE_METRICS"]
 
-TURNTABLE_METRICS = ("psnr", "ssim", "detail", "consistency", "hidden_agreement", "hidden_confidence",
-                     "seen_accuracy")
+TURNTABLE_METRICS = ("psnr", "ssim", "detail", "consistency", "consistency_gain", "hidden_agreement",
+                     "hidden_confidence", "seen_accuracy")
 
 @dataclass(frozen=True)
 class TurntableConfig:
@@ -193,8 +197,8 @@ def _probe_scores(probe: AttributeProbe, frames: Tensor, truth: dict, true_value
 def _frame_scores(frames: Tensor, truth: dict, K_t: Tensor, c2w_t: Tensor) -> dict[str, float]:
     """One object's consecutive-frame consistency (true depth) and, unless ``frames`` are the truth, per-frame
     fidelity, for ``frames [N, 3, H, W]``."""
-    consistency = reprojection_consistency(frames, truth["depth"], truth["opacity"], K_t, c2w_t)["psnr"]
-    scores = {"consistency": float(consistency.nanmean())}
+    warp = reprojection_consistency(frames, truth["depth"], truth["opacity"], K_t, c2w_t)
+    scores = {"consistency": float(warp["psnr"].nanmean()), "consistency_gain": float(warp["gain"].nanmean())}
     if frames is not truth["images"]:
         scores |= {"psnr": float(psnr(frames, truth["images"]).mean()),
                    "ssim": float(ssim(frames, truth["images"]).mean()),

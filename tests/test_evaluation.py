@@ -38,7 +38,7 @@ def test_evaluation_scores_every_method_reproducibly(cars, model):
     assert list(results["metrics"]) == [*METHODS, "truth"]
     for method in METHODS:
         row = results["metrics"][method]
-        assert set(row) == {"psnr", "ssim", "sharpness", "detail", "consistency"}
+        assert set(row) == {"psnr", "ssim", "sharpness", "detail", "consistency", "consistency_gain"}
         assert all(len(row[name]["per_object"]) == 2 and math.isfinite(row[name]["mean"]) for name in row)
     assert results["views"] == [{"input": 0, "targets": [1, 3, 5]}] * 2
     assert results["examples"]["truth"].shape == (1, 3, 3, 32, 32)
@@ -175,7 +175,7 @@ def test_every_method_and_the_truth_are_warped_with_one_depth(cars, model, monke
 
     def recording(frames, depth, opacity, K, c2w):
         seen.append((depth, opacity))
-        return {"psnr": torch.zeros(frames.shape[0] - 1)}
+        return {"psnr": torch.zeros(frames.shape[0] - 1), "gain": torch.zeros(frames.shape[0] - 1)}
 
     monkeypatch.setattr(evaluation, "reprojection_consistency", recording)
     config = dataclasses.replace(PROTOCOLS["smoke"], max_objects=1, target_views=3, steps=2)

@@ -15,6 +15,7 @@ from genvs.metrics import (
     fine_detail,
     high_frequency_energy,
     kernel_distance,
+    one_pixel_jitter,
     psnr,
     reprojection_consistency,
     sharpness,
@@ -250,3 +251,36 @@ def test_consistency_ignores_uncovered_pixels_and_checks_shapes():
     assert empty["psnr"].isnan().all() and empty["coverage"].item() == 0.0
     with pytest.raises(ValueError, match="must be"):
         reprojection_consistency(frames, depth[:, :32], torch.ones_like(depth), K, c2w)
+
+
+def test_one_pixel_jitter_of_a_ramp_flat_image_and_white_noise():
+    ramp = (0.1 * torch.arange(8.0)).expand(1, 3, 8, 8)  # rises by 0.1 per column, constant down the rows
+    jitter, valid = one_pixel_jitter(ramp)
+    torch.testing.assert_close(jitter[0, :-1, :-1], torch.full((7, 7), 0.01 / 2))  # right: 0.01, down: 0
+    torch.testing.assert_close(jitter[0, -1, :-1], torch.full((7,), 0.01))  # last row: right only
+    torch.testing.assert_close(jitter[0, :-1, -1], torch.zeros(7))  # last column: down only
+    assert valid.sum() == 63 and not valid[0, -1, -1]
+    assert one_pixel_jitter(torch.zeros(1, 3, 8, 8))[0].abs().max() == 0
+    noise = 0.2 * torch.randn(4, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    assert one_pixel_jitter(noise)[0].mean().item() == pytest.approx(2 * 0.04, rel=0.03)
+
+
+def test_consistency_gain_is_highest_for_the_true_views():
+    frames, depth, K, c2w = _plane_views([0.0, 8.0, 16.0])
+    opacity = torch.ones_like(depth)
+
+    def scores(images):
+        result = reprojection_consistency(images, depth, opacity, K, c2w)
+        return result["psnr"].mean().item(), result["gain"].mean().item()
+
+    true_psnr, true_gain = scores(frames)
+    blurred = kornia.filters.gaussian_blur2d(frames, (9, 9), (1.5, 1.5))
+    noisy = frames + 0.05 * torch.randn(frames.shape, generator=torch.Generator().manual_seed(0))
+    frozen = frames.clone()
+    frozen[2] = frozen[1]  # the last frame does not turn
+    assert true_gain > 20  # the exact warp predicts a frame far better than a one-pixel move of it (measured: 26 dB)
+    for other in (blurred, noisy, frozen):  # measured: 13, 2.7 and 8.5 dB
+        assert scores(other)[1] < true_gain - 10
+    assert scores(noisy)[1] < 5  # independent noise dominates both errors: toward 0 dB
+    empty = reprojection_consistency(frames, depth, torch.zeros_like(depth), K, c2w)
+    assert empty["gain"].isnan().all()
