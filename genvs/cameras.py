@@ -23,6 +23,7 @@ import math
 from typing import Callable, TypeVar
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 __all__ = [
@@ -31,6 +32,7 @@ __all__ = [
     "rescale_intrinsics",
     "invert_intrinsics",
     "pixel_rays",
+    "pluecker_rays",
     "project",
     "unproject",
     "world_to_camera",
@@ -150,6 +152,23 @@ def pixel_rays(K: Tensor, c2w: Tensor, height: int, width: int) -> tuple[Tensor,
     directions = (rotation @ dirs_cam.unsqueeze(-1)).squeeze(-1)
     origins = c2w[..., None, None, :3, 3].expand_as(directions)
     return origins, directions
+
+
+def pluecker_rays(K: Tensor, c2w: Tensor, height: int, width: int) -> Tensor:
+    """Pluecker coordinates ``(d, o x d)`` of the ray through every pixel centre (Pluecker 1865; Sitzmann et al.'s
+    Light Field Networks, 2021): ``d`` the pixel's unit ray direction, ``o`` the camera centre. ``(d, o x d)`` names
+    the ray itself, not one point on it: the moment ``o x d`` is the same for every point ``o`` of the ray.
+
+    Args:
+        K: ``[..., 3, 3]`` intrinsics of ``height x width`` images; c2w: ``[..., 4, 4]``.
+    Returns:
+        ``[..., 6, H, W]``: the unit direction ``d`` (channels 0-2) and the moment ``o x d`` (3-5), in the frame of
+        ``c2w`` (world; or another camera's, for poses relative to it).
+    """
+    origins, directions = pixel_rays(K, c2w, height, width)  # [..., H, W, 3]
+    directions = F.normalize(directions, dim=-1)
+    rays = torch.cat([directions, torch.linalg.cross(origins, directions, dim=-1)], dim=-1)
+    return rays.movedim(-1, -3)
 
 
 @full_precision

@@ -21,10 +21,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
-from genvs.cameras import pixel_rays
+from genvs.cameras import pluecker_rays
 from genvs.controlnet import (
     CONTROLNET_FIT,
     FitConfig,
@@ -38,23 +37,9 @@ from genvs.data.batches import StepBatches
 from genvs.data.srn import SRNDataset
 from genvs.denoiser import denoising_loss, k_diffusion
 
-__all__ = ["RAY_CHANNELS", "pluecker_rays", "ray_condition", "train_raycond", "raycond_route"]
+__all__ = ["RAY_CHANNELS", "ray_condition", "train_raycond", "raycond_route"]
 
 RAY_CHANNELS = 3 + 6 + 6
-
-
-def pluecker_rays(K_cam: Tensor, c2w: Tensor, height: int, width: int) -> Tensor:
-    """Pluecker coordinates ``(d, o x d)`` of the ray through every pixel centre (module docstring).
-
-    Args:
-        K_cam: ``[..., 3, 3]`` intrinsics of ``height x width`` images; c2w: ``[..., 4, 4]``.
-    Returns:
-        ``[..., 6, H, W]``: the unit direction ``d`` (channels 0-2) and the moment ``o x d`` (3-5), world frame.
-    """
-    origins, directions = pixel_rays(K_cam, c2w, height, width)  # [..., H, W, 3]
-    directions = F.normalize(directions, dim=-1)
-    rays = torch.cat([directions, torch.linalg.cross(origins, directions, dim=-1)], dim=-1)
-    return rays.movedim(-1, -3)
 
 
 def ray_condition(image: Tensor, K_in: Tensor, c2w_in: Tensor, target_K: Tensor, target_c2w: Tensor) -> Tensor:

@@ -198,3 +198,24 @@ def test_intrinsics_inverse_in_closed_form_matches_a_general_inverse():
     K_inv = cameras.invert_intrinsics(K)
     torch.testing.assert_close(K_inv, torch.linalg.inv(K))
     torch.testing.assert_close(K_inv @ K, torch.eye(3, dtype=torch.float64).expand(5, 4, 3, 3))
+
+
+def test_pluecker_rays_name_the_ray_through_each_pixel():
+    K_cam = cameras.make_intrinsics(10.0, 4.5, 3.5)  # the principal point on the centre of pixel (4, 3)
+    c2w = cameras.look_at(torch.tensor([0.3, -1.2, 0.5]), torch.zeros(3))
+    rays = cameras.pluecker_rays(K_cam, c2w, 8, 8)  # [6, H, W]
+    direction, moment = rays[:3], rays[3:]
+    torch.testing.assert_close(direction.norm(dim=0), torch.ones(8, 8))
+    # the ray through the principal point is the optical axis, through the origin: direction = the camera's z axis
+    torch.testing.assert_close(direction[:, 3, 4], c2w[:3, 2])
+    torch.testing.assert_close(moment[:, 3, 4], torch.zeros(3), atol=1e-6, rtol=0)
+    # elsewhere |o x d| is the ray's distance from the origin: |o - (o . d) d| computed independently
+    centre = c2w[:3, 3]
+    along = (direction * centre[:, None, None]).sum(0)
+    distance = (centre[:, None, None] - along * direction).norm(dim=0)
+    torch.testing.assert_close(moment.norm(dim=0), distance, atol=1e-6, rtol=1e-5)
+    assert (moment * direction).sum(0).abs().max() < 1e-6  # the moment is perpendicular to the direction
+    # pixel (0, 0) looks up-left of the axis: its angle to the axis is atan(|offset| / focal)
+    offset = math.hypot(4.5 - 0.5, 3.5 - 0.5)
+    angle = torch.acos((direction[:, 0, 0] * c2w[:3, 2]).sum())
+    assert math.isclose(float(angle), math.atan(offset / 10.0), rel_tol=1e-5)

@@ -295,8 +295,9 @@ def test_lesson_08s_routes_train_and_their_turntables_are_scored(smoke_run, tmp_
     assert _run("train-controlnet", *common, "--checkpoint", str(smoke_run[1]), "--out",
                 str(tmp_path / "controlnet")).returncode == 0
     result = _run("train-multiview", *common, "--checkpoint", str(smoke_run[1]), "--controlnet",
-                  str(tmp_path / "controlnet"), "--out", str(tmp_path / "multiview"))
+                  str(tmp_path / "controlnet"), "--out", str(tmp_path / "multiview"), "--cameras")
     assert result.returncode == 0 and "1 steps in" in result.stdout, result.stderr
+    assert (tmp_path / "multiview" / "camera_embedding.fp16.safetensors").is_file()  # the turntables use it below
     result = _run("train-raycond", *common, "--out", str(tmp_path / "raycond"))
     assert result.returncode == 0 and "1 steps in" in result.stdout, result.stderr
     paths = [f"--{name}" for name in ("base", "controlnet", "multiview", "raycond")]

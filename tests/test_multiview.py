@@ -6,14 +6,19 @@ import torch
 from diffusers.models.attention_processor import AttnProcessor2_0
 from test_controlnet import trained_looking
 
+from genvs.cameras import look_at, make_intrinsics
 from genvs.controlnet import CONTROLNET_FIT, base_config, build_base, build_controlnet, edm_denoiser
 from genvs.data.synthetic import make_dataset
 from genvs.model import GeNVS, genvs_config
 from genvs.multiview import (
+    CAMERA_FILE,
+    CameraEmbedding,
     CrossViewAttnProcessor,
     generate_orbit,
+    load_multiview,
     multiview_denoiser,
     orbit_plan,
+    relative_rays,
     sample_jointly,
     train_multiview,
 )
@@ -93,8 +98,76 @@ def test_training_attends_across_the_group_and_moves_the_controlnet_alone(cars, 
     assert seen.views and set(seen.views) <= {3, 4}  # 1-2 clean + 2 noisy views, never one view alone
     after = [*base.state_dict().items(), *model.state_dict().items()]
     assert all(torch.equal(tensor, frozen[name]) for name, tensor in after)
-    assert not torch.equal(trained.controlnet_mid_block.weight, controlnet.controlnet_mid_block.weight.half().float())
+    assert not torch.equal(trained.inner_model.controlnet.controlnet_mid_block.weight,
+                           controlnet.controlnet_mid_block.weight.half().float())
     assert record["steps"] == 2
+    assert not (tmp_path / "run" / CAMERA_FILE).exists() and load_multiview(tmp_path / "run")[1] is None
+
+
+def group_cameras(objects=2, moved_view=None):
+    """``K [objects, VIEWS, 3, 3]``, ``c2w [objects, VIEWS, 4, 4]``: cameras around the origin, 40 degrees apart;
+    ``moved_view`` of object 0 raised and turned further."""
+    K = make_intrinsics(1.2 * SIZE, SIZE / 2, SIZE / 2).expand(objects, VIEWS, 3, 3)
+    poses = []
+    for view in range(VIEWS):
+        angle = torch.tensor(40.0 * view).deg2rad()
+        poses.append(look_at(torch.stack([1.5 * angle.cos(), 1.5 * angle.sin(), torch.tensor(0.5)]), torch.zeros(3)))
+    c2w = torch.stack(poses).expand(objects, -1, -1, -1).clone()
+    if moved_view is not None:
+        c2w[0, moved_view] = look_at(torch.tensor([-0.9, 1.1, 1.0]), torch.zeros(3))
+    return K, c2w
+
+
+def test_relative_rays_are_those_of_the_first_camera_and_ignore_where_the_group_stands():
+    K, c2w = group_cameras()
+    rays = relative_rays(K, c2w, SIZE, SIZE)  # [objects * V, 6, H, W]
+    assert rays.shape == (2 * VIEWS, 6, SIZE, SIZE)
+    assert rays[0, 3:].abs().max() < 1e-6  # the first camera is the origin: its rays have no moment
+    torch.testing.assert_close(rays[0, :3, SIZE // 2, SIZE // 2], torch.tensor([0.0, 0.0, 1.0]), atol=0.05, rtol=0)
+    turn = look_at(torch.tensor([0.3, -2.0, 0.7]), torch.tensor([0.1, 0.2, 0.0]))  # any rigid motion of the world
+    torch.testing.assert_close(relative_rays(K, turn @ c2w, SIZE, SIZE), rays, atol=1e-4, rtol=1e-4)
+    assert not torch.allclose(relative_rays(K, group_cameras(moved_view=2)[1], SIZE, SIZE)[2], rays[2], atol=1e-2)
+
+
+@torch.no_grad()
+def test_the_camera_aware_route_sees_each_views_camera_and_starts_as_the_camera_blind_one():
+    base, controlnet = networks()
+    x, sigma, render = batch(objects=2)
+    K, c2w = group_cameras()
+    rays = relative_rays(K, c2w, SIZE, SIZE)
+    moved = relative_rays(*group_cameras(moved_view=2), SIZE, SIZE)  # view 2 of object 0 elsewhere
+    blind = multiview_denoiser(copy.deepcopy(base), copy.deepcopy(controlnet))
+    cameras = CameraEmbedding.for_networks(base, controlnet)
+    assert len(cameras.layers) == len(base.attn_processors) + len(controlnet.attn_processors)
+    aware = multiview_denoiser(base, controlnet, cameras=cameras)
+    before = blind(x, sigma, unet_cond=render, views=VIEWS, rays=rays)
+    torch.testing.assert_close(aware(x, sigma, unet_cond=render, views=VIEWS, rays=rays), before)  # zero-initialised
+    torch.testing.assert_close(blind(x, sigma, unet_cond=render, views=VIEWS, rays=moved), before)  # blind to cameras
+    generator = torch.Generator().manual_seed(0)
+    for parameter in cameras.parameters():  # as after training
+        parameter.copy_(0.3 * torch.randn(parameter.shape, generator=generator))
+    joint = aware(x, sigma, unet_cond=render, views=VIEWS, rays=rays)
+    joint_moved = aware(x, sigma, unet_cond=render, views=VIEWS, rays=moved)
+    for view in range(VIEWS):  # every view of object 0 sees that view 2's camera moved, through joint attention
+        assert not torch.allclose(joint_moved[view], joint[view], atol=1e-4), view
+    torch.testing.assert_close(joint_moved[VIEWS:], joint[VIEWS:])  # object 1's cameras did not move
+    alone = aware(x, sigma, unet_cond=render, views=1, rays=rays)
+    alone_moved = aware(x, sigma, unet_cond=render, views=1, rays=moved)
+    assert not torch.allclose(alone_moved[2], alone[2], atol=1e-4)
+    torch.testing.assert_close(alone_moved[[0, 1, 3]], alone[[0, 1, 3]])  # per view: only view 2 itself
+
+
+def test_camera_aware_training_trains_the_embedding_and_saves_it_beside_the_controlnet(cars, tmp_path):
+    model = GeNVS(genvs_config("smoke"), seed=0)
+    base, controlnet = networks()
+    fit = dataclasses.replace(CONTROLNET_FIT, batch_size=2, target_views=2, lr=1e-2, warmup_steps=1)
+    route, record = train_multiview(model, cars, tmp_path / "run", 2, base, controlnet, fit, save_every=0,
+                                    progress=False, cameras=True)
+    assert (tmp_path / "run" / CAMERA_FILE).is_file() and record["steps"] == 2
+    _, cameras = load_multiview(tmp_path / "run")
+    assert any(parameter.abs().max() > 0 for parameter in cameras.parameters())  # moved away from zero
+    for (name, saved), (_, used) in zip(cameras.state_dict().items(), route.inner_model.cameras.state_dict().items()):
+        torch.testing.assert_close(saved, used, msg=name)  # the returned route carries the saved embedding
 
 
 def guide_inputs(objects=2, n_guides=1, n_new=2, seed=0):
@@ -173,7 +246,8 @@ def test_recorded_attention_is_each_groups_softmax_and_matches_torchs_attention(
     with recording(denoiser) as calls:
         denoiser(x, sigma, unet_cond=render, views=VIEWS)
     assert len(calls) == len(base.attn_processors) + len(controlnet.attn_processors)  # every layer, base and ControlNet
-    attn, hidden_states, views = calls[-1]
+    attn, hidden_states, views, position = calls[-1]
+    assert position is None  # a camera-blind route
     weights = attention_weights(attn, hidden_states, views)
     tokens = hidden_states.shape[-1] * hidden_states.shape[-2]
     assert weights.shape == (2, attn.heads, VIEWS * tokens, VIEWS * tokens)

@@ -38,6 +38,9 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     add_shipped(multiview, "--base", "controlnet_base", BASE_HELP)
     add_shipped(multiview, "--controlnet", "controlnet", "the ControlNet to start from")
     add_shipped(multiview, "--out", "multiview", OUT_HELP)
+    multiview.add_argument("--cameras", action="store_true",
+                           help="also train a camera embedding: every view's rays, relative to the group's first "
+                                "view, on the queries and keys of every attention layer")
     multiview.set_defaults(run=train_multiview_command)
 
     raycond = commands.add_parser("train-raycond", help="train lesson 08's 2D-only route (input image + rays)")
@@ -93,7 +96,8 @@ def train_multiview_command(args: argparse.Namespace) -> None:
     model, _ = load_model(args.checkpoint, device=where)
     base, controlnet = load_base(args.base, device=where), load_controlnet(args.controlnet, device=where)
     _, record = train_multiview(model, args.data, args.out, args.steps, base, controlnet,
-                                fit_config(args, MULTIVIEW_FIT), device=where, resume=args.resume)
+                                fit_config(args, MULTIVIEW_FIT), device=where, resume=args.resume,
+                                cameras=args.cameras)
     print_fit(record, args.out)
 
 
