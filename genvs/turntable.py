@@ -21,10 +21,14 @@ objects:
   hidden side stay the same around the orbit? (any value is plausible; changing it is not);
 - ``hidden_confidence``: the probe's mean top probability on those frames (a committed answer vs a blur);
 - ``seen_accuracy``: the probe's accuracy on attributes the input shows, in frames that show them.
+
+What each route cost to train (:func:`route_compute`) counts every shipped model it trains or stands on
+(:data:`ROUTE_MODELS`): a frozen field or base counts, with all the training that made it.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,13 +39,15 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from genvs.artefacts import shipped
 from genvs.cameras import pixel_rays, trajectory_from
-from genvs.controlnet import GUIDANCE_SCALE
+from genvs.controlnet import GUIDANCE_SCALE, load_base
 from genvs.data.cars import VISIBLE_FRACTION, attribute_coverage, car_primitives, cast_rays, render_car
 from genvs.data.srn import SRNDataset
 from genvs.data.synthetic import read_attributes
 from genvs.metrics import detail_score, psnr, reprojection_consistency, ssim
-from genvs.multiview import ORBIT_MODES, generate_orbit
+from genvs.model import load_model
+from genvs.multiview import ORBIT_MODES, generate_orbit, load_multiview
 from genvs.probe import AttributeProbe, car_of, dataset_seed
 from genvs.raycond import ray_condition
 from genvs.routes import RenderRoute, Route, TrajectoryRoute, frame_seeds
@@ -49,10 +55,63 @@ from genvs.sampling import sample_images, sampling_options
 from genvs.seeding import derive_seed
 
 __all__ = ["TurntableConfig", "true_orbit", "OrbitRoute", "RayRoute", "standard_routes", "compare_turntables",
-           "TURNTABLE_METRICS"]
+           "TURNTABLE_METRICS", "ROUTE_MODELS", "training_compute", "route_compute"]
 
 TURNTABLE_METRICS = ("psnr", "ssim", "detail", "consistency", "consistency_gain", "hidden_agreement",
                      "hidden_confidence", "seen_accuracy")
+
+ROUTE_MODELS: dict[str, tuple[str, ...]] = {
+    "genvs_independent": ("lesson",),
+    "genvs_autoregressive": ("lesson",),
+    "controlnet": ("lesson", "controlnet_base", "controlnet"),
+    "multiview_chunked": ("lesson", "controlnet_base", "controlnet", "multiview"),
+    "multiview_autoregressive": ("lesson", "controlnet_base", "controlnet", "multiview"),
+    "2d_only": ("controlnet_base", "raycond"),
+}
+"""The shipped models (:mod:`genvs.artefacts`) each route of :func:`standard_routes` trained or stands on: the
+ControlNet routes use GeNVS's field (frozen; it was trained with GeNVS's denoiser, so all of ``lesson`` counts) and
+the base (frozen); the multi-view ControlNet was fine-tuned from lesson 07's."""
+
+
+def training_compute(folder: str | Path) -> dict:
+    """What training the model in ``folder`` cost: ``parameters`` (its trainable parameters, counted on the loaded
+    model), ``target_images`` (images denoised in training), ``minutes`` (wall time) and ``where``.
+
+    A GeNVS model's folder has ``legs.json`` (:mod:`genvs.legs`): the sums over its legs. A diffusers route's has
+    ``training.json`` (:func:`genvs.controlnet.fit_network`): ``steps x batch_size x target_views`` images (one per
+    object for the base, which has no targets), ``seconds / 60``; a camera-aware multi-view ControlNet's
+    parameters include its :class:`genvs.multiview.CameraEmbedding`.
+
+    Raises:
+        FileNotFoundError: ``folder`` has neither record.
+    """
+    folder = Path(folder)
+    if (folder / "legs.json").is_file():
+        legs = json.loads((folder / "legs.json").read_text())
+        parameters = sum(parameter.numel() for parameter in load_model(folder)[0].parameters())
+        return {"parameters": parameters, "target_images": sum(leg["target_images"] for leg in legs),
+                "minutes": sum(leg["minutes"] for leg in legs), "where": sorted({leg["where"] for leg in legs})}
+    if (folder / "training.json").is_file():
+        record = json.loads((folder / "training.json").read_text())
+        if json.loads((folder / "config.json").read_text())["_class_name"] == "UNet2DConditionModel":
+            networks = [load_base(folder)]
+        else:
+            networks = [network for network in load_multiview(folder) if network is not None]
+        parameters = sum(parameter.numel() for network in networks for parameter in network.parameters())
+        per_step = record["fit"]["batch_size"] * max(record["fit"]["target_views"], 1)
+        return {"parameters": parameters, "target_images": record["steps"] * per_step,
+                "minutes": record["seconds"] / 60, "where": [record["device"]]}
+    raise FileNotFoundError(f"{folder}: no legs.json (a GeNVS model's legs) nor training.json (a diffusers route's "
+                            "run record)")
+
+
+def route_compute(route: str) -> dict:
+    """What route ``route`` of :data:`ROUTE_MODELS` cost: the sums of :func:`training_compute` over the shipped
+    models it trained or stands on, and each model's own (``models``)."""
+    models = {name: training_compute(shipped(name)) for name in ROUTE_MODELS[route]}
+    totals = {key: sum(model[key] for model in models.values()) for key in ("parameters", "target_images", "minutes")}
+    return {**totals, "models": models}
+
 
 @dataclass(frozen=True)
 class TurntableConfig:

@@ -67,3 +67,27 @@ def test_the_consistency_gain_ranks_the_true_orbit_first_where_the_warp_psnr_pre
     assert psnr["blurred"] > psnr["truth"]  # the reason for the gain (measured: 23.0 dB against 22.3)
     for other in ("blurred", "frozen", "noisy"):  # measured: truth 8.2 dB; blurred 6.9, frozen 6.6, noisy 6.6
         assert gain[other] < gain["truth"] - 1
+
+
+def test_route_compute_counts_every_model_a_route_trained_or_stands_on():
+    from genvs.turntable import ROUTE_MODELS, route_compute
+
+    controlnet = route_compute("controlnet")
+    assert list(controlnet["models"]) == ["lesson", "controlnet_base", "controlnet"]  # the frozen field and base count
+    # the model cards' figures: 2000 steps x 8 cars x 4 targets; 1,379,232 and 3,645,891 parameters; v3's one leg
+    assert controlnet["models"]["controlnet"]["target_images"] == 2000 * 8 * 4
+    assert controlnet["models"]["controlnet"]["parameters"] == 1_379_232
+    assert controlnet["models"]["controlnet_base"]["parameters"] == 3_645_891
+    assert controlnet["models"]["lesson"]["target_images"] == 96_000
+    for key in ("parameters", "target_images", "minutes"):
+        assert controlnet[key] == pytest.approx(sum(model[key] for model in controlnet["models"].values()))
+    assert route_compute("2d_only")["models"].keys() == {"controlnet_base", "raycond"}  # no field
+    assert set(ROUTE_MODELS) == {"genvs_independent", "genvs_autoregressive", "controlnet", "multiview_chunked",
+                                 "multiview_autoregressive", "2d_only"}
+
+
+def test_training_compute_says_which_record_is_missing(tmp_path):
+    from genvs.turntable import training_compute
+
+    with pytest.raises(FileNotFoundError, match="no legs.json"):
+        training_compute(tmp_path)
