@@ -69,7 +69,9 @@ class GeNVSConfig:
     Attributes:
         field: encoder, field MLP and feature rendering (:class:`genvs.field.FieldConfig`).
         denoiser: the EDM denoiser (:class:`genvs.denoiser.DenoiserConfig`); its ``image_size``
-            is the input/target image size and its ``cond_channels`` the field's ``C``.
+            is the input/target image size and its ``cond_channels`` how many of the render's ``C`` channels
+            condition it: all of them (GeNVS's feature image), or 3, the RGB render alone (channels 0-2, those the
+            RGB loss supervises; an ablation).
         rgb_weight, input_rgb_weight, opacity_weight: loss weights (module docstring).
         max_input_views: most input views per object in training (GeNVS: up to 3).
     """
@@ -86,9 +88,9 @@ class GeNVSConfig:
         if self.denoiser.image_size != image_size:
             raise ValueError(f"the denoiser's image_size ({self.denoiser.image_size}) must equal the encoder's "
                              f"({image_size}): both see the same images")
-        if self.denoiser.cond_channels != self.field.feature_channels:
-            raise ValueError(f"the denoiser's cond_channels ({self.denoiser.cond_channels}) must equal the field's "
-                             f"feature_channels ({self.field.feature_channels})")
+        if self.denoiser.cond_channels not in (3, self.field.feature_channels):
+            raise ValueError(f"the denoiser's cond_channels ({self.denoiser.cond_channels}) must be the field's "
+                             f"feature_channels ({self.field.feature_channels}) or 3 (its RGB render alone)")
         if image_size % self.field.render_size:
             raise ValueError(f"render_size {self.field.render_size} must divide image_size {image_size}")
         if self.max_input_views < 1:
@@ -152,17 +154,19 @@ class GeNVS(nn.Module):
 
     def condition(self, views: InputViews, K: Tensor, c2w: Tensor, perturb: bool = False,
                   generator: torch.Generator | None = None) -> tuple[Tensor, dict[str, Tensor]]:
-        """The denoiser's condition for target cameras: rendered features upsampled to the image size.
+        """The denoiser's condition for target cameras: rendered features upsampled to the image size, its first
+        ``denoiser.cond_channels`` channels (all ``C``; or the RGB render alone, :class:`GeNVSConfig`).
 
         Args:
             views: encoded input views of ``B`` objects.
             K: ``[B, T, 3, 3]`` target intrinsics (for image-size images); c2w: ``[B, T, 4, 4]``.
         Returns:
-            cond ``[B * T, C, H, W]`` and :meth:`FeatureField.render_image`'s dict at ``render_size``.
+            cond ``[B * T, cond_channels, H, W]`` and :meth:`FeatureField.render_image`'s dict at ``render_size``
+            (all ``C`` channels).
         """
         rendered = self.field.render_image(views, K, c2w, perturb=perturb, generator=generator)  # [B, T, C, s, s]
-        size = self.config.field.encoder.image_size
-        cond = F.interpolate(rendered["features"].flatten(0, 1), size=(size, size), mode="bilinear",
+        size, channels = self.config.field.encoder.image_size, self.config.denoiser.cond_channels
+        cond = F.interpolate(rendered["features"][:, :, :channels].flatten(0, 1), size=(size, size), mode="bilinear",
                              align_corners=False)
         return cond, rendered
 

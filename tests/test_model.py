@@ -94,6 +94,24 @@ def test_condition_is_object_major_and_upsamples_each_objects_own_render():
         assert (swapped - cond).abs().max() > 1e-2
 
 
+def test_the_rgb_render_alone_can_condition_the_denoiser_and_is_the_first_three_channels():
+    rgb_only = dataclasses.replace(SMOKE, denoiser=dataclasses.replace(SMOKE.denoiser, cond_channels=3))
+    full, ablated = GeNVS(SMOKE, seed=0).eval(), GeNVS(rgb_only, seed=0).eval()
+    ablated.field.load_state_dict(full.field.state_dict())  # the same field
+    images, K, c2w = _batch(n_objects=1, n_views=3, seed=2)
+    with torch.no_grad():
+        views = full.field.encode(images[:, :1], K[:, :1], c2w[:, :1])
+        cond, rendered = full.condition(views, K[:, 1:], c2w[:, 1:])
+        rgb, same_render = ablated.condition(views, K[:, 1:], c2w[:, 1:])
+    assert cond.shape[1] == SMOKE.field.feature_channels and rgb.shape[1] == 3
+    torch.testing.assert_close(rgb, cond[:, :3])  # the channels the RGB loss supervises
+    torch.testing.assert_close(same_render["features"], rendered["features"])
+    losses = ablated.losses(images, K, c2w, 1, torch.Generator().manual_seed(0))
+    assert torch.isfinite(losses["loss"]) and "denoising" in losses
+    with pytest.raises(ValueError, match="or 3"):
+        GeNVSConfig(SMOKE.field, dataclasses.replace(SMOKE.denoiser, cond_channels=8))
+
+
 def test_rgb_loss_compares_each_object_with_its_own_views():
     generator = torch.Generator().manual_seed(0)
     images = torch.rand(2, 3, 3, 8, 8, generator=generator) * 2 - 1  # two objects, three views each
