@@ -445,8 +445,10 @@ class Fitter:
         return bool(value)
 
     def close(self) -> None:
-        """End the process group of a torchrun run (a no-op in a single process)."""
+        """End the process group of a torchrun run (a no-op in a single process), once every process is here (a
+        process leaving while another still talks to it can abort in gloo's threads)."""
         if self.world_size > 1 and dist.is_initialized():
+            dist.barrier()
             dist.destroy_process_group()
 
     def learning_rates(self) -> dict[str, float]:
