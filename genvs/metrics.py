@@ -284,8 +284,8 @@ def reprojection_consistency(frames: Tensor, depth: Tensor, opacity: Tensor, K: 
     Rendered depth is only approximately right, so even true views score below infinity: compare
     methods with the same depth, or against the truth's score.
 
-    The PSNR rewards blur: a frame without detail is easy to predict from any other. The **gain** divides the
-    warp's error by the frame's own :func:`one_pixel_jitter` over the same pixels,
+    The PSNR rewards blur: a frame without detail is easy to predict from any other. The **gain** compares the
+    warp's error with the frame's own :func:`one_pixel_jitter` over the same pixels,
     ``gain = 10 log10(mean J / MSE)``: how much better the previous frame, moved in 3D, predicts this frame than
     this frame moved by one pixel. Blur lowers both errors but the jitter more; independent noise raises both by
     about as much (the gain falls toward 0 dB); a frame that does not turn with the camera warps badly.
