@@ -68,8 +68,7 @@ from genvs.seeding import derive_seed, draw
 __all__ = ["ViewGroups", "relative_rays", "CameraEmbedding", "attention_heads", "CrossViewAttnProcessor",
            "attention_weights", "recording", "MultiViewUNet", "MultiViewControlNet", "multiview_denoiser",
            "CLEAN_SIGMA", "MULTIVIEW_FIT", "CAMERA_FILE", "group_loss", "train_multiview", "load_multiview",
-           "multiview_route",
-           "sample_jointly", "ORBIT_MODES", "orbit_plan", "generate_orbit"]
+           "multiview_route", "sample_jointly", "ORBIT_MODES", "orbit_plan", "generate_orbit"]
 
 CLEAN_SIGMA = 0.05
 """The noise level a clean conditioning view is given (it enters unnoised): low, yet one the base and the ControlNet
