@@ -311,6 +311,19 @@ def test_lesson_08s_routes_train_and_their_turntables_are_scored(smoke_run, tmp_
     assert all(len(rows) == 1 for rows in written["per_object"].values()) and written["config"]["n_frames"] == 3
     assert "psnr" in written["scores"]["2d_only"] and "psnr" not in written["scores"]["truth"]  # no truth vs itself
     assert "multiview_chunked" in result.stdout
+    # one route re-scored alone: the other rows are kept as they are in the file, that route's is made again
+    written["scores"]["controlnet"]["psnr"]["mean"] = -1.0
+    (tmp_path / "turntables.json").write_text(json.dumps(written))
+    common = ["--data", str(data), "--checkpoint", str(smoke_run[1]), "--objects", "1", "--frames", "3",
+              "--out", str(tmp_path / "turntables.json"), "--base", str(tmp_path / "base"),
+              "--raycond", str(tmp_path / "raycond"), "--routes", "2d_only"]
+    result = _run("turntables", *common, "--steps", "1")
+    assert result.returncode == 0 and "2d_only" in result.stdout and "controlnet" not in result.stdout, result.stderr
+    again = json.loads((tmp_path / "turntables.json").read_text())
+    assert again["scores"]["controlnet"]["psnr"]["mean"] == -1.0
+    assert again["scores"]["2d_only"] == written["scores"]["2d_only"]  # the same seeds make the same orbits
+    result = _run("turntables", *common, "--steps", "2")
+    assert result.returncode == 2 and "made with other settings ({'steps': 1}" in result.stderr, result.stderr
 
 
 def test_bad_arguments_get_one_line_and_exit_status_2_from_the_real_command(tmp_path, capsys):
@@ -370,7 +383,7 @@ def test_the_parser_imports_and_refuses_a_bad_value_without_torch():
 
 
 def test_the_parsers_plain_constants_are_the_modules_own_and_models_default_to_the_shipped_ones():
-    from genvs import controlnet, evaluation, sampling, training
+    from genvs import controlnet, evaluation, sampling, training, turntable
     from genvs.artefacts import shipped_path
     from genvs.cli import build_parser, options
 
@@ -379,6 +392,7 @@ def test_the_parsers_plain_constants_are_the_modules_own_and_models_default_to_t
     assert options.PROTOCOLS == tuple(sorted(evaluation.PROTOCOLS))
     assert options.BASE_PRESETS == tuple(sorted(controlnet.BASE_PRESETS))
     assert options.GUIDANCE_SCALE == controlnet.GUIDANCE_SCALE
+    assert options.TURNTABLE_ROUTES == tuple(turntable.ROUTE_MODELS)
     args = build_parser().parse_args(["train-multiview", "--data", "cars"])
     assert (args.checkpoint, args.base, args.controlnet, args.out) == (
         shipped_path("lesson"), shipped_path("controlnet_base"), shipped_path("controlnet"), shipped_path("multiview"))

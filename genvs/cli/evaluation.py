@@ -7,7 +7,19 @@ import argparse
 from pathlib import Path
 
 from genvs.artefacts import shipped_path
-from genvs.cli.options import COUNT, GUIDANCE_SCALE, INDEX, PROTOCOLS, SCALE, add_device, add_shipped, device, number
+from genvs.cli.options import (
+    COUNT,
+    GUIDANCE_SCALE,
+    INDEX,
+    PROTOCOLS,
+    SCALE,
+    TURNTABLE_ROUTES,
+    add_device,
+    add_shipped,
+    device,
+    number,
+    stop,
+)
 
 __all__ = ["add_commands"]
 
@@ -66,6 +78,10 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     turntables.add_argument("--seed", type=INDEX, default=0)
     add_device(turntables)
     turntables.add_argument("--out", type=Path, default=Path("outputs/turntables.json"))
+    turntables.add_argument("--routes", nargs="+", choices=TURNTABLE_ROUTES, metavar="ROUTE",
+                            help="generate only these routes (default: all); an existing --out made with the same "
+                                 "settings keeps the other routes' rows, so one retrained route is re-scored alone. "
+                                 f"Routes: {', '.join(TURNTABLE_ROUTES)}")
     turntables.set_defaults(run=turntables_command)
 
 
@@ -118,6 +134,21 @@ def evaluate_command(args: argparse.Namespace) -> None:
     print(f"written: {out / 'results.json'}, {out / 'results.md'}, {out / 'examples.png'}")
 
 
+def earlier_turntables(out: Path, config: dict) -> dict | None:
+    """The results already in ``out`` (None if there are none), refused if made with other settings than ``config``
+    (a setting ``out`` does not record, such as an older file's seed, is taken to match)."""
+    import json
+
+    if not out.is_file():
+        return None
+    earlier = json.loads(out.read_text())
+    differ = {key: value for key, value in earlier["config"].items() if config.get(key) != value}
+    if differ:
+        stop(f"{out} was made with other settings ({differ}, now "
+             f"{ {key: config.get(key) for key in differ} }): choose another --out, or run every route")
+    return earlier
+
+
 def turntables_command(args: argparse.Namespace) -> None:
     """Lesson 08's table: every route's orbits of held-out synthetic cars, scored; written as JSON."""
     import json
@@ -131,14 +162,20 @@ def turntables_command(args: argparse.Namespace) -> None:
 
     where = device(args)
     config = TurntableConfig(n_objects=args.objects, n_frames=args.frames, steps=args.steps, seed=args.seed)
+    chosen = set(args.routes or TURNTABLE_ROUTES)
+    earlier = earlier_turntables(args.out, vars(config)) if args.routes else None
     model, _ = load_model(args.checkpoint, device=where)
-    routes = standard_routes(model, config, controlnet_route(args.base, args.controlnet, where),
-                             multiview_route(args.base, args.multiview, where),
-                             raycond_route(args.base, args.raycond, where))
+    wanted = {"controlnet": "controlnet" in chosen, "raycond": "2d_only" in chosen,
+              "multiview": bool(chosen & {"multiview_chunked", "multiview_autoregressive"})}
+    routes = standard_routes(model, config,
+                             controlnet_route(args.base, args.controlnet, where) if wanted["controlnet"] else None,
+                             multiview_route(args.base, args.multiview, where) if wanted["multiview"] else None,
+                             raycond_route(args.base, args.raycond, where) if wanted["raycond"] else None)
     probe, _ = load_probe(shipped_path("probe"), device=where)
-    results = compare_turntables(routes, args.data, probe, config)
+    results = compare_turntables({name: route for name, route in routes.items() if name in chosen}, args.data,
+                                 probe, config)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    kept = {key: results[key] for key in ("scores", "per_object", "seconds")}
+    kept = {key: {**(earlier or {}).get(key, {}), **results[key]} for key in ("scores", "per_object", "seconds")}
     args.out.write_text(json.dumps({**kept, "config": vars(config)}, indent=1))
     for name, scores in results["scores"].items():
         print(f"{name:26s}" + " ".join(f"{metric} {scores[metric]['mean']:.3f}" for metric in TURNTABLE_METRICS

@@ -18,7 +18,7 @@ from genvs.artefacts import shipped_path
 
 __all__ = ["InputError", "stop", "OneLineParser", "number", "COUNT", "INDEX", "POSITIVE", "SCALE", "IMAGE_SIZE",
            "TRAIN_PRESETS", "SAMPLING_MODES", "MAX_CHURN", "PROTOCOLS", "BASE_PRESETS", "GUIDANCE_SCALE",
-           "add_device", "add_orbit", "add_fit", "add_shipped", "device"]
+           "TURNTABLE_ROUTES", "add_device", "add_orbit", "add_fit", "add_shipped", "device"]
 
 TRAIN_PRESETS = ("colab-t4", "cpu", "lesson", "paper", "smoke")
 """The names of :data:`genvs.training.PRESETS`."""
@@ -32,6 +32,9 @@ BASE_PRESETS = ("lesson", "smoke")
 """The names of :data:`genvs.controlnet.BASE_PRESETS`."""
 GUIDANCE_SCALE = 2.0
 """:data:`genvs.controlnet.GUIDANCE_SCALE`: the ControlNet routes' classifier-free guidance scale."""
+TURNTABLE_ROUTES = ("genvs_independent", "genvs_autoregressive", "controlnet", "multiview_chunked",
+                    "multiview_autoregressive", "2d_only")
+"""The routes of lesson 08's table: the keys of :data:`genvs.turntable.ROUTE_MODELS`."""
 
 
 class InputError(Exception):
