@@ -139,8 +139,15 @@ def check(exercise: Exercise, function: Callable) -> Verdict:
 
 
 def structural_problem(output: Any, expected: Any) -> str:
-    """A wrong number of outputs, a wrong shape or non-finite values, said in words; "" if none."""
-    ours, theirs = leaves(output), leaves(expected)
+    """No output, something not made of tensors, a wrong number of outputs, a wrong shape or non-finite values, said
+    in words; "" if none."""
+    if output is None:
+        return "returned None (is the `return` missing?)"
+    try:
+        ours = leaves(output)
+    except (TypeError, RuntimeError, ValueError):
+        return f"returned a {type(output).__name__}, not tensors"
+    theirs = leaves(expected)
     if len(ours) != len(theirs):
         return f"returned {len(ours)} tensor(s) where the package returns {len(theirs)}"
     for index, (a, b) in enumerate(zip(ours, theirs)):
