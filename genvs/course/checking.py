@@ -129,8 +129,8 @@ def check(exercise: Exercise, function: Callable) -> Verdict:
         if problem:
             return Verdict(False, True, f"{exercise.name}: {problem} on {case.name}.")
     if all(agrees(output, truth, exercise.atol, exercise.rtol) for output, truth in zip(outputs, expected)):
-        return Verdict(True, True, f"{exercise.name}: passes, the package's answer on all {len(cases)} cases "
-                                   f"({', '.join(case.name for case in cases)}).")
+        return Verdict(True, True, f"{exercise.name}: passes, the package's answer on all {len(cases)} cases, "
+                                   f"edge cases included.")
     for mistake in exercise.mistakes:
         if all(agrees(output, call(mistake.wrong, case), exercise.atol, exercise.rtol)
                for case, output in zip(cases, outputs)):
