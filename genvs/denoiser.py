@@ -8,8 +8,9 @@ rendered from the target camera; the features are concatenated to the U-Net's in
     c_skip = sd^2 / (sigma^2 + sd^2)      c_out = sigma * sd / sqrt(sigma^2 + sd^2)
     c_in   = 1 / sqrt(sigma^2 + sd^2)     c_noise = log(sigma) / 4
 
-with ``sd = sigma_data`` (0.5 for images in [-1, 1]); ``k_diffusion.layers.Denoiser`` implements
-exactly this. Training draws ``ln(sigma) ~ N(noise_mean, noise_std^2)`` and minimises::
+with ``sd = sigma_data`` (0.5 for images in [-1, 1]). ``k_diffusion.layers.Denoiser`` applies ``c_skip``, ``c_out``
+and ``c_in`` (its ``get_scalings``); ``c_noise`` is computed inside k-diffusion's U-Net, from the ``sigma`` it is
+given. Training draws ``ln(sigma) ~ N(noise_mean, noise_std^2)`` and minimises::
 
     L = E || F(c_in * x; sigma, c) - (y - c_skip * x) / c_out ||^2  =  E lambda(sigma) || D(x; sigma, c) - y ||^2
 
