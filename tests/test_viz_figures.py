@@ -1,5 +1,7 @@
 """genvs.viz.figures: the course's own figures."""
 
+from pathlib import Path
+
 import matplotlib
 
 matplotlib.use("Agg")
@@ -14,8 +16,11 @@ def test_course_map_names_every_lesson_and_draws_every_pipeline_stage_in_a_box()
     figure = viz.plot_course_map()
     ax = figure.axes[0]
     texts = {text.get_text().replace("\n", " "): text.get_position() for text in ax.texts}
-    for lesson in ["00", "01", "02", "03", "04", "05", "06"]:
+    lessons = sorted(path.name[:2] for path in (Path(__file__).parents[1] / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+    assert len(lessons) >= 10
+    for lesson in lessons:  # every lesson in notebooks/
         assert lesson in texts, f"lesson {lesson} is not on the map"
+    assert all(0 <= ax.transLimits.transform(position)[1] <= 1 for position in texts.values()), "text off the map"
     boxes = [patch.get_bbox() for patch in ax.patches if isinstance(patch, FancyBboxPatch)]
     stages = ["photo + camera", "encoder (2D CNN)", "frustum feature volume", "volume rendering", "feature image",
               "EDM denoiser", "novel view"]

@@ -70,11 +70,11 @@ def plot_course_map():
 
     Top: photo -> encoder -> frustum feature volume -> volume rendering -> feature image -> EDM denoiser ->
     novel view, with the autoregressive loop back to the input; each box is coloured by, and labelled with,
-    the lesson that builds it. Bottom: one row per lesson (00 to 06): what it builds and what you see at its end.
+    the lesson that builds it. Bottom: one row per lesson (00 to 09): what it builds and what you see at its end.
     Returns the matplotlib figure.
     """
     colours = {"00": "#e8e8e8", "01": "#d9ead3", "02": "#cfe2f3", "03": "#fce5cd", "04": "#ead1dc",
-               "05": "#fff2cc", "06": "#d0e0e3"}
+               "05": "#fff2cc", "06": "#d0e0e3", "07": "#f4cccc", "08": "#d9d2e9", "09": "#ffffff"}
     stages = [  # (box text, lessons that build it; the first one colours the box)
         ("photo\n+ camera", "00, 01"),
         ("encoder\n(2D CNN)", "02"),
@@ -99,10 +99,16 @@ def plot_course_map():
          "novel views of new cars from one photo, and an orbit around the car as a video"),
         ("06", "evaluation", "metrics, the held-out protocol",
          "PSNR, SSIM, sharpness and consistency: sharp samples against the blurry regression"),
+        ("07", "the ControlNet route", "a ControlNet on a frozen 2D U-Net",
+         "a pretrained 2D model steered by the field's render: a second route to novel views"),
+        ("08", "multi-view joint denoising", "cross-view attention, a 2D-only route",
+         "six routes' turntables scored against the exact truth, each beside its training compute"),
+        ("09", "what GeNVS buys, next steps", "the course's findings in one table",
+         "what each part buys, GeNVS at scale, training on a GPU, capstone projects"),
     ]
-    figure, ax = plt.subplots(figsize=(13, 6.6))
+    figure, ax = plt.subplots(figsize=(13, 8.6))
     ax.set_axis_off()
-    ax.set(xlim=(0.0, 1.0), ylim=(0.0, 0.95))
+    ax.set(xlim=(0.0, 1.0), ylim=(0.44 - len(lessons) * 0.066, 0.95))
     half_width, half_height, y = 0.052, 0.06, 0.74
     xs = np.linspace(0.07, 0.93, len(stages))
     for x, (text, builders) in zip(xs, stages):
