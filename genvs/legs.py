@@ -4,7 +4,7 @@ A leg is one training run with its own warmup and decay, started from a saved mo
 export) or from scratch, then exported (EMA weights in fp16) and scored on the held-out protocol
 (:data:`genvs.evaluation.PROTOCOLS` ``"synthetic"``). Its record holds where it ran, its steps, the target images it
 saw, its minutes of training and the protocol's headline scores (:data:`HEADLINE`), so that legs run on a laptop
-CPU and on a lent GPU add up in one table (:func:`legs_table`, the model card's).
+CPU and on a GPU add up in one table (:func:`legs_table`, the model card's).
 
 A leg replaces the shipped model only when it is no worse on any headline row (:func:`compare`): a row moves when
 the two means differ by more than one spread, the shipped model's standard deviation over the protocol's objects.

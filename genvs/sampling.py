@@ -378,7 +378,7 @@ def generate_trajectory(model: nn.Module, images: Tensor, K: Tensor, c2w: Tensor
 
     Autoregressive (GeNVS): every generated frame joins its object's pool of views, and frame ``f`` is
     sampled given :func:`conditioning_set`'s views, so that later frames can agree with earlier ones
-    (with the shipped 32 px model they do not, measurably: lesson 06, README "Results"). Otherwise every
+    (with the shipped 32 px model they do not, measurably: lesson 06, docs/RESULTS.md). Otherwise every
     frame is sampled from the real inputs alone (to compare). Each view is encoded once.
 
     Seeds: object ``b`` has one seed ``s_b``; its frame ``f``'s sampling noise comes from

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-BUDGET_MIB = 40  # the GPU machine takes at most 64 MiB of working tree, wheels and outputs included (README)
+BUDGET_MIB = 40  # the GPU machine takes at most 64 MiB of working tree, wheels and outputs included (docs/PACKAGE.md)
 
 
 def _tracked_files() -> list[Path]:
