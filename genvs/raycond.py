@@ -12,8 +12,10 @@ Networks, 2021), concatenated as channels::
 ``(d, o x d)`` names the ray itself, not one point on it: the moment ``o x d`` is the same for every point ``o`` of
 the ray. Every pixel of the target knows which ray it sees, every pixel of the input which ray it saw; where they
 meet in 3D the network must find out on its own, which is what the field does by construction. Same base, same
-ControlNet architecture, same training (:data:`genvs.controlnet.CONTROLNET_FIT`, the same number of steps as lesson
-07's ControlNet): the comparison isolates the field.
+ControlNet architecture, same recipe (:data:`genvs.controlnet.CONTROLNET_FIT`). Lesson 07's route stands on GeNVS's
+field (96,000 target images of training), the base (48,000) and its own 2000 steps (64,000): 208,000 in all. The
+shipped 2D-only ControlNet takes 5000 steps (160,000 images; 208,000 with the base), so that the comparison isolates
+the field at equal training images (:func:`genvs.turntable.route_compute` reads these counts from the records).
 """
 
 from __future__ import annotations

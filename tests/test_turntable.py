@@ -81,7 +81,12 @@ def test_route_compute_counts_every_model_a_route_trained_or_stands_on():
     assert controlnet["models"]["lesson"]["target_images"] == 96_000
     for key in ("parameters", "target_images", "minutes"):
         assert controlnet[key] == pytest.approx(sum(model[key] for model in controlnet["models"].values()))
-    assert route_compute("2d_only")["models"].keys() == {"controlnet_base", "raycond"}  # no field
+    two_d = route_compute("2d_only")
+    assert two_d["models"].keys() == {"controlnet_base", "raycond"}  # no field
+    # what the field buys, on equal terms: the 2D-only route saw as many training images as lesson 07's route with
+    # the field it stands on (its card: 5000 steps x 8 cars x 4 targets, on the same base)
+    assert two_d["models"]["raycond"]["target_images"] == 5000 * 8 * 4
+    assert two_d["target_images"] == controlnet["target_images"]
     assert set(ROUTE_MODELS) == {"genvs_independent", "genvs_autoregressive", "controlnet", "multiview_chunked",
                                  "multiview_autoregressive", "2d_only"}
 

@@ -44,7 +44,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     multiview.set_defaults(run=train_multiview_command)
 
     raycond = commands.add_parser("train-raycond", help="train lesson 08's 2D-only route (input image + rays)")
-    add_fit(raycond, 2000)
+    add_fit(raycond, 5000)  # lesson 07's route's target images, its field included (genvs.raycond's docstring)
     add_shipped(raycond, "--base", "controlnet_base", BASE_HELP)
     add_shipped(raycond, "--out", "raycond", OUT_HELP)
     raycond.set_defaults(run=train_raycond_command)
