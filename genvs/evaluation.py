@@ -92,7 +92,7 @@ from genvs.metrics import (
     reprojection_consistency,
     sharpness,
     ssim,
-    total_variation,
+    tv_to_uniform,
 )
 from genvs.probe import AttributeProbe, load_probe
 from genvs.routes import RenderRoute, Route, TrajectoryRoute
@@ -310,8 +310,7 @@ def _unseen_tv(reads: list[dict], method: str) -> float:
         read = torch.cat([obj["probabilities"][method][name].argmax(-1)[:, obj["kind"][name] == SHOWN_IN_TARGET_ONLY]
                           .reshape(-1) for obj in reads])
         if read.numel():
-            histogram = torch.bincount(read, minlength=n_values).double() / read.numel()
-            distances.append(float(total_variation(histogram, torch.full_like(histogram, 1.0 / n_values))))
+            distances.append(float(tv_to_uniform(read, n_values)))
     return float(np.mean(distances)) if distances else float("nan")
 
 

@@ -31,7 +31,7 @@ from torchmetrics.image.kid import poly_mmd
 from genvs.cameras import project, unproject
 
 __all__ = ["psnr", "ssim", "fine_detail", "high_frequency_energy", "sharpness", "band_energies", "detail_score",
-           "kernel_distance", "total_variation", "LPIPS", "LPIPSUnavailable", "one_pixel_jitter",
+           "kernel_distance", "total_variation", "tv_to_uniform", "LPIPS", "LPIPSUnavailable", "one_pixel_jitter",
            "reprojection_consistency"]
 
 
@@ -201,6 +201,13 @@ def kernel_distance(real: Tensor, generated: Tensor, subsets: int = 100, subset_
 def total_variation(p: Tensor, q: Tensor) -> Tensor:
     """Total variation distance between distributions over the last axis: ``(1 / 2) sum_k |p_k - q_k|`` in [0, 1]."""
     return 0.5 * (p - q).abs().sum(-1)
+
+
+def tv_to_uniform(reads: Tensor, n_values: int) -> Tensor:
+    """Total variation ``[]`` between the histogram of ``reads [N]`` (integers in ``0 .. n_values - 1``) and the
+    uniform prior: ``(1 / 2) sum_v |p(v) - 1 / n_values|`` with ``p(v) = #{reads = v} / N``, in float64."""
+    histogram = torch.bincount(reads, minlength=n_values).double() / reads.numel()
+    return total_variation(histogram, torch.full_like(histogram, 1.0 / n_values))
 
 
 class LPIPSUnavailable(RuntimeError):

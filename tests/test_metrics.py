@@ -21,6 +21,7 @@ from genvs.metrics import (
     sharpness,
     ssim,
     total_variation,
+    tv_to_uniform,
 )
 
 
@@ -174,6 +175,12 @@ def test_total_variation_of_known_distributions():
     assert float(total_variation(uniform, uniform)) == 0
     assert float(total_variation(torch.tensor([1.0, 0.0, 0.0]), uniform)) == pytest.approx(2 / 3)
     assert float(total_variation(torch.tensor([1.0, 0.0]), torch.tensor([0.0, 1.0]))) == 1
+
+
+def test_tv_to_uniform_of_known_reads():
+    assert float(tv_to_uniform(torch.tensor([2, 2, 2, 2]), 3)) == pytest.approx(2 / 3)  # always one of three values
+    assert float(tv_to_uniform(torch.tensor([0, 1, 2, 0, 1, 2]), 3)) == 0  # exactly uniform
+    assert float(tv_to_uniform(torch.tensor([0, 1]), 4)) == pytest.approx(0.5)  # two values never read count too
 
 
 # --- LPIPS: skipped with a reason when its weights are absent; runs when they are on disk --------------

@@ -13,8 +13,7 @@ values the probe reads on unseen attributes with the uniform prior ``q = 1 / n``
 
     TV(p, q) = 1/2 sum_v |p(v) - q(v)|,      p(v) = (number of reads of value v) / (number of reads)
 
-The oracle is :func:`genvs.metrics.total_variation` of that histogram, as :mod:`genvs.evaluation` computes it for
-one attribute.
+The oracle is :func:`genvs.metrics.tv_to_uniform`, which :mod:`genvs.evaluation` uses for each attribute.
 """
 
 from __future__ import annotations
@@ -23,7 +22,7 @@ import torch
 from torch import Tensor
 
 from genvs.course.checking import Case, Exercise, Mistake
-from genvs.metrics import kernel_distance, total_variation
+from genvs.metrics import kernel_distance, tv_to_uniform
 
 __all__ = ["KID_MMD", "UNSEEN_TV"]
 
@@ -113,13 +112,6 @@ KID_MMD = Exercise(
 
 # The unseen side's total variation to the prior.
 
-def package_tv(reads: Tensor, n_values: int) -> Tensor:
-    """:func:`genvs.metrics.total_variation` ``[]`` between the histogram of ``reads [N]`` (values in
-    ``0 .. n_values - 1``) and the uniform prior ``1 / n_values``, as :mod:`genvs.evaluation`'s unseen TV."""
-    histogram = torch.bincount(reads, minlength=n_values).double() / reads.numel()
-    return total_variation(histogram, torch.full_like(histogram, 1.0 / n_values))
-
-
 def tv_solution(reads: Tensor, n_values: int) -> Tensor:
     """TV ``[]`` between the values read ``reads [N]`` (in ``0 .. n_values - 1``) and the uniform prior."""
     counts = torch.bincount(reads, minlength=n_values)        # every value, read or not
@@ -159,7 +151,7 @@ def tv_cases(generator: torch.Generator) -> list[Case]:
 
 
 UNSEEN_TV = Exercise(
-    name="unseen_tv", lesson="06", oracle=package_tv, cases=tv_cases, solution=tv_solution,
+    name="unseen_tv", lesson="06", oracle=tv_to_uniform, cases=tv_cases, solution=tv_solution,
     hint="p = torch.bincount(reads, minlength=n_values) / reads.numel() (the fraction of reads of each value); "
          "q = 1 / n_values; TV = 1/2 sum |p - q|.",
     mistakes=(
