@@ -21,15 +21,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from genvs.cameras import spherical_to_c2w, unproject
+from genvs.cameras import spherical_to_c2w, unproject, world_to_camera
 from genvs.course.checking import Case, Exercise, Mistake
 from genvs.data.synthetic import srn_intrinsics
-from genvs.field import sample_volumes, volume_coordinates
+from genvs.field import BOUNDARY_TOLERANCE, sample_volumes, volume_coordinates
 
 __all__ = ["VOLUME_COORDINATES", "SAMPLE_VOLUME"]
 
 NEAR, FAR = 0.8, 1.8  # the SRN cars' depth range, the volumes' first and last plane boundaries
-TOLERANCE = 1e-5  # genvs.field's boundary tolerance, in normalised coordinates
 
 
 # --- 1. volume coordinates -------------------------------------------------------------------------------------
@@ -58,12 +57,12 @@ def coordinates_solution(points: Tensor, K: Tensor, c2w: Tensor, image_size: int
 
 def visibility(coords: Tensor) -> Tensor:
     """The package's rule: every coordinate within ``1 + 1e-5`` of 0. ``[N, 3] -> [N]``."""
-    return (coords.abs() <= 1 + TOLERANCE).all(dim=-1)
+    return (coords.abs() <= 1 + BOUNDARY_TOLERANCE).all(dim=-1)
 
 
 def camera_frame(points: Tensor, K: Tensor, c2w: Tensor) -> tuple[Tensor, Tensor]:
     """``K x_cam [N, 3]`` (before the divide) and the depth ``z [N]``."""
-    x_cam = (points - c2w[:3, 3]) @ c2w[:3, :3]
+    x_cam = world_to_camera(points, c2w)
     return x_cam @ K.T, x_cam[:, 2]
 
 
