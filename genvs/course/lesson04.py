@@ -58,10 +58,6 @@ def solution(denoised: Tensor, target: Tensor, sigma: Tensor, sigma_data: float,
     return denoising + rgb_weight * rgb                                         # L = L_denoise + w L_rgb
 
 
-def rgb_part(rendered: Tensor, images: Tensor) -> Tensor:
-    return rgb_loss(rendered, images)
-
-
 def edm_weight(sigma: Tensor, sigma_data: float) -> Tensor:
     return (sigma ** 2 + sigma_data ** 2) / (sigma * sigma_data) ** 2
 
@@ -71,12 +67,12 @@ def per_image_error(denoised: Tensor, target: Tensor) -> Tensor:
 
 
 def unweighted_denoising(denoised, target, sigma, sigma_data, rendered, images, rgb_weight):
-    return per_image_error(denoised, target).mean() + rgb_weight * rgb_part(rendered, images)
+    return per_image_error(denoised, target).mean() + rgb_weight * rgb_loss(rendered, images)
 
 
 def inverted_weighting(denoised, target, sigma, sigma_data, rendered, images, rgb_weight):
     weight = 1 / edm_weight(sigma, sigma_data)
-    return (weight * per_image_error(denoised, target)).mean() + rgb_weight * rgb_part(rendered, images)
+    return (weight * per_image_error(denoised, target)).mean() + rgb_weight * rgb_loss(rendered, images)
 
 
 def unweighted_rgb(denoised, target, sigma, sigma_data, rendered, images, rgb_weight):
@@ -85,7 +81,7 @@ def unweighted_rgb(denoised, target, sigma, sigma_data, rendered, images, rgb_we
 
 def summed_pixels(denoised, target, sigma, sigma_data, rendered, images, rgb_weight):
     error = (denoised - target).pow(2).flatten(1).sum(1)
-    return (edm_weight(sigma, sigma_data) * error).mean() + rgb_weight * rgb_part(rendered, images)
+    return (edm_weight(sigma, sigma_data) * error).mean() + rgb_weight * rgb_loss(rendered, images)
 
 
 def subsampled_target(denoised, target, sigma, sigma_data, rendered, images, rgb_weight):
