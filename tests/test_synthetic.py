@@ -77,6 +77,16 @@ def test_extra_training_cars_follow_and_leave_val_and_test_as_they_were(dataset,
             and "extra_train_objects" not in json.loads((dataset / MANIFEST_NAME).read_text()))
 
 
+def test_worker_processes_write_the_same_files_as_one_process(tmp_path):
+    """20 cars in 3 tasks of OBJECTS_PER_TASK on 3 processes against the serial loop, file for file."""
+    serial = make_dataset(tmp_path / "serial", 3, 2, 16, seed=0, extra_train_objects=17, progress=False)
+    parallel = make_dataset(tmp_path / "parallel", 3, 2, 16, seed=0, extra_train_objects=17, workers=3, progress=False)
+    assert len(list((parallel / "cars_train").iterdir())) == 18
+    assert _files(parallel) == _files(serial)
+    with pytest.raises(ValueError, match="workers must be >= 1"):
+        make_dataset(tmp_path / "none", 3, 2, 16, workers=0, progress=False)
+
+
 def test_split_names_are_contiguous_blocks_with_each_split_present():
     assert split_names(10) == ["train"] * 8 + ["val", "test"]
     assert split_names(3) == ["train", "val", "test"]

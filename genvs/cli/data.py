@@ -21,6 +21,8 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     make_data.add_argument("--views", type=COUNT, default=50, help="views per car")
     make_data.add_argument("--size", type=IMAGE_SIZE, default=64, help="image size in pixels (square), 16..1024")
     make_data.add_argument("--seed", type=INDEX, default=0)
+    make_data.add_argument("--workers", type=COUNT, default=1,
+                           help="processes rendering side by side (the files are the same for any number)")
     make_data.set_defaults(run=make_data_command)
 
 
@@ -30,7 +32,7 @@ def make_data_command(args: argparse.Namespace) -> None:
 
     start = time.perf_counter()
     out = make_dataset(args.out, n_objects=args.objects, n_views=args.views, image_size=args.size, seed=args.seed,
-                       extra_train_objects=args.extra_train)
+                       extra_train_objects=args.extra_train, workers=args.workers)
     n_objects = args.objects + args.extra_train
     print(f"wrote {n_objects} objects x {args.views} views to {out} in {time.perf_counter() - start:.1f} s "
           f"({n_objects * args.views} images)")

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import multiprocessing
 import shutil
 from pathlib import Path
 
@@ -149,6 +150,7 @@ def make_dataset(
     test_views: int | None = None,
     split_fractions: tuple[float, float, float] = (0.8, 0.1, 0.1),
     extra_train_objects: int = 0,
+    workers: int = 1,
     progress: bool = True,
 ) -> Path:
     """Render synthetic cars into ``out_dir/cars_{train,val,test}/car_NNNNN/`` (SRN layout, plus ``attributes.json``).
@@ -172,10 +174,14 @@ def make_dataset(
         split_fractions: (train, val, test) fractions; train takes what val and test leave.
         extra_train_objects: more training cars, objects ``n_objects .. n_objects + extra - 1``; the val and
             test cars stay those of ``n_objects`` alone (a bigger training set, the same held-out protocol).
+        workers: processes rendering cars side by side (each on one torch thread); the files are the same for
+            any number, since every object is drawn from its own generator.
         progress: show a tqdm bar over objects.
     Returns:
         ``out_dir`` as a :class:`pathlib.Path`.
     """
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
     out_dir = Path(out_dir)
     manifest = {"generator": "genvs.data.synthetic", "version": MANIFEST_VERSION, "n_objects": n_objects,
                 "n_views": n_views, "image_size": image_size, "seed": seed, "test_views": test_views,
@@ -187,20 +193,41 @@ def make_dataset(
     _clear_previous_dataset(out_dir)
     for split in SPLITS:
         (out_dir / f"cars_{split}").mkdir(parents=True, exist_ok=True)
-    K = srn_intrinsics(image_size)
     splits = split_names(n_objects, split_fractions) + ["train"] * extra_train_objects
+    per_task = 1 if workers == 1 else OBJECTS_PER_TASK
+    tasks = [(out_dir, start, splits[start:start + per_task], seed, n_views, test_views, image_size)
+             for start in range(0, len(splits), per_task)]
+    with tqdm(total=len(splits), desc="synthetic cars", unit="car", disable=not progress) as bar:
+        if workers == 1:
+            for task in tasks:
+                bar.update(_render_objects(task))
+        else:
+            with multiprocessing.get_context().Pool(min(workers, len(tasks))) as pool:
+                for count in pool.imap_unordered(_render_objects, tasks):
+                    bar.update(count)
+    (out_dir / MANIFEST_NAME).write_text(json.dumps(manifest, indent=1) + "\n")
+    return out_dir
+
+
+OBJECTS_PER_TASK = 8
+"""Cars one worker process renders per task when :func:`make_dataset` runs several."""
+
+
+def _render_objects(task: tuple[Path, int, list[str], int, int, int | None, int]) -> int:
+    """Render objects ``first .. first + len(splits) - 1`` (object ``i`` into ``cars_{split}/car_{i:05d}``) on one
+    torch thread; returns how many."""
+    out_dir, first, splits, seed, n_views, test_views, image_size = task
+    K = srn_intrinsics(image_size)
     with _single_torch_thread():
-        for index in tqdm(range(len(splits)), desc="synthetic cars", unit="car", disable=not progress):
+        for index, split in enumerate(splits, start=first):
             rng = np.random.default_rng([seed, index])
             params = sample_car_params(rng)
-            if splits[index] == "test":
+            if split == "test":
                 poses = spiral_poses(n_views if test_views is None else test_views)
             else:
                 poses = hemisphere_poses(rng, n_views)
-            folder = out_dir / f"cars_{splits[index]}" / f"car_{index:05d}"
-            _write_object(folder, params, K, poses, image_size)
-    (out_dir / MANIFEST_NAME).write_text(json.dumps(manifest, indent=1) + "\n")
-    return out_dir
+            _write_object(out_dir / f"cars_{split}" / f"car_{index:05d}", params, K, poses, image_size)
+    return len(splits)
 
 
 def _read_manifest(out_dir: Path) -> dict | None:
