@@ -46,7 +46,6 @@ import gc
 import importlib.util
 import json
 import math
-import multiprocessing
 import os
 import platform
 import shutil
@@ -102,6 +101,8 @@ os.environ.setdefault("MPLBACKEND", "Agg")  # no display on the GPU machine
 
 import matplotlib.pyplot as plt  # noqa: E402  (after make_importable: these need the carried wheels)
 import torch  # noqa: E402
+from torch.autograd import DeviceType  # noqa: E402
+from torch.profiler import ProfilerActivity, profile  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 import genvs.training  # noqa: E402
@@ -114,9 +115,9 @@ from genvs.encoder import encoder_config  # noqa: E402
 from genvs.evaluation import PROTOCOLS, EvaluationConfig, evaluate, results_table  # noqa: E402
 from genvs.field import field_config  # noqa: E402
 from genvs.fitting import read_log  # noqa: E402
+from genvs.legs import compare, comparison_table, describe_compute, headline_scores, legs_table, score_leg  # noqa: E402
 from genvs.model import GeNVS, GeNVSConfig, load_model  # noqa: E402
 from genvs.sampling import sample_novel_views, sampling_options  # noqa: E402
-from genvs.seeding import derive_seed  # noqa: E402
 from genvs.training import GPU_SPEED, TrainConfig, Trainer, export_model, train_config  # noqa: E402
 from genvs.viz import plot_evaluation_examples  # noqa: E402
 
@@ -250,14 +251,19 @@ def synchronize(device: torch.device) -> None:
 
 @dataclass(frozen=True)
 class DataSpec:
-    """``chunks`` x ``cars_per_chunk`` synthetic cars of ``views`` views at ``image_size`` px; chunk ``i`` is
-    ``make_dataset(seed=derive_seed(seed, i))`` with its own 80/10/10 train/val/test split."""
+    """A synthetic data set: ``make_dataset(n_objects=n_objects, n_views=views, image_size=image_size, seed=seed,
+    extra_train_objects=extra_train_objects)`` (80/10/10 train/val/test split of the ``n_objects``, the extra
+    cars after them all training cars)."""
 
     image_size: int
-    cars_per_chunk: int
-    chunks: int
+    n_objects: int
     views: int
     seed: int
+    extra_train_objects: int = 0
+
+    @property
+    def cars(self) -> int:
+        return self.n_objects + self.extra_train_objects
 
 
 @dataclass(frozen=True)
@@ -286,12 +292,13 @@ class Plan:
     processes: int
     matmul_size: int
     precisions: tuple[str, ...] = ("fp32", "bf16")
+    budget: dict[str, float] = field(default_factory=lambda: BUDGET)
 
 
 def gpu_plan() -> Plan:
     """The plan for one GPU (an H200: 16 CPU cores, minutes of GPU time)."""
     return Plan(device=torch.device("cuda"), compile_backend="inductor",
-                data={"bench": DataSpec(128, 48, 1, 10, seed=1), "train": DataSpec(64, 50, 48, 16, seed=0)},
+                data={"bench": DataSpec(128, 48, 10, seed=1), "train": DataSpec(64, 2400, 16, seed=0)},
                 bench={"final64": (FINAL_64, "train"), "paper": (train_config("paper"), "bench")},
                 min_warmup=2, max_warmup=8, timed_steps=5,
                 sampling_preset="paper", sampling_data="bench", sampling_steps=(25, 250), sampling_views=(1, 8),
@@ -304,7 +311,7 @@ def dry_plan() -> Plan:
     """The same phases on the CPU at the smoke preset's sizes: seconds each."""
     smoke = train_config("smoke", speed=GPU_SPEED)
     return Plan(device=torch.device("cpu"), compile_backend="aot_eager",
-                data={"bench": DataSpec(32, 8, 1, 6, seed=1), "train": DataSpec(32, 10, 2, 6, seed=0)},
+                data={"bench": DataSpec(32, 8, 6, seed=1), "train": DataSpec(32, 20, 6, seed=0)},
                 bench={"smoke": (smoke, "bench")}, min_warmup=1, max_warmup=4, timed_steps=2,
                 sampling_preset="smoke", sampling_data="bench", sampling_steps=(2, 4), sampling_views=(1, 2),
                 final=dataclasses.replace(smoke, precision="bf16"), final_why="dry run: the smoke preset, bf16",
@@ -321,6 +328,7 @@ class State:
     run_dir: Path | None = None
     model_dir: Path | None = None
     examples: dict | None = None
+    setting: dict | None = None
 
 
 # -- results and log ---------------------------------------------------------------------------
@@ -329,7 +337,7 @@ class State:
 class Job:
     """The output folder, the log and ``results.json`` (rewritten atomically after every phase)."""
 
-    def __init__(self, out: Path, work: Path, plan: Plan, clock: Clock, results: dict,
+    def __init__(self, out: Path, work: Path, plan: Plan | LegPlan, clock: Clock, results: dict,
                  skip: frozenset[str] = frozenset()):
         self.out, self.work, self.plan, self.clock, self.results, self.skip = out, work, plan, clock, results, skip
         self.state = State()
@@ -390,8 +398,13 @@ class Job:
 
     def budget(self, name: str) -> float:
         """``name``'s share of the job, at most what is left once the phases after final training are reserved."""
-        reserve = 0.0 if name in AFTER_TRAINING else sum(BUDGET[later] for later in AFTER_TRAINING)
-        return max(0.0, min(BUDGET[name] * self.clock.total_s, self.clock.left() - reserve * self.clock.total_s))
+        shares = self.plan.budget
+        reserve = 0.0 if name in AFTER_TRAINING else sum(shares[later] for later in AFTER_TRAINING)
+        return max(0.0, min(shares[name] * self.clock.total_s, self.clock.left() - reserve * self.clock.total_s))
+
+    def reserve_s(self) -> float:
+        """Seconds kept for the phases after training (:data:`AFTER_TRAINING`)."""
+        return sum(self.plan.budget[name] for name in AFTER_TRAINING) * self.clock.total_s
 
 
 def _finite(value):
@@ -447,52 +460,26 @@ def device_facts(device: torch.device, matmul_size: int) -> dict:
 # -- phase 1: data -----------------------------------------------------------------------------
 
 
-def render_chunk(task: tuple[str, int, DataSpec, Path]) -> tuple[str, int, Path, float]:
-    """Render chunk ``index`` of data set ``key`` (a worker process); returns its folder and seconds."""
-    key, index, spec, folder = task
-    start = time.perf_counter()
-    make_dataset(folder, n_objects=spec.cars_per_chunk, n_views=spec.views, image_size=spec.image_size,
-                 seed=derive_seed(spec.seed, index), progress=False)
-    return key, index, folder, time.perf_counter() - start
-
-
-def merge_chunks(chunks: list[tuple[int, Path]], root: Path) -> Path:
-    """Move the cars of ``chunks`` (index, folder) into one SRN root: ``cars_{split}/{chunk:03d}_car_NNNNN``."""
-    for split in ("train", "val", "test"):
-        (root / f"cars_{split}").mkdir(parents=True, exist_ok=True)
-        for index, folder in sorted(chunks):
-            for car in sorted((folder / f"cars_{split}").iterdir()):
-                car.rename(root / f"cars_{split}" / f"{index:03d}_{car.name}")
-    return root
-
-
-def make_data(job: Job, record: dict) -> None:
-    """Phase 1: every chunk of every data set the phases not skipped read, in parallel processes; at the deadline
-    the chunks done are kept."""
-    plan, tasks, keys = job.plan, [], job.data_needed()
+def make_data(job: Job, record: dict, keys: list[str]) -> None:
+    """Phase 1: the data sets ``keys`` of the plan, one after the other, each rendered by
+    :func:`genvs.data.synthetic.make_dataset` on every process (the same files as one process would write)."""
+    plan = job.plan
+    record.update(processes=plan.processes, sets={})
     for key in keys:
         spec = plan.data[key]
-        tasks += [(key, index, spec, job.work / "chunks" / f"{key}_{index:03d}") for index in range(spec.chunks)]
-    done: dict[str, list[tuple[int, Path]]] = {key: [] for key in keys}
-    seconds: list[float] = []
-    processes = min(plan.processes, len(tasks))
-    job.log(f"data: {len(tasks)} chunks of cars on {processes} processes")
-    try:
-        with multiprocessing.get_context("fork").Pool(processes) as pool:
-            for key, index, folder, chunk_seconds in pool.imap_unordered(render_chunk, tasks):
-                done[key].append((index, folder))
-                seconds.append(chunk_seconds / plan.data[key].cars_per_chunk)
-    finally:  # also when out of time: keep the chunks rendered so far
-        record["processes"], record["sets"] = processes, {}
-        record["seconds_per_car_per_process"] = statistics.median(seconds) if seconds else None
-        for key in keys:
-            spec = plan.data[key]
-            if done[key]:
-                job.state.data[key] = merge_chunks(done[key], job.work / f"cars_{key}")
-            record["sets"][key] = {"image_size": spec.image_size, "views": spec.views, "cars": len(done[key]) *
-                                   spec.cars_per_chunk, "chunks": len(done[key]), "chunks_planned": spec.chunks}
-            job.log(f"data: {key}: {len(done[key]) * spec.cars_per_chunk} cars of {spec.views} views at "
-                    f"{spec.image_size} px ({len(done[key])}/{spec.chunks} chunks)")
+        start = time.perf_counter()
+        job.log(f"data: {key}: {spec.cars} cars of {spec.views} views at {spec.image_size} px on {plan.processes} "
+                "processes")
+        job.state.data[key] = make_dataset(job.work / f"cars_{key}", n_objects=spec.n_objects, n_views=spec.views,
+                                           image_size=spec.image_size, seed=spec.seed,
+                                           extra_train_objects=spec.extra_train_objects, workers=plan.processes,
+                                           progress=False)
+        seconds = time.perf_counter() - start
+        train = len(SRNDataset(job.state.data[key], split="train", views_per_item=None))
+        record["sets"][key] = {**dataclasses.asdict(spec), "cars": spec.cars, "train_cars": train,
+                               "seconds": seconds, "seconds_per_car_per_process": seconds * plan.processes / spec.cars}
+        job.log(f"data: {key}: {spec.cars} cars ({train} to train on) in {seconds:.1f} s")
+        job.write()
 
 
 # -- phase 2: training benchmark ---------------------------------------------------------------
@@ -512,41 +499,81 @@ def warmup_steps(config: TrainConfig, data: Path, plan: Plan) -> tuple[int, list
     return warmup, n_inputs[:warmup + plan.timed_steps]
 
 
-def time_mode(job: Job, config: TrainConfig, data: Path, folder: Path, warmup: int, count_flops: bool,
-              entry: dict) -> None:
-    """Warm up, then time ``plan.timed_steps`` steps of a fresh trainer one by one; with ``count_flops``, count the
-    FLOPs of the same steps again afterwards (same micro-batches, under FlopCounterMode). Fills ``entry``."""
-    plan, device = job.plan, job.plan.device
-    timed = plan.timed_steps
+def measure_steps(trainer: Trainer, warmup: int, timed: int, profiled: int = 0) -> dict:
+    """Time a fresh trainer's steps: ``warmup`` steps, then ``timed`` steps one by one, then ``profiled`` steps under
+    ``torch.profiler``.
+
+    Returns:
+        ``warmup_steps``, ``warmup_s``, ``first_losses`` (the first step's: the same weights and batch in every
+        precision), ``timed_steps``, ``step_s`` (mean), ``step_s_median``, ``step_s_all``, ``steps_per_s``,
+        ``images_per_s`` (target images per step / ``step_s``), ``data_wait_s`` (per timed step, waiting for the
+        loader), ``max_memory_gib`` (CUDA); with ``profiled``: ``kernel_s_per_step`` and
+        ``kernel_launches_per_step`` (CUDA kernels), ``gpu_busy_fraction`` = kernel seconds per step / ``step_s_median``
+        (None without CUDA kernels), ``top_host_ops`` (the profiler's table of host operators).
+    """
+    device, config = trainer.device, trainer.config
+    batches, waits = trainer.micro_batches(), []
+
+    def timed_batches():
+        while True:
+            start = time.perf_counter()
+            batch = next(batches)
+            waits.append(time.perf_counter() - start)
+            yield batch
+
+    source = timed_batches()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    trainer = Trainer(config, data, folder, warmup + timed, device=device, log_every=10**9, sample_every=0,
-                      checkpoint_every=0, workers=plan.workers, progress=False)
-    batches = trainer.micro_batches()
     synchronize(device)
     start = time.perf_counter()
-    for _ in range(warmup):
-        trainer.train_step(batches)
+    first = {}
+    for step in range(warmup):
+        losses = trainer.train_step(source)
+        first = first or {name: value for name, value in losses.items() if name != "grad_norm"}
     synchronize(device)
-    entry.update(warmup_steps=warmup, warmup_s=time.perf_counter() - start)
+    entry = {"warmup_steps": warmup, "warmup_s": time.perf_counter() - start, "first_losses": first}
+    waits.clear()
     times = []
     for _ in range(timed):
         start = time.perf_counter()
-        trainer.train_step(batches)
+        trainer.train_step(source)
         synchronize(device)
         times.append(time.perf_counter() - start)
     step_s = statistics.mean(times)
     images = config.batch_size * config.target_views * config.grad_accumulation
     entry.update(timed_steps=timed, step_s=step_s, step_s_median=statistics.median(times), step_s_all=times,
-                 steps_per_s=1 / step_s, images_per_s=images / step_s,
+                 steps_per_s=1 / step_s, images_per_s=images / step_s, data_wait_s=sum(waits) / timed,
                  max_memory_gib=torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None)
-    del batches
+    if profiled:
+        activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+        with profile(activities=activities) as profiler:
+            for _ in range(profiled):
+                trainer.train_step(source)
+            synchronize(device)
+        kernels = [event for event in profiler.events() if event.device_type == DeviceType.CUDA]
+        kernel_s = sum(event.self_device_time_total for event in kernels) / 1e6 / profiled
+        entry.update(profiled_steps=profiled, kernel_s_per_step=kernel_s if kernels else None,
+                     kernel_launches_per_step=len(kernels) / profiled if kernels else None,
+                     gpu_busy_fraction=kernel_s / entry["step_s_median"] if kernels else None,
+                     top_host_ops=profiler.key_averages().table(sort_by="self_cpu_time_total", row_limit=12))
+    return entry
+
+
+def time_mode(job: Job, config: TrainConfig, data: Path, folder: Path, warmup: int, count_flops: bool,
+              entry: dict) -> None:
+    """:func:`measure_steps` of a fresh trainer (``plan.timed_steps`` timed steps after ``warmup``); with
+    ``count_flops``, count the FLOPs of the timed steps again afterwards (same micro-batches, under
+    FlopCounterMode). Fills ``entry``."""
+    plan = job.plan
+    trainer = Trainer(config, data, folder, warmup + plan.timed_steps, device=plan.device, log_every=10**9,
+                      sample_every=0, checkpoint_every=0, workers=plan.workers, progress=False)
+    entry.update(measure_steps(trainer, warmup, plan.timed_steps))
     if count_flops:
         batches = trainer.micro_batches(start=warmup)  # the timed steps' micro-batches again: the same shapes
         with FlopCounterMode(display=False) as counter:
-            for _ in range(timed):
+            for _ in range(plan.timed_steps):
                 trainer.train_step(batches)
-        entry["flops_per_step"] = counter.get_total_flops() / timed
+        entry["flops_per_step"] = counter.get_total_flops() / plan.timed_steps
 
 
 def bench_preset(job: Job, name: str, config: TrainConfig, data: Path, entry: dict) -> None:
@@ -777,19 +804,336 @@ def figure(job: Job, record: dict) -> None:
     record["path"] = "samples.png"
 
 
+# -- the leg: one call trains the shipped reference model further -------------------------------
+
+
+SHIPPED_REFERENCE = REPO / "genvs" / "shipped" / "lesson"
+"""The reference model every lesson loads; a leg starts from it and is scored against its ``evaluation.json``."""
+
+LEG_BUDGET = {"data": 0.10, "throughput": 0.16, "export": 0.01, "evaluation": 0.14, "figure": 0.02}
+"""Each leg phase's share of ``--minutes``; the leg's training gets what is left (about 57%)."""
+
+LEG_DATA = DataSpec(image_size=32, n_objects=600, views=24, seed=0, extra_train_objects=5400)
+"""The reference model's cars and more of them: its card's ``make-data --objects 600 --extra-train 2520 --views 24
+--size 32`` (seed 0) gives objects 0-3119, whose test split holds the protocol's 20 cars; 2880 more training
+cars follow (objects 3120-5999, the same generator and seed). A leg of a few minutes at thousands of target images a
+second sees ~1M images: each of 3000 cars ~330 times, against 32 in the CPU leg that trained the shipped model;
+twice the cars halve the repeats for ~20 s more rendering on 16 processes (0.08 s per car on one core here)."""
+
+LEG_BATCHES = (64, 128, 256)
+"""Objects per step (x 2 targets) the leg's throughput phase times; the shipped model trained at 4."""
+
+LEG_MODES = ("fp32_eager", "bf16_eager")
+"""The settings the leg times by default: compiling took more than 2 minutes on the H200 (``results/gpu_job_h200``),
+more than a leg can spend; ``--modes`` adds ``bf16_compile`` and ``bf16_cudagraphs``."""
+
+SWEEP_MODES = {"fp32_eager": ("fp32", None), "bf16_eager": ("bf16", None), "bf16_compile": ("bf16", "default"),
+               "bf16_cudagraphs": ("bf16", "reduce-overhead")}
+"""Settings of a throughput sweep: (precision, ``torch.compile`` mode or None for eager), all with
+:data:`genvs.training.GPU_SPEED` (TF32 matmuls for fp32, channels-last, fused AdamW). ``reduce-overhead``
+records CUDA graphs (one per number of input views) and replays them."""
+
+LR_SCALE_CAP = 2.0
+"""Largest learning-rate factor :func:`leg_config` applies: the ``lesson`` preset's rates (2e-3 to 5e-3 at 4 objects
+per step) are already high for AdamW, and the first H200 run trained at 8x the batch with unscaled rates."""
+
+WARMUP_FRACTION = 0.05
+"""The leg's linear warm-up, as a fraction of its planned steps (at least 20 steps)."""
+
+LOSS_TOLERANCE = 0.03
+"""A sweep setting is correct when its first step's loss is finite and within this relative distance of fp32 eager's
+at the same batch (the same weights, batch and noise draws: only the arithmetic differs)."""
+
+FASTER_BY = 0.05
+"""A larger batch is chosen over a smaller one only if it is this much faster in images/s (more steps per image
+otherwise)."""
+
+
+def leg_config(base: TrainConfig, batch_size: int, precision: str, compile_mode: str | None) -> tuple[TrainConfig,
+                                                                                                           dict]:
+    """``base`` at ``batch_size`` objects per step, its learning rates scaled by the square-root rule for adaptive
+    optimisers (Malladi et al. 2022, https://arxiv.org/abs/2205.10287): ``lr = lr_base * min(sqrt(B / B_base),``
+    :data:`LR_SCALE_CAP` ``)``, in ``precision``, compiled with ``compile_mode`` (None: eager).
+
+    Returns:
+        the config and ``{"factor", "rule", "lr_encoder", "lr_field", "lr_denoiser"}``.
+    """
+    factor = min(math.sqrt(batch_size / base.batch_size), LR_SCALE_CAP)
+    rates = {f"lr_{part}": getattr(base, f"lr_{part}") * factor for part in ("encoder", "field", "denoiser")}
+    speed = dataclasses.replace(base.speed, compile=compile_mode is not None,
+                                compile_mode=compile_mode or base.speed.compile_mode)
+    config = dataclasses.replace(base, batch_size=batch_size, precision=precision, speed=speed, **rates)
+    rule = (f"sqrt({batch_size} / {base.batch_size}) = {math.sqrt(batch_size / base.batch_size):.2f}, capped at "
+            f"{LR_SCALE_CAP:g}")
+    return config, {"factor": factor, "rule": rule, **rates}
+
+
+@dataclass(frozen=True)
+class LegPlan:
+    """What a leg runs: on the GPU (:func:`leg_plan`) or the dry run's tiny version (:func:`dry_leg_plan`)."""
+
+    device: torch.device
+    compile_backend: str
+    data: dict[str, DataSpec]
+    init: Path
+    base: TrainConfig
+    batches: tuple[int, ...]
+    modes: tuple[str, ...]
+    warmup_steps: int
+    timed_steps: int
+    profiled_steps: int
+    max_steps: int | None
+    log_every: int
+    protocol: EvaluationConfig
+    workers: int
+    processes: int
+    matmul_size: int
+    budget: dict[str, float] = field(default_factory=lambda: LEG_BUDGET)
+
+
+def leg_plan(batches: tuple[int, ...] = LEG_BATCHES, modes: tuple[str, ...] = LEG_MODES) -> LegPlan:
+    """The leg on one GPU: the reference (``lesson``) preset at GPU batches, bf16-capable, the GPU speed settings;
+    14 loader workers and 16 rendering processes on the machine's 16 cores."""
+    cores = os.cpu_count() or 1
+    return LegPlan(device=torch.device("cuda"), compile_backend="inductor", data={"leg": LEG_DATA},
+                   init=SHIPPED_REFERENCE, base=train_config("lesson", speed=GPU_SPEED), batches=batches, modes=modes,
+                   warmup_steps=3, timed_steps=5, profiled_steps=2, max_steps=None, log_every=50,
+                   protocol=GPU_PROTOCOL, workers=max(1, cores - 2), processes=cores, matmul_size=8192)
+
+
+def dry_leg_plan(batches: tuple[int, ...] = (2, 4), modes: tuple[str, ...] = LEG_MODES) -> LegPlan:
+    """The same leg on the CPU at tiny sizes: the shipped model's architecture (the init needs it), 20 cars, batches
+    of 2 and 4, a step per stage, 3 training steps, the smoke protocol."""
+    return LegPlan(device=torch.device("cpu"), compile_backend="aot_eager",
+                   data={"leg": DataSpec(image_size=32, n_objects=20, views=6, seed=0)}, init=SHIPPED_REFERENCE,
+                   base=train_config("lesson", speed=GPU_SPEED), batches=batches, modes=modes, warmup_steps=1,
+                   timed_steps=1, profiled_steps=1, max_steps=3, log_every=1, protocol=PROTOCOLS["smoke"], workers=0,
+                   processes=2, matmul_size=128)
+
+
+def throughput(job: Job, record: dict) -> None:
+    """Leg phase 2: every (batch, mode) of the plan from the shipped weights, smallest batch first and fp32 eager
+    first at each batch (the correctness reference); :func:`measure_steps` gives images/s, the loader's wait and
+    the GPU's busy fraction. Then :func:`choose_setting` picks the leg's."""
+    plan = job.plan
+    data = job.state.data["leg"]
+    record.update(modes={mode: {"precision": SWEEP_MODES[mode][0], "compile_mode": SWEEP_MODES[mode][1]}
+                         for mode in plan.modes}, settings={}, lr_scale_cap=LR_SCALE_CAP,
+                  loss_tolerance=LOSS_TOLERANCE)
+    modes = ["fp32_eager", *(mode for mode in plan.modes if mode != "fp32_eager")]
+    for batch in plan.batches:
+        for mode in modes:
+            name = f"batch{batch}_{mode}"
+            entry = record["settings"][name] = {"batch_size": batch, "mode": mode}
+            config, _ = leg_config(plan.base, batch, *SWEEP_MODES[mode])
+            start = time.perf_counter()
+            try:
+                trainer = Trainer(config, data, job.work / "throughput" / name,
+                                  plan.warmup_steps + plan.timed_steps + plan.profiled_steps, init=plan.init,
+                                  device=plan.device, log_every=10**9, sample_every=0, checkpoint_every=0,
+                                  workers=plan.workers, progress=False)
+                entry.update(measure_steps(trainer, plan.warmup_steps, plan.timed_steps, plan.profiled_steps))
+                entry["status"] = "done"
+            except OutOfTime:
+                entry["status"] = f"interrupted: out of time after {time.perf_counter() - start:.0f} s"
+                raise
+            except Exception as error:  # e.g. a compile failure or out of memory: the other settings still run
+                entry["status"] = f"failed: {type(error).__name__}: {error}"
+                job.log(traceback.format_exc())
+            finally:
+                entry.pop("top_host_ops", None)
+                if SWEEP_MODES[mode][1] is not None:
+                    torch._dynamo.reset()
+                gc.collect()
+                if plan.device.type == "cuda":
+                    torch.cuda.empty_cache()
+                job.write()
+            job.log(f"throughput: {name}: {entry['status']}" + (
+                f"; {entry['step_s_median']:.3f} s/step, {entry['images_per_s']:.0f} images/s, busy "
+                f"{_percent(entry['gpu_busy_fraction'])}, loader wait {1000 * entry['data_wait_s']:.1f} ms/step, "
+                f"first loss {entry['first_losses']['loss']:.4f}" if entry["status"] == "done" else ""))
+    job.state.setting = record["chosen"] = choose_setting(record["settings"])
+    job.log(f"throughput: chosen {record['chosen']}")
+
+
+def choose_setting(settings: dict[str, dict]) -> dict:
+    """The leg's setting from a throughput sweep (``{name: {"batch_size", "mode", "status", "images_per_s",
+    "first_losses"}}``): among the correct ones (done, first loss finite and within :data:`LOSS_TOLERANCE` of fp32
+    eager's at the same batch), the fastest in images/s; a larger batch only if it is :data:`FASTER_BY` faster
+    than the best smaller one.
+
+    Returns:
+        ``{"name", "batch_size", "mode", "images_per_s", "why"}``.
+    Raises:
+        RuntimeError: no setting is correct (the statuses and losses named).
+    """
+    reference = {entry["batch_size"]: entry["first_losses"]["loss"] for entry in settings.values()
+                 if entry["mode"] == "fp32_eager" and entry.get("status") == "done"}
+    correct = {}
+    for name, entry in settings.items():
+        loss = entry.get("first_losses", {}).get("loss") if entry.get("status") == "done" else None
+        base = reference.get(entry["batch_size"])
+        entry["correct"] = (loss is not None and base is not None and math.isfinite(loss) and math.isfinite(base)
+                            and abs(loss - base) <= LOSS_TOLERANCE * abs(base))
+        if entry["correct"]:
+            correct[name] = entry
+    if not correct:
+        raise RuntimeError("no correct setting in the throughput sweep: " + "; ".join(
+            f"{name}: {entry.get('status')}, first loss {entry.get('first_losses', {}).get('loss')}"
+            for name, entry in settings.items()))
+    ranked = sorted(correct.items(), key=lambda item: (item[1]["batch_size"], -item[1]["images_per_s"]))
+    best_name = ranked[0][0]
+    for name, entry in ranked[1:]:  # a larger batch, or a slower mode at the same batch
+        if entry["images_per_s"] > (1 + FASTER_BY) * correct[best_name]["images_per_s"]:
+            best_name = name
+    best = correct[best_name]
+    fastest = max(correct.values(), key=lambda entry: entry["images_per_s"])
+    return {"name": best_name, "batch_size": best["batch_size"], "mode": best["mode"],
+            "images_per_s": best["images_per_s"], "warmup_s": best["warmup_s"],
+            "why": f"{len(correct)} of {len(settings)} settings correct; fastest {fastest['images_per_s']:.0f} images/s"
+                   f" at batch {fastest['batch_size']} ({fastest['mode']}); a larger batch must be "
+                   f"{100 * FASTER_BY:.0f}% faster than a smaller one"}
+
+
+def leg_training(job: Job, record: dict) -> None:
+    """Leg phase 3: the chosen setting from the shipped weights for the time left, its warm-up
+    (:data:`WARMUP_FRACTION`) and cosine decay sized from the sweep's steps/s; stops at its time box with a
+    checkpoint."""
+    plan, setting = job.plan, job.state.setting
+    data = job.state.data["leg"]
+    precision, compile_mode = SWEEP_MODES[setting["mode"]]
+    config, rates = leg_config(plan.base, setting["batch_size"], precision, compile_mode)
+    steps_per_s = setting["images_per_s"] / (config.batch_size * config.target_views)
+    last_write_s = 2.0 if plan.device.type == "cpu" else 10.0  # the last checkpoint
+    seconds = job.clock.left() - last_write_s
+    compiling_s = setting["warmup_s"] if compile_mode else 0.0  # compiled again: the sweep's dynamo state is reset
+    steps = max(1, int(0.95 * steps_per_s * (seconds - compiling_s)))
+    steps = min(steps, plan.max_steps or steps)
+    config = dataclasses.replace(config, warmup_steps=max(20, round(WARMUP_FRACTION * steps)) if steps >= 100 else 1)
+    record.update(setting=setting, learning_rates=rates, warmup_steps=config.warmup_steps, planned_steps=steps,
+                  time_limit_s=seconds, init=str(plan.init.relative_to(REPO)),
+                  config={key: value for key, value in dataclasses.asdict(config).items() if key != "model"})
+    job.log(f"leg_training: {steps} steps planned in {seconds:.0f} s at batch {config.batch_size} ({setting['mode']}), "
+            f"learning rates x{rates['factor']:.2f}, warm-up {config.warmup_steps}")
+    job.state.run_dir = job.work / "leg"
+    trainer = Trainer(config, data, job.state.run_dir, steps, init=plan.init, device=plan.device,
+                      log_every=plan.log_every, sample_every=0, checkpoint_every=0, workers=plan.workers,
+                      progress=False)
+    start = time.perf_counter()
+    try:
+        with job.clock.stopping(trainer.request_stop):
+            trainer.run(time_limit=seconds)
+    finally:  # also when stopped: the trainer has saved a checkpoint, its log holds the losses
+        per_step = config.batch_size * config.target_views * config.grad_accumulation
+        record.update(steps=trainer.step, target_images=trainer.step * per_step,
+                      minutes=(time.perf_counter() - start) / 60,
+                      max_memory_gib=torch.cuda.max_memory_allocated(plan.device) / 2**30
+                      if plan.device.type == "cuda" else None)
+        record_losses(record, read_log(job.state.run_dir))
+        job.log(f"leg_training: {trainer.step} steps, {record['target_images']:,} target images in "
+                f"{record['minutes']:.1f} min" + (f", loss {record['first_losses']['loss']:.3f} -> "
+                                                  f"{record['final_losses']['loss']:.3f}" if "final_losses" in record
+                                                  else ""))
+
+
+LEG_FILES = ("export", "evaluation.json", "leg.json", "log.csv", "config.json")
+"""What of the leg's run folder travels back (not its training checkpoints: 4 copies of the weights)."""
+
+
+def pack_leg(job: Job) -> dict:
+    """Tar the leg folder's :data:`LEG_FILES` as ``leg/`` into ``DIR/leg.tar.part*``, replacing earlier parts.
+    Returns the archive's ``bytes``, ``parts`` and how to ``reassemble`` it."""
+    for old in job.out.glob("leg.tar.part*"):
+        old.unlink()
+    archive = job.work / "leg.tar"
+    with tarfile.open(archive, "w") as tar:
+        for name in LEG_FILES:
+            if (job.state.run_dir / name).exists():
+                tar.add(job.state.run_dir / name, arcname=f"leg/{name}")
+    return {"bytes": archive.stat().st_size, "parts": write_parts(archive, job.out),
+            "reassemble": "cat leg.tar.part* | tar x  # -> leg/; python -m genvs ship-leg --leg leg"}
+
+
+def leg_export(job: Job, record: dict) -> None:
+    """Leg phase 4: the fp16 export, packed at once (the model comes back even if the evaluation does not end)."""
+    job.state.model_dir = export_model(job.state.run_dir, job.state.run_dir / "export").parent
+    record.update(pack_leg(job))
+    job.log(f"export: {record['bytes'] / 2**20:.1f} MiB in {len(record['parts'])} part(s)")
+
+
+def leg_evaluation(job: Job, record: dict) -> None:
+    """Leg phase 5: the protocol on the export (:func:`genvs.legs.score_leg`), the leg's record, its headline rows
+    against the shipped model's (:func:`genvs.legs.compare`), packed again with the scores."""
+    plan = job.plan
+    where = f"{describe_compute(plan.device)}, gpu_job.py --leg"
+    leg, examples = score_leg(job.state.run_dir, job.state.data["leg"], init=plan.init.relative_to(REPO),
+                              where=where, protocol=plan.protocol, device=plan.device, progress=False)
+    job.state.examples = examples
+    results = json.loads((job.state.run_dir / "evaluation.json").read_text())
+    shipped = json.loads((plan.init / "evaluation.json").read_text())
+    before, after = headline_scores(shipped), leg["scores"]
+    verdicts = compare(after, before)
+    same_protocol = all(results[key] == shipped[key] for key in ("objects", "views")) and (
+        {**results["protocol"], "object_batch": 1} == {**shipped["protocol"], "object_batch": 1})
+    record.update(protocol=results["protocol"], leg=leg, before=before, after=after, verdicts=verdicts,
+                  same_protocol_as_shipped=same_protocol,
+                  ship=same_protocol and "worse" not in verdicts.values(),
+                  comparison=comparison_table(after, before), legs_table_row=legs_table([leg]).splitlines()[-1],
+                  table=results_table(results))
+    job.results["export"].update(pack_leg(job))  # again, with the scores
+    job.log("evaluation:\n" + record["table"] + "\nagainst the shipped model:\n" + record["comparison"] +
+            f"ship: {record['ship']} (same protocol as the shipped evaluation: {same_protocol})")
+
+
+def run_leg(job: Job) -> None:
+    """The leg's phases in order, each in its time box, ``results.json`` written after each."""
+    state = job.state
+    job.phase("data", lambda record: make_data(job, record, ["leg"]), job.budget("data"))
+    job.phase("throughput", lambda record: throughput(job, record), job.budget("throughput"),
+              needs=("leg" in state.data, "the leg's cars"))
+    job.phase("leg_training", lambda record: leg_training(job, record), job.clock.left() - job.reserve_s(),
+              needs=(state.setting is not None, "a chosen setting"))
+    trained = state.run_dir is not None and latest_checkpoint(state.run_dir) is not None
+    job.phase("export", lambda record: leg_export(job, record), job.budget("export"),
+              needs=(trained, "a trained leg"))
+    job.phase("evaluation", lambda record: leg_evaluation(job, record), job.budget("evaluation"),
+              needs=(state.model_dir is not None, "an exported leg"))
+    job.phase("figure", lambda record: figure(job, record), job.budget("figure"),
+              needs=(bool(state.examples), "the evaluation's examples"))
+    job.results["summary"] = leg_summary(job.results)
+    job.write()
+
+
+def leg_summary(results: dict) -> dict:
+    """The leg's figures in one place (what the model card's legs table and ``benchmarks/README.md`` quote): the
+    device, torch, the chosen batch and setting, its images/s and GPU busy fraction in the sweep, the training's
+    median images/s, minutes and target images, and the protocol's headline rows before (the shipped model) and
+    after, with the verdicts. A figure the leg did not reach is None."""
+    chosen = results.get("throughput", {}).get("chosen") or {}
+    sweep = results.get("throughput", {}).get("settings", {}).get(chosen.get("name"), {})
+    training, evaluation = results.get("leg_training", {}), results.get("evaluation", {})
+    return {"device": results["device"]["name"], "torch": results["device"]["torch"],
+            "batch_size": chosen.get("batch_size"), "target_views": training.get("config", {}).get("target_views"),
+            "mode": chosen.get("mode"), "sweep_images_per_s": chosen.get("images_per_s"),
+            "sweep_gpu_busy_fraction": sweep.get("gpu_busy_fraction"),
+            "training_images_per_s_median": training.get("images_per_s_median"),
+            "training_minutes": training.get("minutes"), "steps": training.get("steps"),
+            "target_images": training.get("target_images"), "before": evaluation.get("before"),
+            "after": evaluation.get("after"), "verdicts": evaluation.get("verdicts"), "ship": evaluation.get("ship")}
+
+
 # -- the job -----------------------------------------------------------------------------------
 
 
 def run(job: Job) -> None:
     """Every phase in order, each in its time box, ``results.json`` written after each."""
     state = job.state
-    job.phase("data", lambda record: make_data(job, record), job.budget("data"))
+    job.phase("data", lambda record: make_data(job, record, job.data_needed()), job.budget("data"))
     job.phase("training_benchmark", lambda record: training_benchmark(job, record), job.budget("training_benchmark"),
               needs=(bool(state.data), "synthetic data"))
     job.phase("sampling_benchmark", lambda record: sampling_benchmark(job, record), job.budget("sampling_benchmark"),
               needs=(job.plan.sampling_data in state.data, f"the {job.plan.sampling_data} data set"))
-    reserve = sum(BUDGET[name] for name in AFTER_TRAINING) * job.clock.total_s
-    job.phase("final_training", lambda record: final_training(job, record), job.clock.left() - reserve,
+    job.phase("final_training", lambda record: final_training(job, record), job.clock.left() - job.reserve_s(),
               needs=(job.plan.final_data in state.data, f"the {job.plan.final_data} data set"))
     trained = state.run_dir is not None and latest_checkpoint(state.run_dir) is not None
     job.phase("export", lambda record: export(job, record), job.budget("export"), needs=(trained, "a trained model"))
@@ -799,44 +1143,73 @@ def run(job: Job) -> None:
               needs=(bool(state.examples), "the evaluation's examples"))
 
 
+def _names(text: str, valid, option: str, parser: argparse.ArgumentParser) -> tuple[str, ...]:
+    names = tuple(filter(None, text.split(",")))
+    if not names or not set(names) <= set(valid):
+        parser.error(f"{option}: {text!r}; choose among {', '.join(valid)}")
+    return names
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, required=True, help="results folder (flat: results.json, gpu_job.log, "
-                                                                "samples.png, model_fp16.tar.part*)")
+                                                                "samples.png, and the model's parts)")
+    parser.add_argument("--leg", action="store_true", help="train the shipped reference model further (module "
+                                                           "docstring, 'The leg')")
     parser.add_argument("--minutes", type=float, default=None,
-                        help="the whole job's time, wheel install included (default: 8; dry run: 2)")
+                        help="the whole job's time, wheel install included (default: 8; --leg: 7; dry run: 2)")
     parser.add_argument("--dry-run", action="store_true", help="the same phases on the CPU at tiny sizes")
     parser.add_argument("--skip", default="", help=f"comma-separated phases to leave out, among {', '.join(SKIPPABLE)} "
-                                                   "(their minutes go to the final training)")
+                                                   "(their minutes go to the final training; not with --leg)")
+    parser.add_argument("--batches", default=None,
+                        help=f"--leg: objects per step to time, comma-separated (default: "
+                             f"{','.join(map(str, LEG_BATCHES))}; dry run: 2,4)")
+    parser.add_argument("--modes", default=",".join(LEG_MODES),
+                        help=f"--leg: settings to time, among {', '.join(SWEEP_MODES)} (default: %(default)s)")
     parser.add_argument("--work", type=Path, default=None,
                         help="scratch folder for data and runs (default: a temporary folder, removed at the end)")
     args = parser.parse_args()
     skip = frozenset(filter(None, args.skip.split(",")))
     if not skip <= set(SKIPPABLE):
         parser.error(f"--skip: unknown or required phases {sorted(skip - set(SKIPPABLE))}; may skip {SKIPPABLE}")
+    if args.leg and skip:
+        parser.error("--skip applies to the benchmark job, not to --leg")
     if not args.dry_run and not torch.cuda.is_available():
         parser.error("no CUDA device here: --dry-run runs the job's code on the CPU at tiny sizes")
-    minutes = args.minutes if args.minutes is not None else (2.0 if args.dry_run else 8.0)
-    plan = dry_plan() if args.dry_run else gpu_plan()
+    if args.leg:
+        modes = _names(args.modes, SWEEP_MODES, "--modes", parser)
+        batches = None
+        if args.batches:
+            try:
+                batches = tuple(sorted({int(value) for value in args.batches.split(",")}))
+            except ValueError:
+                batches = ()
+            if not batches or min(batches) < 1:
+                parser.error(f"--batches: {args.batches!r}; objects per step, comma-separated, e.g. 64,128,256")
+        make_plan = dry_leg_plan if args.dry_run else leg_plan
+        plan = make_plan(modes=modes, **({"batches": batches} if batches else {}))
+    else:
+        plan = dry_plan() if args.dry_run else gpu_plan()
+    minutes = args.minutes if args.minutes is not None else 2.0 if args.dry_run else 7.0 if args.leg else 8.0
     genvs.training.COMPILE_BACKEND = plan.compile_backend
     torch.manual_seed(0)
     args.out.mkdir(parents=True, exist_ok=True)
     work = args.work or Path(tempfile.mkdtemp(prefix="genvs_gpu_job_"))
     work.mkdir(parents=True, exist_ok=True)
     clock = Clock(minutes * 60)
-    results = {"job": {"dry_run": args.dry_run, "minutes": minutes, "argv": sys.argv[1:], "budget_shares": BUDGET,
-                       "skip": sorted(skip),
+    results = {"job": {"leg": args.leg, "dry_run": args.dry_run, "minutes": minutes, "argv": sys.argv[1:],
+                       "budget_shares": plan.budget, "skip": sorted(skip),
                        "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")},
                "units": UNITS, "setup": SETUP, "device": device_facts(plan.device, plan.matmul_size)}
     job = Job(args.out, work, plan, clock, results, skip)
     device = results["device"]
     job.log(f"gpu_job: {device['name']}, torch {device['torch']}, {minutes:g} min, "
-            f"{'dry run' if args.dry_run else 'GPU plan'}; wheels: {SETUP.get('wheels') or len(SETUP['installed'])}; "
-            f"ready after {SETUP['ready_after_s']:.1f} s; bf16 matmul {device['matmul_bf16_tflops_measured']:.3g} "
-            f"TFLOP/s measured")
+            f"{'leg' if args.leg else 'benchmark job'}{', dry run' if args.dry_run else ''}; wheels: "
+            f"{SETUP.get('wheels') or len(SETUP['installed'])}; ready after {SETUP['ready_after_s']:.1f} s; bf16 "
+            f"matmul {device['matmul_bf16_tflops_measured']:.3g} TFLOP/s measured")
     job.write()
     try:
-        run(job)
+        (run_leg if args.leg else run)(job)
     finally:
         if args.work is None:
             shutil.rmtree(work, ignore_errors=True)

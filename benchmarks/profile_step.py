@@ -15,17 +15,13 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import gpu_job  # noqa: E402  (installs the carried wheels where k-diffusion is missing; puts genvs on the path)
 import torch  # noqa: E402
-from torch.autograd import DeviceType  # noqa: E402
-from torch.profiler import ProfilerActivity, profile  # noqa: E402
 
 from genvs.config import default_device  # noqa: E402
 from genvs.data.synthetic import make_dataset  # noqa: E402
@@ -36,46 +32,11 @@ PROFILED_STEPS = 3
 
 def time_steps(config: TrainConfig, data: Path, folder: Path, device: torch.device, warmup: int, timed: int,
                workers: int) -> dict:
-    """Wall seconds per step and data-loader wait per step after ``warmup`` steps, then a profile of
-    :data:`PROFILED_STEPS` steps: GPU kernel seconds and kernel launches per step, top host operators."""
+    """:func:`gpu_job.measure_steps` of a fresh trainer: ``warmup`` steps, ``timed`` steps, then a profile of
+    :data:`PROFILED_STEPS` steps (GPU kernel seconds and launches per step, top host operators)."""
     trainer = Trainer(config, data, folder, warmup + timed + PROFILED_STEPS, device=device, log_every=10**9,
                       sample_every=0, checkpoint_every=0, workers=workers, progress=False)
-    batches = trainer.micro_batches()
-    waits: list[float] = []
-
-    def timed_batches():
-        while True:
-            start = time.perf_counter()
-            batch = next(batches)
-            waits.append(time.perf_counter() - start)
-            yield batch
-
-    source = timed_batches()
-    for _ in range(warmup):
-        trainer.train_step(source)
-    gpu_job.synchronize(device)
-    waits.clear()
-    step_seconds = []
-    for _ in range(timed):
-        start = time.perf_counter()
-        trainer.train_step(source)
-        gpu_job.synchronize(device)
-        step_seconds.append(time.perf_counter() - start)
-    data_wait = sum(waits) / timed
-    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
-    with profile(activities=activities) as profiler:
-        for _ in range(PROFILED_STEPS):
-            trainer.train_step(source)
-        gpu_job.synchronize(device)
-    kernels = [event for event in profiler.events() if event.device_type == DeviceType.CUDA]
-    kernel_seconds = sum(event.self_device_time_total for event in kernels) / 1e6 / PROFILED_STEPS
-    step_s = statistics.median(step_seconds)
-    return {"step_s": step_s, "step_s_all": step_seconds, "data_wait_s": data_wait,
-            "images_per_s": config.batch_size * config.target_views / step_s,
-            "kernel_s_per_step": kernel_seconds if kernels else None,
-            "kernel_launches_per_step": len(kernels) / PROFILED_STEPS if kernels else None,
-            "gpu_busy_fraction": kernel_seconds / step_s if kernels else None,
-            "top_host_ops": profiler.key_averages().table(sort_by="self_cpu_time_total", row_limit=12)}
+    return gpu_job.measure_steps(trainer, warmup, timed, PROFILED_STEPS)
 
 
 def main() -> None:

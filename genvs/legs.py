@@ -22,13 +22,13 @@ from pathlib import Path
 import torch
 
 from genvs.checkpoint import CheckpointError
-from genvs.evaluation import PROTOCOLS, evaluate
+from genvs.evaluation import PROTOCOLS, EvaluationConfig, evaluate
 from genvs.fitting import read_log
 from genvs.model import load_model
 from genvs.training import TrainConfig, Trainer, export_model
 
 __all__ = ["HEADLINE", "headline_scores", "compare", "comparison_table", "leg_record", "legs_table", "run_leg",
-           "ship_leg", "describe_compute", "LEGS_FILE"]
+           "score_leg", "ship_leg", "describe_compute", "LEGS_FILE"]
 
 LEGS_FILE = "legs.json"
 
@@ -168,14 +168,36 @@ def run_leg(config: TrainConfig, train_data: str | Path, protocol_data: str | Pa
         trainer.close()
     if trainer.rank:
         return {}, {}
+    return score_leg(out, protocol_data, init=init, where=where or describe_compute(trainer.device),
+                     device=trainer.device, world_size=trainer.fitter.world_size, progress=progress)
+
+
+def score_leg(out: str | Path, protocol_data: str | Path, *, init: str | Path | None, where: str,
+              protocol: EvaluationConfig = PROTOCOLS["synthetic"], device: torch.device | str | None = None,
+              world_size: int = 1, progress: bool = True) -> tuple[dict, dict]:
+    """Export a leg's run and score it: what :func:`run_leg` does after training, and what a leg trained by other
+    means (a time-boxed GPU call) needs to be shipped by :func:`ship_leg`.
+
+    Writes into ``out`` (a :class:`genvs.training.Trainer` run folder): ``export/`` (fp16 EMA weights),
+    ``evaluation.json`` (``protocol`` on ``protocol_data``'s test cars, LPIPS skipped) and ``leg.json``
+    (:func:`leg_record`).
+
+    Args:
+        out: the leg's run folder.
+        protocol_data: SRN-format root whose test split the protocol scores.
+        init, where, world_size: the record's fields (:func:`leg_record`).
+        protocol: the protocol (the synthetic one; a copy with another ``object_batch`` scores the same).
+    Returns:
+        the leg record and the evaluation's ``examples``.
+    """
+    out = Path(out)
     export = export_model(out, out / "export")
-    model, checkpoint = load_model(export, device=trainer.device)
-    results = evaluate(model, protocol_data, PROTOCOLS["synthetic"], device=trainer.device, lpips=False,
-                       progress=progress)
+    model, checkpoint = load_model(export, device=device)
+    results = evaluate(model, protocol_data, protocol, device=device, lpips=False, progress=progress)
     examples = results.pop("examples")
     results["checkpoint"] = {"path": str(export.parent), "step": checkpoint["step"]}
     (out / "evaluation.json").write_text(json.dumps(results, indent=1) + "\n")
-    record = leg_record(out, results, where or describe_compute(trainer.device), init, trainer.fitter.world_size)
+    record = leg_record(out, results, where, init, world_size)
     (out / "leg.json").write_text(json.dumps(record, indent=1) + "\n")
     return record, examples
 

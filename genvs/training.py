@@ -51,12 +51,23 @@ class SpeedConfig:
             compile for minutes). k-diffusion turns dynamo's ``suppress_errors`` on when imported, which
             would fall back to eager mode silently; genvs turns it off, so a failure stops the run.
         fused_adamw: AdamW's fused kernel, all parameters in one launch.
+        compile_mode: ``torch.compile``'s mode with ``compile``: "default", or "reduce-overhead" (CUDA graphs: a
+            step's kernels replayed from one recorded graph, fewer launches from the host; one graph per shape).
     """
 
     tf32: bool = True
     channels_last: bool = False
     compile: bool = False
     fused_adamw: bool = False
+    compile_mode: str = "default"
+
+    def __post_init__(self):
+        if self.compile_mode not in COMPILE_MODES:
+            raise ValueError(f"unknown compile_mode {self.compile_mode!r}; valid: {COMPILE_MODES}")
+
+
+COMPILE_MODES = ("default", "reduce-overhead")
+"""``torch.compile`` modes :class:`SpeedConfig` offers."""
 
 
 COMPILE_BACKEND = "inductor"
@@ -165,7 +176,7 @@ def _speed_up(model: GeNVS, device: torch.device, speed: SpeedConfig) -> None:
     if speed.compile:
         torch._dynamo.config.suppress_errors = False  # k-diffusion sets it to True on import: fail loudly instead
         for part in (model.field.encoder, model.field.mlp, model.denoiser.inner_model):
-            part.compile(backend=COMPILE_BACKEND)
+            part.compile(backend=COMPILE_BACKEND, mode=speed.compile_mode)  # aot_eager ignores the mode
 
 
 def export_model(run: str | Path, out: str | Path, dtype: torch.dtype = torch.float16) -> Path:

@@ -8,6 +8,7 @@ import io
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -16,6 +17,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+import torch
 
 from genvs.model import load_model
 
@@ -182,3 +184,102 @@ def test_carried_wheels_install_offline_and_become_importable(gpu_job, tmp_path,
     sys.modules.pop("genvs_carried_demo")
     with pytest.raises(SystemExit, match="fetch_wheels"):
         gpu_job.install_wheels(tmp_path / "empty", tmp_path / "site")
+
+
+# -- the leg: gpu_job.py --leg ------------------------------------------------------------------
+
+LEG_PHASES = ("data", "throughput", "leg_training", "export", "evaluation", "figure")
+SHIPPED = REPO / "genvs" / "shipped" / "lesson"
+
+
+@pytest.fixture(scope="module")
+def leg_dry_run(tmp_path_factory):
+    """``gpu_job.py --leg --dry-run``: ``(out folder, results)``."""
+    root = tmp_path_factory.mktemp("gpu_leg")
+    result, _ = _job("--leg", "--out", str(root / "out"), "--work", str(root / "work"))
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return root / "out", json.loads((root / "out" / "results.json").read_text())
+
+
+def test_leg_dry_run_times_each_setting_and_trains_the_chosen_one_from_the_shipped_model(leg_dry_run):
+    _, results = leg_dry_run
+    assert {phase: results[phase]["status"] for phase in LEG_PHASES} == dict.fromkeys(LEG_PHASES, "done")
+    assert results["data"]["sets"]["leg"]["train_cars"] == 16  # 20 cars split 80/10/10
+    settings = results["throughput"]["settings"]
+    assert set(settings) == {f"batch{batch}_{mode}" for batch in (2, 4) for mode in ("fp32_eager", "bf16_eager")}
+    for entry in settings.values():
+        assert entry["status"] == "done" and entry["correct"]
+        assert _finite_number(entry["images_per_s"]) and 0 <= entry["data_wait_s"] < entry["step_s"]
+        assert entry["gpu_busy_fraction"] is None  # no CUDA kernels on the CPU
+        # the same shipped weights, batch and noise: fp32 and bf16 first losses agree to bf16 rounding
+        reference = settings[f"batch{entry['batch_size']}_fp32_eager"]["first_losses"]["loss"]
+        assert entry["first_losses"]["loss"] == pytest.approx(reference, rel=0.03)
+    chosen, training = results["throughput"]["chosen"], results["leg_training"]
+    assert training["setting"] == chosen and training["init"] == "genvs/shipped/lesson"
+    assert training["steps"] == 3 and training["target_images"] == 3 * chosen["batch_size"] * 2
+    factor = min(math.sqrt(chosen["batch_size"] / 4), 2.0)  # the lesson preset trained 4 objects a step
+    assert training["learning_rates"]["lr_denoiser"] == pytest.approx(3e-3 * factor)
+    shipped = json.loads((SHIPPED / "evaluation.json").read_text())
+    summary = results["summary"]
+    assert summary["before"]["stochastic PSNR"]["mean"] == shipped["metrics"]["stochastic"]["psnr"]["mean"]
+    assert summary["after"] == results["evaluation"]["leg"]["scores"] and summary["batch_size"] == chosen["batch_size"]
+    assert summary["device"].startswith("cpu") and summary["torch"] == torch.__version__
+    # the smoke protocol scores 2 cars, the shipped evaluation 20: never a reason to ship
+    assert results["evaluation"]["same_protocol_as_shipped"] is False and summary["ship"] is False
+
+
+def test_leg_comes_back_as_a_folder_that_ship_leg_takes(leg_dry_run, tmp_path):
+    from genvs.legs import ship_leg
+    out, results = leg_dry_run
+    files = sorted(path.name for path in out.iterdir())
+    assert {"results.json", "gpu_job.log", "samples.png"} <= set(files) and len(files) <= 8
+    assert all(path.stat().st_size <= 16 * 2**20 for path in out.iterdir())
+    parts = results["export"]["parts"]
+    assert parts == [name for name in files if name.startswith("leg.tar.part")]
+    with tarfile.open(fileobj=io.BytesIO(b"".join((out / name).read_bytes() for name in parts))) as tar:
+        tar.extractall(tmp_path, filter="data")
+    leg = tmp_path / "leg"
+    assert json.loads((leg / "leg.json").read_text()) == results["evaluation"]["leg"]
+    shipped = tmp_path / "shipped"
+    shutil.copytree(SHIPPED, shipped)
+    before, _ = load_model(shipped)
+    ship_leg(leg, shipped, force=True)  # force: the dry run's smoke scores are not the protocol's
+    after, config = load_model(shipped)
+    trained, _ = load_model(leg / "export")
+    assert config["step"] == 3 and len(list(shipped.glob("*.safetensors"))) == 1
+    assert all(torch.equal(a, b) for a, b in zip(after.state_dict().values(), trained.state_dict().values()))
+    assert not all(torch.equal(a, b) for a, b in zip(after.state_dict().values(), before.state_dict().values()))
+    assert json.loads((shipped / "legs.json").read_text())[-1] == results["evaluation"]["leg"]
+
+
+def _setting(batch: int, mode: str, images_per_s: float, loss: float, status: str = "done") -> dict:
+    return {"batch_size": batch, "mode": mode, "status": status, "images_per_s": images_per_s, "warmup_s": 1.0,
+            "first_losses": {"loss": loss}}
+
+
+def test_the_leg_takes_the_fastest_correct_setting_and_a_larger_batch_only_if_clearly_faster(gpu_job):
+    settings = {"64_fp32": _setting(64, "fp32_eager", 1000, 0.100), "64_bf16": _setting(64, "bf16_eager", 1200, 0.101),
+                "128_fp32": _setting(128, "fp32_eager", 1240, 0.120),  # 3% faster than 64_bf16: not enough
+                "128_bf16": _setting(128, "bf16_eager", 3000, 0.150),  # faster, but its loss is off by 25%
+                "256_fp32": _setting(256, "fp32_eager", 1400, 0.110),  # 17% faster than 64_bf16
+                "256_compile": _setting(256, "bf16_compile", 9000, float("nan"))}
+    chosen = gpu_job.choose_setting(settings)
+    assert chosen["name"] == "256_fp32" and chosen["batch_size"] == 256
+    assert not settings["128_bf16"]["correct"] and not settings["256_compile"]["correct"]
+    assert settings["64_bf16"]["correct"] and settings["128_fp32"]["correct"]
+    settings["256_fp32"]["images_per_s"] = 1250
+    assert gpu_job.choose_setting(settings)["name"] == "64_bf16"
+    with pytest.raises(RuntimeError, match="no correct setting"):
+        gpu_job.choose_setting({"64_bf16": _setting(64, "bf16_eager", 1200, 0.1)})  # no fp32 reference at 64
+
+
+def test_leg_learning_rates_follow_the_square_root_rule_up_to_its_cap(gpu_job):
+    from genvs.training import train_config
+    base = train_config("lesson")
+    for batch, factor in ((4, 1.0), (9, 1.5), (16, 2.0), (256, 2.0)):
+        config, rates = gpu_job.leg_config(base, batch, "bf16", None)
+        assert rates["factor"] == pytest.approx(factor) and config.batch_size == batch
+        assert config.lr_field == pytest.approx(base.lr_field * factor) and config.precision == "bf16"
+        assert not config.speed.compile and config.model == base.model
+    compiled, _ = gpu_job.leg_config(base, 64, "bf16", "reduce-overhead")
+    assert compiled.speed.compile and compiled.speed.compile_mode == "reduce-overhead"
