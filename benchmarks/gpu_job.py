@@ -1,17 +1,39 @@
-"""All of this project's GPU work in one command, sized for a short lease of one GPU.
+"""All of this project's GPU work, one command per call, sized for a short lease of one GPU.
 
-    python benchmarks/gpu_job.py --out DIR [--minutes 8] [--dry-run]
+    python benchmarks/gpu_job.py --leg --out DIR [--minutes 7] [--dry-run]     # the leg: trains the shipped model
+    python benchmarks/gpu_job.py --out DIR [--minutes 8] [--dry-run]           # the benchmark job
 
-Phases, in order; each gets a time budget, a share of ``--minutes`` (:data:`BUDGET`), and what does not fit is
-recorded as ``"skipped: out of time"``; a phase that reaches its budget is stopped (``"interrupted: out of time
-after N s"``), keeping what it measured. ``DIR/results.json`` is rewritten after every phase, so a killed job
-still leaves its figures.
+Each phase gets a time budget, a share of ``--minutes`` (:data:`LEG_BUDGET`, :data:`BUDGET`); what does not fit is
+recorded as ``"skipped: out of time"``, a phase that reaches its budget is stopped (``"interrupted: out of time
+after N s"``), keeping what it measured. ``DIR/results.json`` is rewritten after every phase, so a killed job still
+leaves its figures. Both start with setup: on a machine without k-diffusion, pip-install the wheels carried in
+``.whl/`` (written here by ``benchmarks/fetch_wheels.py``) into a temporary folder put first on ``sys.path``; device
+facts and a measured bf16 matrix-product ceiling.
 
-0. setup: on a machine without k-diffusion, pip-install the wheels carried in ``.whl/`` (written here by
-   ``benchmarks/fetch_wheels.py``) into a temporary folder put first on ``sys.path``; device facts and a
-   measured bf16 matrix-product ceiling.
-1. data: synthetic cars in parallel processes (:func:`genvs.data.synthetic.make_dataset`, one chunk of cars
-   per task): a small 128 px set for the paper preset's benchmark and a large 64 px set to train on.
+The leg (``--leg``): what every lent GPU minute should do, train the model every lesson loads.
+
+1. data: the shipped reference model's cars and more of the same generator (:data:`LEG_DATA`), rendered by
+   :func:`genvs.data.synthetic.make_dataset` on every core.
+2. throughput: from the shipped weights, each batch of :data:`LEG_BATCHES` in each mode of ``--modes``
+   (:data:`SWEEP_MODES`: fp32 with TF32 matmuls, bf16, ``torch.compile``, CUDA graphs), a few timed steps and two
+   profiled ones (:func:`measure_steps`): images/s, the loader's wait, the GPU's busy fraction (kernel time over
+   step time). :func:`choose_setting` keeps the fastest correct one (its first loss agrees with fp32's).
+3. leg_training: the shipped model (``--init``: :data:`SHIPPED_REFERENCE`) at the chosen batch and precision, its
+   learning rates scaled by :func:`leg_config`, its warm-up and cosine decay sized from the measured speed, for the
+   time left (``Trainer.run(time_limit=...)``).
+4. export: the EMA weights in fp16, packed at once as ``leg.tar.part*`` (a leg folder: ``export/``, ``log.csv``,
+   ``config.json``).
+5. evaluation: the model card's protocol (``PROTOCOLS["synthetic"]``, its 20 test cars, objects batched:
+   :data:`GPU_PROTOCOL`) through :func:`genvs.legs.score_leg`; the headline rows against the shipped model's
+   ``evaluation.json`` (:func:`genvs.legs.compare`); packed again with ``evaluation.json`` and ``leg.json``.
+6. figure: ``samples.png``. ``results.json["summary"]`` gathers the leg's figures (:func:`leg_summary`).
+
+Back here: ``cat leg.tar.part* | tar x`` gives ``leg/``; ``python -m genvs ship-leg --leg leg`` ships it when no
+headline row got worse.
+
+The benchmark job (no ``--leg``), measured once on an H200:
+
+1. data: a 128 px set for the paper preset's benchmark and a 64 px set to train on (:class:`DataSpec`, rendered like the leg's).
 2. training_benchmark: for each preset, fp32 eager (TF32 matmuls), bf16 eager and bf16 + ``torch.compile``,
    with the GPU speed settings (:data:`genvs.training.GPU_SPEED`): warm-up steps (until every number of input
    views of the timed steps has been seen, so that no timed step compiles), then timed steps; FLOPs of a step
@@ -19,21 +41,20 @@ still leaves its figures.
    the model FLOPs utilisation against the GPU's datasheet peak (:data:`PEAK_FLOPS`).
 3. sampling_benchmark: seconds per 128 px view of the paper preset's model (random weights: the time does
    not depend on them), one view per call and several per call, 25 and 250 stochastic Euler steps, fp32 and bf16.
-4. final_training: a 64 px model small enough to ship (:data:`FINAL_64`) with GPU batches, bf16, compiled if
-   compiling paid off in phase 2, for the time that is left (``Trainer.run(time_limit=...)``); its schedule is
-   sized from phase 2's speed, or from a few timed steps of its own when phase 2 was skipped.
-5. export: its EMA weights in fp16 (:func:`genvs.training.export_model`), packed as ``model_fp16.tar`` in parts
-   of at most 15 MiB (the device tool brings back files of at most 16 MiB).
-6. evaluation: the held-out protocol (``PROTOCOLS["synthetic"]``, objects batched: :data:`GPU_PROTOCOL`) on the
-   exported model.
+4. final_training: a 64 px model (:data:`FINAL_64`) with GPU batches, bf16, compiled if compiling paid off in
+   phase 2, for the time that is left; its schedule is sized from phase 2's speed, or from a few timed steps of
+   its own when phase 2 was skipped.
+5. export: its EMA weights in fp16, packed as ``model_fp16.tar`` in parts of at most 15 MiB.
+6. evaluation: the held-out protocol (:data:`GPU_PROTOCOL`) on the exported model.
 7. figure: ``samples.png``, the evaluation's examples.
 
 ``--skip training_benchmark,sampling_benchmark`` leaves the benchmark phases out (recorded as skipped), so that the
-final training gets their minutes: a call that only trains, once the benchmarks are measured.
+final training gets their minutes.
 
-``--dry-run`` runs the same code on the CPU with the smoke preset, a few cars, a few steps and the "aot_eager"
-compile backend (no code generation), in under a minute. ``DIR`` stays flat: ``results.json``, ``gpu_job.log``,
-``samples.png`` and ``model_fp16.tar.part0..N`` (reassemble: ``cat model_fp16.tar.part* | tar x``).
+``--dry-run`` runs the same code on the CPU at tiny sizes (the leg: the shipped architecture, 20 cars, batches of
+2 and 4, three training steps, the smoke protocol; the benchmark job: the smoke preset) and the "aot_eager" compile
+backend (no code generation), in under a minute each. ``DIR`` stays flat: ``results.json``, ``gpu_job.log``,
+``samples.png`` and the model's parts (at most 15 MiB each: the device tool brings back files of at most 16 MiB).
 """
 
 from __future__ import annotations
@@ -810,15 +831,20 @@ def figure(job: Job, record: dict) -> None:
 SHIPPED_REFERENCE = REPO / "genvs" / "shipped" / "lesson"
 """The reference model every lesson loads; a leg starts from it and is scored against its ``evaluation.json``."""
 
-LEG_BUDGET = {"data": 0.10, "throughput": 0.16, "export": 0.01, "evaluation": 0.14, "figure": 0.02}
-"""Each leg phase's share of ``--minutes``; the leg's training gets what is left (about 57%)."""
+LEG_BUDGET = {"data": 0.12, "throughput": 0.15, "export": 0.01, "evaluation": 0.20, "figure": 0.02}
+"""Each leg phase's share of ``--minutes``, with room to spare (what a phase leaves goes to the training, which gets
+what is left). At 7 minutes: data 50 s for ~25 s of rendering (:data:`LEG_DATA`); the sweep 63 s for 6 settings of
+a few seconds each; the protocol 84 s (20 cars x (8 targets x 25 steps x 3 samplers + 2 autoregressive draws),
+batched by object on the GPU: ~2000 launch-bound denoiser calls); training about 4 minutes."""
 
-LEG_DATA = DataSpec(image_size=32, n_objects=600, views=24, seed=0, extra_train_objects=5400)
+LEG_DATA = DataSpec(image_size=32, n_objects=600, views=24, seed=0, extra_train_objects=4400)
 """The reference model's cars and more of them: its card's ``make-data --objects 600 --extra-train 2520 --views 24
---size 32`` (seed 0) gives objects 0-3119, whose test split holds the protocol's 20 cars; 2880 more training
-cars follow (objects 3120-5999, the same generator and seed). A leg of a few minutes at thousands of target images a
-second sees ~1M images: each of 3000 cars ~330 times, against 32 in the CPU leg that trained the shipped model;
-twice the cars halve the repeats for ~20 s more rendering on 16 processes (0.08 s per car on one core here)."""
+--size 32`` (seed 0) gives objects 0-3119, whose test split holds the protocol's 20 cars; 1880 more training
+cars follow (objects 3120-4999, the same generator and seed): 4880 to train on. A leg of 4 minutes at thousands of
+target images a second sees ~700k images: each of 3000 cars ~230 times, against 32 in the CPU leg that trained the
+shipped model; 1.6 times the cars cut the repeats for ~10 s more rendering. 5000 cars take ~26 s on 16 processes
+at the H200 run's rate (0.22 s per 64 px car of 16 views per process; a 32 px car of 24 views has 0.375 times the
+pixels)."""
 
 LEG_BATCHES = (64, 128, 256)
 """Objects per step (x 2 targets) the leg's throughput phase times; the shipped model trained at 4."""
@@ -921,6 +947,18 @@ def throughput(job: Job, record: dict) -> None:
                          for mode in plan.modes}, settings={}, lr_scale_cap=LR_SCALE_CAP,
                   loss_tolerance=LOSS_TOLERANCE)
     modes = ["fp32_eager", *(mode for mode in plan.modes if mode != "fp32_eager")]
+    try:
+        sweep(job, record, data, modes)
+    except OutOfTime:  # choose among the settings measured so far
+        record["stopped"] = f"at its time box, after {len(record['settings'])} of " \
+                            f"{len(plan.batches) * len(modes)} settings"
+    job.state.setting = record["chosen"] = choose_setting(record["settings"])
+    job.log(f"throughput: chosen {record['chosen']}")
+
+
+def sweep(job: Job, record: dict, data: Path, modes: list[str]) -> None:
+    """Time each (batch, mode) into ``record["settings"]`` (:func:`throughput`)."""
+    plan = job.plan
     for batch in plan.batches:
         for mode in modes:
             name = f"batch{batch}_{mode}"
@@ -952,8 +990,6 @@ def throughput(job: Job, record: dict) -> None:
                 f"; {entry['step_s_median']:.3f} s/step, {entry['images_per_s']:.0f} images/s, busy "
                 f"{_percent(entry['gpu_busy_fraction'])}, loader wait {1000 * entry['data_wait_s']:.1f} ms/step, "
                 f"first loss {entry['first_losses']['loss']:.4f}" if entry["status"] == "done" else ""))
-    job.state.setting = record["chosen"] = choose_setting(record["settings"])
-    job.log(f"throughput: chosen {record['chosen']}")
 
 
 def choose_setting(settings: dict[str, dict]) -> dict:
@@ -1166,6 +1202,9 @@ def main() -> int:
                              f"{','.join(map(str, LEG_BATCHES))}; dry run: 2,4)")
     parser.add_argument("--modes", default=",".join(LEG_MODES),
                         help=f"--leg: settings to time, among {', '.join(SWEEP_MODES)} (default: %(default)s)")
+    parser.add_argument("--throughput-share", type=float, default=None,
+                        help=f"--leg: the throughput phase's share of --minutes (default "
+                             f"{LEG_BUDGET['throughput']}; more for a call that times compiling)")
     parser.add_argument("--work", type=Path, default=None,
                         help="scratch folder for data and runs (default: a temporary folder, removed at the end)")
     args = parser.parse_args()
@@ -1188,6 +1227,13 @@ def main() -> int:
                 parser.error(f"--batches: {args.batches!r}; objects per step, comma-separated, e.g. 64,128,256")
         make_plan = dry_leg_plan if args.dry_run else leg_plan
         plan = make_plan(modes=modes, **({"batches": batches} if batches else {}))
+        if args.throughput_share is not None:
+            budget = {**plan.budget, "throughput": args.throughput_share}
+            if not (0 < args.throughput_share and sum(budget.values()) < 0.9):
+                parser.error(f"--throughput-share {args.throughput_share}: the shares would leave "
+                             f"{1 - sum(budget.values()):.2f} of the time to train; at most "
+                             f"{0.9 - sum(budget.values()) + args.throughput_share:.2f}")
+            plan = dataclasses.replace(plan, budget=budget)
     else:
         plan = dry_plan() if args.dry_run else gpu_plan()
     minutes = args.minutes if args.minutes is not None else 2.0 if args.dry_run else 7.0 if args.leg else 8.0

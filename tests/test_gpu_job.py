@@ -283,3 +283,30 @@ def test_leg_learning_rates_follow_the_square_root_rule_up_to_its_cap(gpu_job):
         assert not config.speed.compile and config.model == base.model
     compiled, _ = gpu_job.leg_config(base, 64, "bf16", "reduce-overhead")
     assert compiled.speed.compile and compiled.speed.compile_mode == "reduce-overhead"
+
+
+def test_a_sweep_stopped_by_its_time_box_chooses_among_the_settings_it_measured(gpu_job, tmp_path, monkeypatch):
+    def measures_one_then_runs_out(job, record, data, modes):
+        record["settings"]["batch2_fp32_eager"] = _setting(2, "fp32_eager", 20.0, 0.1)
+        raise gpu_job.OutOfTime()
+
+    monkeypatch.setattr(gpu_job, "sweep", measures_one_then_runs_out)
+    job = gpu_job.Job(tmp_path, tmp_path, gpu_job.dry_leg_plan(), gpu_job.Clock(total_s=600), {"job": {}})
+    job.state.data["leg"] = tmp_path
+    record = {}
+    gpu_job.throughput(job, record)
+    assert record["chosen"]["name"] == "batch2_fp32_eager" and job.state.setting == record["chosen"]
+    assert record["stopped"] == "at its time box, after 1 of 4 settings"
+
+
+def test_the_leg_plan_scores_the_shipped_models_protocol_on_its_cars(gpu_job):
+    from genvs.data.synthetic import split_names
+    from genvs.evaluation import EvaluationConfig
+    plan, shipped = gpu_job.leg_plan(), json.loads((SHIPPED / "evaluation.json").read_text())
+    spec = plan.data["leg"]
+    test_cars = [f"car_{index:05d}" for index, split in enumerate(split_names(spec.n_objects)) if split == "test"]
+    assert test_cars[:20] == shipped["objects"]  # extra training cars leave the test split as it was
+    assert spec.image_size == shipped["image_size"] and spec.seed == 0 and spec.extra_train_objects >= 2520
+    protocol = {key: tuple(value) if isinstance(value, list) else value for key, value in shipped["protocol"].items()}
+    assert dataclasses.replace(plan.protocol, object_batch=1) == EvaluationConfig(**protocol)
+    assert plan.init == SHIPPED and plan.base.model.field.encoder.image_size == shipped["image_size"]
