@@ -33,7 +33,8 @@ headline row got worse.
 
 The benchmark job (no ``--leg``), measured once on an H200:
 
-1. data: a 128 px set for the paper preset's benchmark and a 64 px set to train on (:class:`DataSpec`, rendered like the leg's).
+1. data: a 128 px set for the paper preset's benchmark and a 64 px set to train on (:class:`DataSpec`, rendered
+   like the leg's).
 2. training_benchmark: for each preset, fp32 eager (TF32 matmuls), bf16 eager and bf16 + ``torch.compile``,
    with the GPU speed settings (:data:`genvs.training.GPU_SPEED`): warm-up steps (until every number of input
    views of the timed steps has been seen, so that no timed step compiles), then timed steps; FLOPs of a step
