@@ -39,7 +39,8 @@ The benchmark job (no ``--leg``), measured once on an H200:
    with the GPU speed settings (:data:`genvs.training.GPU_SPEED`): warm-up steps (until every number of input
    views of the timed steps has been seen, so that no timed step compiles), then timed steps; FLOPs of a step
    (forward + backward, :class:`torch.utils.flop_counter.FlopCounterMode`, on the same steps in fp32 eager) and
-   the model FLOPs utilisation against the GPU's datasheet peak (:data:`PEAK_FLOPS`).
+   the model FLOPs utilisation against the GPU's datasheet peak (:data:`PEAK_FLOPS`); the paper preset at the
+   largest batch that fits (:func:`fit_largest_batch`).
 3. sampling_benchmark: seconds per 128 px view of the paper preset's model (random weights: the time does
    not depend on them), one view per call and several per call, 25 and 250 stochastic Euler steps, fp32 and bf16.
 4. final_training: a 64 px model (:data:`FINAL_64`) with GPU batches, bf16, compiled if compiling paid off in
@@ -315,6 +316,7 @@ class Plan:
     matmul_size: int
     precisions: tuple[str, ...] = ("fp32", "bf16")
     budget: dict[str, float] = field(default_factory=lambda: BUDGET)
+    largest_batch: dict[str, int] = field(default_factory=dict)  # preset -> limit: benchmarked at its largest batch
 
 
 def gpu_plan() -> Plan:
@@ -326,7 +328,7 @@ def gpu_plan() -> Plan:
                 sampling_preset="paper", sampling_data="bench", sampling_steps=(25, 250), sampling_views=(1, 8),
                 final=FINAL_64, final_why=FINAL_64_WHY, final_bench="final64", final_data="train", final_max_steps=None,
                 log_every=25, protocol=GPU_PROTOCOL, workers=8, processes=os.cpu_count() or 1,
-                matmul_size=8192)
+                matmul_size=8192, largest_batch={"paper": 256})
 
 
 def dry_plan() -> Plan:
@@ -338,7 +340,8 @@ def dry_plan() -> Plan:
                 sampling_preset="smoke", sampling_data="bench", sampling_steps=(2, 4), sampling_views=(1, 2),
                 final=dataclasses.replace(smoke, precision="bf16"), final_why="dry run: the smoke preset, bf16",
                 final_bench="smoke", final_data="train", final_max_steps=3,
-                log_every=1, protocol=PROTOCOLS["smoke"], workers=0, processes=2, matmul_size=128)
+                log_every=1, protocol=PROTOCOLS["smoke"], workers=0, processes=2, matmul_size=128,
+                largest_batch={"smoke": 8})
 
 
 @dataclass
@@ -514,7 +517,7 @@ def warmup_steps(config: TrainConfig, data: Path, plan: Plan) -> tuple[int, list
     Returns the warm-up and the number of input views of each step."""
     dataset = SRNDataset(data, split="train", views_per_item=None, image_size=config.model.field.encoder.image_size)
     batches = StepBatches(dataset, config.batch_size, config.model.max_input_views, config.target_views, config.seed)
-    n_inputs = [int(batches[step]["n_inputs"]) for step in range(plan.max_warmup + plan.timed_steps)]
+    n_inputs = [batches.draw(step)[1] for step in range(plan.max_warmup + plan.timed_steps)]
     for warmup in range(plan.min_warmup, plan.max_warmup + 1):
         if set(n_inputs[warmup:warmup + plan.timed_steps]) <= set(n_inputs[:warmup]):
             break
@@ -644,6 +647,44 @@ def _percent(value: float | None) -> str:
     return "n/a" if value is None else f"{100 * value:.1f}%"
 
 
+def one_step_with_most_inputs(job: Job, config: TrainConfig, data: Path, folder: Path) -> None:
+    """One training step of ``config`` on a micro-batch with the most input views (the most memory a step takes)."""
+    dataset = SRNDataset(data, split="train", views_per_item=None, image_size=config.model.field.encoder.image_size)
+    batches = StepBatches(dataset, config.batch_size, config.model.max_input_views, config.target_views, config.seed)
+    step = next(step for step in range(1000) if batches.draw(step)[1] == config.model.max_input_views)
+    trainer = Trainer(config, data, folder, step + 1, device=job.plan.device, log_every=10**9, sample_every=0,
+                      checkpoint_every=0, workers=0, progress=False)
+    trainer.train_step(trainer.micro_batches(start=step))
+    synchronize(job.plan.device)
+
+
+def fit_largest_batch(job: Job, name: str, config: TrainConfig, data: Path, limit: int, entry: dict) -> TrainConfig:
+    """``config`` at the largest batch, doubling from its own up to ``limit``, whose fp32 step (the most memory of
+    the modes) with the most input views fits in the device's memory (:func:`one_step_with_most_inputs`); the MFU
+    at a model's largest batch is what its training can reach. Each try goes into ``entry["largest_batch"]``."""
+    record = entry["largest_batch"] = {"limit": limit, "tries": {}}
+    fitted, batch = config.batch_size, config.batch_size
+    try:
+        while batch <= limit:
+            trial = dataclasses.replace(config, batch_size=batch, precision="fp32")
+            try:
+                one_step_with_most_inputs(job, trial, data, job.work / f"fit_{name}_{batch}")
+            except torch.OutOfMemoryError:
+                record["tries"][str(batch)] = "out of memory"
+                break
+            finally:
+                gc.collect()
+                if job.plan.device.type == "cuda":
+                    torch.cuda.empty_cache()
+            record["tries"][str(batch)] = "fits"
+            fitted, batch = batch, 2 * batch
+    except OutOfTime:
+        record["tries"][str(batch)] = "out of time"
+    record["batch_size"] = fitted
+    job.log(f"training_benchmark: {name}: largest batch {fitted} ({record['tries']})")
+    return dataclasses.replace(config, batch_size=fitted)
+
+
 def training_benchmark(job: Job, record: dict) -> None:
     """Phase 2: each preset gets an equal share of the time left for the phase."""
     record.update(compile_backend=job.plan.compile_backend, speed=dataclasses.asdict(GPU_SPEED), presets={})
@@ -657,6 +698,9 @@ def training_benchmark(job: Job, record: dict) -> None:
         share = job.clock.left() / (len(names) - index)
         job.log(f"training_benchmark: {name} ({share:.0f} s)")
         with job.clock.box(share):
+            if name in job.plan.largest_batch:
+                config = fit_largest_batch(job, name, config, job.state.data[data_key], job.plan.largest_batch[name],
+                                           entry)
             bench_preset(job, name, config, job.state.data[data_key], entry)
         job.state.bench[name] = entry["modes"]
         job.write()
@@ -958,8 +1002,9 @@ def throughput(job: Job, record: dict) -> None:
 
 
 def sweep(job: Job, record: dict, data: Path, modes: list[str]) -> None:
-    """Time each (batch, mode) into ``record["settings"]`` (:func:`throughput`)."""
-    plan = job.plan
+    """Time each (batch, mode) into ``record["settings"]`` (:func:`throughput`), with what the loader sustains at
+    each batch (:func:`loader_images_per_s`)."""
+    plan, loader = job.plan, {}
     for batch in plan.batches:
         for mode in modes:
             name = f"batch{batch}_{mode}"
@@ -972,6 +1017,10 @@ def sweep(job: Job, record: dict, data: Path, modes: list[str]) -> None:
                                   device=plan.device, log_every=10**9, sample_every=0, checkpoint_every=0,
                                   workers=plan.workers, progress=False)
                 entry.update(measure_steps(trainer, plan.warmup_steps, plan.timed_steps, plan.profiled_steps))
+                if batch not in loader:
+                    loader[batch] = loader_images_per_s(trainer, plan.workers)
+                limit = loader[batch]["loader_images_per_s"]
+                entry.update(loader[batch], sustained_images_per_s=min(entry["images_per_s"], limit or math.inf))
                 entry["status"] = "done"
             except OutOfTime:
                 entry["status"] = f"interrupted: out of time after {time.perf_counter() - start:.0f} s"
@@ -988,16 +1037,33 @@ def sweep(job: Job, record: dict, data: Path, modes: list[str]) -> None:
                     torch.cuda.empty_cache()
                 job.write()
             job.log(f"throughput: {name}: {entry['status']}" + (
-                f"; {entry['step_s_median']:.3f} s/step, {entry['images_per_s']:.0f} images/s, busy "
+                f"; {entry['step_s_median']:.3f} s/step, {entry['images_per_s']:.0f} images/s (sustained with the "
+                f"loader: {entry['sustained_images_per_s']:.0f}), busy "
                 f"{_percent(entry['gpu_busy_fraction'])}, loader wait {1000 * entry['data_wait_s']:.1f} ms/step, "
                 f"first loss {entry['first_losses']['loss']:.4f}" if entry["status"] == "done" else ""))
 
 
+def loader_images_per_s(trainer: Trainer, workers: int, samples: int = 2) -> dict:
+    """What ``workers`` loader processes sustain: ``workers x images per micro-batch / seconds to build one`` (timed
+    here, in this process, on ``samples`` micro-batches past the sweep's). A few timed steps cannot show it: the loader
+    prefetches two micro-batches per worker during the warm-up. With no workers the step times include the loading.
+
+    Returns:
+        ``{"load_s_per_micro_batch", "loader_images_per_s"}`` (the latter None with no workers: no limit of its own).
+    """
+    start = time.perf_counter()
+    for index in range(samples):
+        trainer.batches[10**6 + index]
+    load_s = (time.perf_counter() - start) / samples
+    images = trainer.config.batch_size * trainer.config.target_views
+    return {"load_s_per_micro_batch": load_s, "loader_images_per_s": workers * images / load_s if workers else None}
+
+
 def choose_setting(settings: dict[str, dict]) -> dict:
-    """The leg's setting from a throughput sweep (``{name: {"batch_size", "mode", "status", "images_per_s",
-    "first_losses"}}``): among the correct ones (done, first loss finite and within :data:`LOSS_TOLERANCE` of fp32
-    eager's at the same batch), the fastest in images/s; a larger batch only if it is :data:`FASTER_BY` faster
-    than the best smaller one.
+    """The leg's setting from a throughput sweep (``{name: {"batch_size", "mode", "status",
+    "sustained_images_per_s", "first_losses"}}``): among the correct ones (done, first loss finite and within
+    :data:`LOSS_TOLERANCE` of fp32 eager's at the same batch), the fastest in images/s that the steps and the loader
+    sustain; a larger batch only if it is :data:`FASTER_BY` faster than the best smaller one.
 
     Returns:
         ``{"name", "batch_size", "mode", "images_per_s", "why"}``.
@@ -1018,18 +1084,18 @@ def choose_setting(settings: dict[str, dict]) -> dict:
         raise RuntimeError("no correct setting in the throughput sweep: " + "; ".join(
             f"{name}: {entry.get('status')}, first loss {entry.get('first_losses', {}).get('loss')}"
             for name, entry in settings.items()))
-    ranked = sorted(correct.items(), key=lambda item: (item[1]["batch_size"], -item[1]["images_per_s"]))
-    best_name = ranked[0][0]
-    for name, entry in ranked[1:]:  # a larger batch, or a slower mode at the same batch
-        if entry["images_per_s"] > (1 + FASTER_BY) * correct[best_name]["images_per_s"]:
+    speed = {name: entry["sustained_images_per_s"] for name, entry in correct.items()}
+    ranked = sorted(correct, key=lambda name: (correct[name]["batch_size"], -speed[name]))
+    best_name = ranked[0]
+    for name in ranked[1:]:  # a larger batch, or a slower mode at the same batch
+        if speed[name] > (1 + FASTER_BY) * speed[best_name]:
             best_name = name
     best = correct[best_name]
-    fastest = max(correct.values(), key=lambda entry: entry["images_per_s"])
-    return {"name": best_name, "batch_size": best["batch_size"], "mode": best["mode"],
-            "images_per_s": best["images_per_s"], "warmup_s": best["warmup_s"],
-            "why": f"{len(correct)} of {len(settings)} settings correct; fastest {fastest['images_per_s']:.0f} images/s"
-                   f" at batch {fastest['batch_size']} ({fastest['mode']}); a larger batch must be "
-                   f"{100 * FASTER_BY:.0f}% faster than a smaller one"}
+    fastest = max(speed, key=speed.get)
+    return {"name": best_name, "batch_size": best["batch_size"], "mode": best["mode"], "images_per_s": speed[best_name],
+            "warmup_s": best["warmup_s"],
+            "why": f"{len(correct)} of {len(settings)} settings correct; fastest {speed[fastest]:.0f} images/s "
+                   f"sustained, {fastest}; a larger batch must be {100 * FASTER_BY:.0f}% faster than a smaller one"}
 
 
 def leg_training(job: Job, record: dict) -> None:
@@ -1044,7 +1110,7 @@ def leg_training(job: Job, record: dict) -> None:
     last_write_s = 2.0 if plan.device.type == "cpu" else 10.0  # the last checkpoint
     seconds = job.clock.left() - last_write_s
     compiling_s = setting["warmup_s"] if compile_mode else 0.0  # compiled again: the sweep's dynamo state is reset
-    steps = max(1, int(0.95 * steps_per_s * (seconds - compiling_s)))
+    steps = max(1, int(0.9 * steps_per_s * (seconds - compiling_s)))
     steps = min(steps, plan.max_steps or steps)
     config = dataclasses.replace(config, warmup_steps=max(20, round(WARMUP_FRACTION * steps)) if steps >= 100 else 1)
     record.update(setting=setting, learning_rates=rates, warmup_steps=config.warmup_steps, planned_steps=steps,

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import tarfile
 import time
+import types
 import zipfile
 from pathlib import Path
 
@@ -52,6 +53,9 @@ def test_dry_run_completes_every_phase_with_finite_figures(dry_run):
     assert set(statuses.values()) == {"done"}, statuses
     assert results["device"]["torch"] and results["device"]["name"].startswith("cpu")
     assert results["device"]["peak_flops_per_s"] is None and "MFU is null" in results["device"]["peak_note"]
+    largest = results["training_benchmark"]["presets"]["smoke"]["largest_batch"]
+    assert largest == {"limit": 8, "tries": {"4": "fits", "8": "fits"}, "batch_size": 8}  # no out of memory on the CPU
+    assert results["training_benchmark"]["presets"]["smoke"]["batch_size"] == 8
     for preset in results["training_benchmark"]["presets"].values():
         assert set(preset["modes"]) == {"fp32_eager", "bf16_eager", "bf16_compile"}
         for mode in preset["modes"].values():
@@ -210,6 +214,8 @@ def test_leg_dry_run_times_each_setting_and_trains_the_chosen_one_from_the_shipp
     for entry in settings.values():
         assert entry["status"] == "done" and entry["correct"]
         assert _finite_number(entry["images_per_s"]) and 0 <= entry["data_wait_s"] < entry["step_s"]
+        # no loader workers in the dry run: the step times include the loading, the loader adds no limit
+        assert entry["loader_images_per_s"] is None and entry["sustained_images_per_s"] == entry["images_per_s"]
         assert entry["gpu_busy_fraction"] is None  # no CUDA kernels on the CPU
         # the same shipped weights, batch and noise: fp32 and bf16 first losses agree to bf16 rounding
         reference = settings[f"batch{entry['batch_size']}_fp32_eager"]["first_losses"]["loss"]
@@ -253,8 +259,8 @@ def test_leg_comes_back_as_a_folder_that_ship_leg_takes(leg_dry_run, tmp_path):
 
 
 def _setting(batch: int, mode: str, images_per_s: float, loss: float, status: str = "done") -> dict:
-    return {"batch_size": batch, "mode": mode, "status": status, "images_per_s": images_per_s, "warmup_s": 1.0,
-            "first_losses": {"loss": loss}}
+    return {"batch_size": batch, "mode": mode, "status": status, "sustained_images_per_s": images_per_s,
+            "warmup_s": 1.0, "first_losses": {"loss": loss}}
 
 
 def test_the_leg_takes_the_fastest_correct_setting_and_a_larger_batch_only_if_clearly_faster(gpu_job):
@@ -267,7 +273,7 @@ def test_the_leg_takes_the_fastest_correct_setting_and_a_larger_batch_only_if_cl
     assert chosen["name"] == "256_fp32" and chosen["batch_size"] == 256
     assert not settings["128_bf16"]["correct"] and not settings["256_compile"]["correct"]
     assert settings["64_bf16"]["correct"] and settings["128_fp32"]["correct"]
-    settings["256_fp32"]["images_per_s"] = 1250
+    settings["256_fp32"]["sustained_images_per_s"] = 1250
     assert gpu_job.choose_setting(settings)["name"] == "64_bf16"
     with pytest.raises(RuntimeError, match="no correct setting"):
         gpu_job.choose_setting({"64_bf16": _setting(64, "bf16_eager", 1200, 0.1)})  # no fp32 reference at 64
@@ -310,3 +316,35 @@ def test_the_leg_plan_scores_the_shipped_models_protocol_on_its_cars(gpu_job):
     protocol = {key: tuple(value) if isinstance(value, list) else value for key, value in shipped["protocol"].items()}
     assert dataclasses.replace(plan.protocol, object_batch=1) == EvaluationConfig(**protocol)
     assert plan.init == SHIPPED and plan.base.model.field.encoder.image_size == shipped["image_size"]
+
+
+def test_the_loader_sustains_its_workers_times_what_one_process_builds(gpu_job):
+    class SlowBatches:
+        def __getitem__(self, index):
+            time.sleep(0.05)  # one micro-batch of 16 objects x 2 targets takes 0.05 s to build
+
+    class Trainer:
+        batches, config = SlowBatches(), types.SimpleNamespace(batch_size=16, target_views=2)
+
+    rate = gpu_job.loader_images_per_s(Trainer(), workers=8)
+    assert rate["load_s_per_micro_batch"] == pytest.approx(0.05, abs=0.02)
+    assert 3000 < rate["loader_images_per_s"] <= 8 * 32 / 0.05  # sleeping never takes less than asked
+    assert gpu_job.loader_images_per_s(Trainer(), workers=0)["loader_images_per_s"] is None
+
+
+def test_the_largest_batch_is_the_last_doubling_before_out_of_memory(gpu_job, tmp_path, monkeypatch):
+    from genvs.training import train_config
+    tried = []
+
+    def memory_for_24_objects(job, config, data, folder):
+        tried.append(config.batch_size)
+        if config.batch_size > 24:
+            raise torch.OutOfMemoryError("CUDA out of memory")
+
+    monkeypatch.setattr(gpu_job, "one_step_with_most_inputs", memory_for_24_objects)
+    job = gpu_job.Job(tmp_path, tmp_path, gpu_job.dry_plan(), gpu_job.Clock(total_s=600), {"job": {}})
+    entry = {}
+    config = gpu_job.fit_largest_batch(job, "paper", train_config("paper"), tmp_path, 256, entry)
+    assert tried == [8, 16, 32] and config.batch_size == 16 and config.precision == "bf16"  # the preset's own
+    assert entry["largest_batch"] == {"limit": 256, "tries": {"8": "fits", "16": "fits", "32": "out of memory"},
+                                      "batch_size": 16}

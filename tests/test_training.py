@@ -48,6 +48,12 @@ def test_batches_are_a_pure_function_of_seed_and_index(cars):
         assert torch.cdist(poses[:, :3, 3], poses[:, :3, 3]).add(torch.eye(views)).min() > 1e-3
     objects = {tuple(item[0, :3, 3].tolist()) for item in first["c2w"]}
     assert len(objects) == 3 or len(dataset) < 3  # distinct objects
+    # draw() tells a micro-batch's objects and input views without loading it: the loaded batch's own
+    objects, n_inputs, _ = batches.draw(7)
+    assert n_inputs == int(first["n_inputs"]) and len(set(objects)) == 3
+    for b, index in enumerate(objects):  # each loaded view is one of that object's cameras on disk
+        cameras = dataset.load_views(index, list(range(dataset.objects[index].n_views)))["c2w"]
+        assert all(any(torch.equal(view, camera) for camera in cameras) for view in first["c2w"][b])
     with pytest.raises(ValueError, match="fewer than 9 views"):
         StepBatches(dataset, batch_size=2, max_inputs=3, target_views=6, seed=0)
 

@@ -32,14 +32,20 @@ class StepBatches(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return self.length
 
-    def __getitem__(self, index: int) -> dict[str, Tensor]:
+    def draw(self, index: int) -> tuple[list[int], int, torch.Generator]:
+        """Micro-batch ``index``'s objects and number of input views, without loading anything; the generator
+        then draws each object's views."""
         generator = torch.Generator().manual_seed(derive_seed(self.seed, index))
         n_objects = len(self.dataset)
         objects = torch.cat([torch.randperm(n_objects, generator=generator)
                              for _ in range(math.ceil(self.batch_size / n_objects))])[: self.batch_size]
         n_inputs = int(torch.randint(1, self.max_inputs + 1, (1,), generator=generator))
+        return objects.tolist(), n_inputs, generator
+
+    def __getitem__(self, index: int) -> dict[str, Tensor]:
+        objects, n_inputs, generator = self.draw(index)
         items = []
-        for object_index in objects.tolist():
+        for object_index in objects:
             n_views = self.dataset.objects[object_index].n_views
             views = torch.randperm(n_views, generator=generator)[: n_inputs + self.target_views].tolist()
             items.append(self.dataset.load_views(object_index, views))
