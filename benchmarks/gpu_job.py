@@ -1043,7 +1043,7 @@ def sweep(job: Job, record: dict, data: Path, modes: list[str]) -> None:
                 f"first loss {entry['first_losses']['loss']:.4f}" if entry["status"] == "done" else ""))
 
 
-def loader_images_per_s(trainer: Trainer, workers: int, samples: int = 2) -> dict:
+def loader_images_per_s(trainer: Trainer, workers: int, samples: int = 1) -> dict:
     """What ``workers`` loader processes sustain: ``workers x images per micro-batch / seconds to build one`` (timed
     here, in this process, on ``samples`` micro-batches past the sweep's). A few timed steps cannot show it: the loader
     prefetches two micro-batches per worker during the warm-up. With no workers the step times include the loading.

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from genvs.checkpoint import CheckpointError
+from genvs.checkpoint import CheckpointError, latest_checkpoint
 from genvs.evaluation import PROTOCOLS, EvaluationConfig, evaluate
 from genvs.fitting import read_log
 from genvs.model import load_model
@@ -180,7 +180,8 @@ def score_leg(out: str | Path, protocol_data: str | Path, *, init: str | Path | 
 
     Writes into ``out`` (a :class:`genvs.training.Trainer` run folder): ``export/`` (fp16 EMA weights),
     ``evaluation.json`` (``protocol`` on ``protocol_data``'s test cars, LPIPS skipped) and ``leg.json``
-    (:func:`leg_record`).
+    (:func:`leg_record`). A leg folder without the run's checkpoints (one that came back from a GPU call with
+    ``export/``, ``config.json`` and ``log.csv`` alone) is scored from its ``export/``.
 
     Args:
         out: the leg's run folder.
@@ -191,11 +192,12 @@ def score_leg(out: str | Path, protocol_data: str | Path, *, init: str | Path | 
         the leg record and the evaluation's ``examples``.
     """
     out = Path(out)
-    export = export_model(out, out / "export")
-    model, checkpoint = load_model(export, device=device)
+    if latest_checkpoint(out) is not None:
+        export_model(out, out / "export")
+    model, checkpoint = load_model(out / "export", device=device)
     results = evaluate(model, protocol_data, protocol, device=device, lpips=False, progress=progress)
     examples = results.pop("examples")
-    results["checkpoint"] = {"path": str(export.parent), "step": checkpoint["step"]}
+    results["checkpoint"] = {"path": str(out / "export"), "step": checkpoint["step"]}
     (out / "evaluation.json").write_text(json.dumps(results, indent=1) + "\n")
     record = leg_record(out, results, where, init, world_size)
     (out / "leg.json").write_text(json.dumps(record, indent=1) + "\n")

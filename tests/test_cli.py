@@ -3,6 +3,7 @@
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -420,6 +421,8 @@ BAD_FILES = {  # arguments ({run}: a trained smoke run, {missing}: no such folde
     ("leg", "--data", "{missing}", "--steps", "1", "--out", "{out}"): "{missing}",
     ("leg", "--data", "{plain}", "--preset", "smoke", "--steps", "1", "--out", "{out}"): "{plain}",
     ("ship-leg", "--leg", "{missing}", "--to", "{out}"): "{missing}",
+    ("score-leg", "--leg", "{missing}", "--protocol-data", "{plain}", "--where", "here"): "{missing}",
+    ("score-leg", "--leg", "{run}", "--protocol-data", "{missing}", "--where", "here"): "{missing}",
     ("turntables", "--data", "{plain}", "--checkpoint", "{run}", "--out", "{out}/t.json"): "{plain}",
 }
 
@@ -476,6 +479,14 @@ def test_a_leg_trains_scores_and_ships_only_when_no_row_got_worse(tmp_path, caps
     assert status == 2 and "nothing to compare" in lines[0] and not (tmp_path / "shipped").exists()
     main(["ship-leg", "--leg", str(leg), "--to", str(tmp_path / "shipped"), "--force"])
     assert "nothing to compare with" in capsys.readouterr().out
+    returned = tmp_path / "returned"  # what a GPU call brings back: the export, config and log, no checkpoints
+    for name in ("export", "config.json", "log.csv"):
+        (shutil.copytree if name == "export" else shutil.copy)(leg / name, returned / name)
+    main(["score-leg", "--leg", str(returned), "--protocol-data", str(data), "--where", "GPU: elsewhere",
+          "--init", "genvs/shipped/lesson", "--against", str(tmp_path / "nothing")])
+    assert "| 1 | GPU: elsewhere | `genvs/shipped/lesson` | 2 | 16 |" in capsys.readouterr().out
+    rescored, original = (json.loads((folder / "leg.json").read_text()) for folder in (returned, leg))
+    assert rescored["scores"] == original["scores"] and rescored["steps"] == original["steps"] == 2
     assert (tmp_path / "shipped" / "step_000000002.safetensors").is_file()
     main(["leg", "--data", str(data), "--preset", "smoke", "--steps", "2", "--out", str(tmp_path / "leg2"),
           "--init", str(tmp_path / "shipped"), "--against", str(tmp_path / "shipped")])

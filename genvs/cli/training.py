@@ -1,6 +1,6 @@
-"""``train``, ``export``, ``leg``, ``ship-leg`` and ``train-probe``: fitting GeNVS (one process or under torchrun),
-shipping its EMA weights, training it in legs that add up, and fitting the attribute probe the evaluation reads hidden
-sides with."""
+"""``train``, ``export``, ``leg``, ``score-leg``, ``ship-leg`` and ``train-probe``: fitting GeNVS (one process or
+under torchrun), shipping its EMA weights, training it in legs that add up, and fitting the attribute probe the
+evaluation reads hidden sides with."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ DTYPES = ("fp16", "bf16", "fp32")
 
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
-    """Register ``train``, ``export``, ``leg``, ``ship-leg`` and ``train-probe``."""
+    """Register ``train``, ``export``, ``leg``, ``score-leg``, ``ship-leg`` and ``train-probe``."""
     train = commands.add_parser("train", help="train GeNVS on SRN-format data (one process, or under torchrun)")
     train.add_argument("--data", required=True, type=Path, help="SRN-format root (cars_train/ ...)")
     train.add_argument("--preset", required=True, choices=TRAIN_PRESETS, help="training preset")
@@ -57,6 +57,17 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     leg.add_argument("--checkpoint-every", type=INDEX, help="default: a tenth of the leg; 0: only at the end")
     add_shipped(leg, "--against", "lesson", "model whose evaluation.json the leg is compared with")
     leg.set_defaults(run=leg_command)
+
+    score = commands.add_parser("score-leg", help="score a leg trained elsewhere (e.g. a GPU call that came back "
+                                                  "with export/, config.json and log.csv) and write its record")
+    score.add_argument("--leg", required=True, type=Path, help="the leg folder (export/, config.json, log.csv)")
+    score.add_argument("--protocol-data", required=True, type=Path, help="SRN-format root scored on (its cars_test/)")
+    score.add_argument("--where", required=True, help="where the leg trained, for the legs table")
+    score.add_argument("--init", type=Path, help="the model it started from, e.g. genvs/shipped/lesson (default: "
+                                                 "recorded as from scratch)")
+    score.add_argument("--device", help="default: cuda if available, else cpu")
+    add_shipped(score, "--against", "lesson", "model whose evaluation.json the leg is compared with")
+    score.set_defaults(run=score_leg_command)
 
     ship = commands.add_parser("ship-leg", help="replace the shipped model by a leg's export if no headline row is "
                                                 "worse by more than one spread")
@@ -132,12 +143,9 @@ def export_command(args: argparse.Namespace) -> None:
 
 def leg_command(args: argparse.Namespace) -> None:
     """Train, export and score one leg; print its row of the legs table and how it compares with ``--against``."""
-    import json
-
     from genvs.config import with_overrides
-    from genvs.legs import comparison_table, headline_scores, legs_table, run_leg
+    from genvs.legs import run_leg
     from genvs.training import PRESETS
-    from genvs.viz import plot_evaluation_examples
 
     for option, folder in (("--data", args.data), ("--protocol-data", args.protocol_data)):
         if folder is not None and not folder.is_dir():
@@ -146,16 +154,36 @@ def leg_command(args: argparse.Namespace) -> None:
     record, examples = run_leg(config, args.data, args.protocol_data or args.data, args.out, args.steps, init=args.init,
                                resume=args.resume, device=args.device, where=args.where,
                                checkpoint_every=args.checkpoint_every)
-    if not record:
-        return  # not rank 0
-    plot_evaluation_examples(examples).savefig(args.out / "examples.png", dpi=120)
+    if record:  # rank 0
+        report_leg(args.out, record, examples, args.against)
+
+
+def score_leg_command(args: argparse.Namespace) -> None:
+    """Score a leg folder's export on the protocol and write its record, as the leg command does after training."""
+    from genvs.config import default_device
+    from genvs.legs import score_leg
+
+    for option, folder in (("--protocol-data", args.protocol_data), ("--leg", args.leg / "export")):
+        if not folder.is_dir():
+            raise InputError(f"{option} {folder}: no such folder")
+    record, examples = score_leg(args.leg, args.protocol_data, init=args.init, where=args.where,
+                                 device=args.device or default_device())
+    report_leg(args.leg, record, examples, args.against)
+
+
+def report_leg(out: Path, record: dict, examples: dict, against: Path) -> None:
+    """Save a scored leg's examples figure; print its legs-table row and its headline rows beside ``against``'s."""
+    import json
+
+    from genvs.legs import comparison_table, headline_scores, legs_table
+    from genvs.viz import plot_evaluation_examples
+
+    plot_evaluation_examples(examples).savefig(out / "examples.png", dpi=120)
     print(legs_table([record]))
-    against = args.against / "evaluation.json"
-    if against.is_file():
-        print(comparison_table(record["scores"], headline_scores(json.loads(against.read_text())),
-                               (str(args.against), str(args.out))))
-    print(f"written: {args.out / 'export'}, {args.out / 'evaluation.json'}, {args.out / 'leg.json'}, "
-          f"{args.out / 'examples.png'}")
+    if (against / "evaluation.json").is_file():
+        print(comparison_table(record["scores"], headline_scores(json.loads((against / "evaluation.json").read_text())),
+                               (str(against), str(out))))
+    print(f"written: {out / 'export'}, {out / 'evaluation.json'}, {out / 'leg.json'}, {out / 'examples.png'}")
 
 
 def ship_leg_command(args: argparse.Namespace) -> None:
