@@ -1,5 +1,5 @@
-"""Command line: ``python -m genvs make-data | train | export | sample | evaluate | train-probe | train-base |
-train-controlnet | train-multiview | train-raycond | turntables | demo``.
+"""Command line: ``python -m genvs make-data | train | export | leg | score-leg | ship-leg | sample | evaluate |
+train-probe | train-base | train-controlnet | train-multiview | train-raycond | turntables | demo``.
 
     python -m genvs make-data --out data/generated/cars --objects 100 --views 50 --size 64 --seed 0
     python -m genvs train --data data/generated/cars --preset cpu --steps 2000 --out runs/cpu
