@@ -17,7 +17,8 @@ The leg (``--leg``): what every lent GPU minute should do, train the model every
 2. throughput: from the shipped weights, each batch of :data:`LEG_BATCHES` in each mode of ``--modes``
    (:data:`SWEEP_MODES`: fp32 with TF32 matmuls, bf16, ``torch.compile``, CUDA graphs), a few timed steps and two
    profiled ones (:func:`measure_steps`): images/s, the loader's wait, the GPU's busy fraction (kernel time over
-   step time). :func:`choose_setting` keeps the fastest correct one (its first loss agrees with fp32's).
+   step time). :func:`choose_setting` keeps the correct one (its first loss agrees with fp32's) that trains the
+   most images in the time left.
 3. leg_training: the shipped model (``--init``: :data:`SHIPPED_REFERENCE`) at the chosen batch and precision, its
    learning rates scaled by :func:`leg_config`, its warm-up and cosine decay sized from the measured speed, for the
    time left (``Trainer.run(time_limit=...)``).
@@ -998,7 +999,8 @@ def throughput(job: Job, record: dict) -> None:
     except OutOfTime:  # choose among the settings measured so far
         record["stopped"] = f"at its time box, after {len(record['settings'])} of " \
                             f"{len(plan.batches) * len(modes)} settings"
-    job.state.setting = record["chosen"] = choose_setting(record["settings"])
+    train_s = job.clock.end - time.perf_counter() - job.reserve_s()  # about what the leg's training will get
+    job.state.setting = record["chosen"] = choose_setting(record["settings"], train_s)
     job.log(f"throughput: chosen {record['chosen']}")
 
 
@@ -1061,14 +1063,15 @@ def loader_images_per_s(trainer: Trainer, workers: int, samples: int = 1) -> dic
     return {"load_s_per_micro_batch": load_s, "loader_images_per_s": workers * images / load_s if workers else None}
 
 
-def choose_setting(settings: dict[str, dict]) -> dict:
+def choose_setting(settings: dict[str, dict], train_s: float | None = None) -> dict:
     """The leg's setting from a throughput sweep (``{name: {"batch_size", "mode", "status",
-    "sustained_images_per_s", "first_losses"}}``): among the correct ones (done, first loss finite and within
-    :data:`LOSS_TOLERANCE` of fp32 eager's at the same batch), the fastest in images/s that the steps and the loader
-    sustain; a larger batch only if it is :data:`FASTER_BY` faster than the best smaller one.
+    "sustained_images_per_s", "warmup_s", "first_losses"}}``): among the correct ones (done, first loss finite and
+    within :data:`LOSS_TOLERANCE` of fp32 eager's at the same batch), the one that trains the most images: at the
+    images/s that its steps and the loader sustain, for ``train_s`` seconds less its warm-up (compiling, for a
+    compiled setting; None: the warm-up not counted); a larger batch only if :data:`FASTER_BY` more.
 
     Returns:
-        ``{"name", "batch_size", "mode", "images_per_s", "why"}``.
+        ``{"name", "batch_size", "mode", "images_per_s", "warmup_s", "why"}``.
     Raises:
         RuntimeError: no setting is correct (the statuses and losses named).
     """
@@ -1086,18 +1089,21 @@ def choose_setting(settings: dict[str, dict]) -> dict:
         raise RuntimeError("no correct setting in the throughput sweep: " + "; ".join(
             f"{name}: {entry.get('status')}, first loss {entry.get('first_losses', {}).get('loss')}"
             for name, entry in settings.items()))
-    speed = {name: entry["sustained_images_per_s"] for name, entry in correct.items()}
-    ranked = sorted(correct, key=lambda name: (correct[name]["batch_size"], -speed[name]))
+    worth = {name: entry["sustained_images_per_s"] * (1.0 if train_s is None else max(0.0, train_s - entry["warmup_s"]))
+             for name, entry in correct.items()}
+    ranked = sorted(correct, key=lambda name: (correct[name]["batch_size"], -worth[name]))
     best_name = ranked[0]
     for name in ranked[1:]:  # a larger batch, or a slower mode at the same batch
-        if speed[name] > (1 + FASTER_BY) * speed[best_name]:
+        if worth[name] > (1 + FASTER_BY) * worth[best_name]:
             best_name = name
     best = correct[best_name]
-    fastest = max(speed, key=speed.get)
-    return {"name": best_name, "batch_size": best["batch_size"], "mode": best["mode"], "images_per_s": speed[best_name],
-            "warmup_s": best["warmup_s"],
-            "why": f"{len(correct)} of {len(settings)} settings correct; fastest {speed[fastest]:.0f} images/s "
-                   f"sustained, {fastest}; a larger batch must be {100 * FASTER_BY:.0f}% faster than a smaller one"}
+    fastest = max(correct, key=lambda name: correct[name]["sustained_images_per_s"])
+    expected = "" if train_s is None else f"; ~{worth[best_name]:,.0f} target images in {train_s:.0f} s"
+    return {"name": best_name, "batch_size": best["batch_size"], "mode": best["mode"],
+            "images_per_s": best["sustained_images_per_s"], "warmup_s": best["warmup_s"],
+            "why": f"{len(correct)} of {len(settings)} settings correct; fastest "
+                   f"{correct[fastest]['sustained_images_per_s']:.0f} images/s sustained, {fastest}{expected}; a "
+                   f"larger batch must train {100 * FASTER_BY:.0f}% more images than a smaller one"}
 
 
 def leg_training(job: Job, record: dict) -> None:

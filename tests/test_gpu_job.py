@@ -275,6 +275,11 @@ def test_the_leg_takes_the_fastest_correct_setting_and_a_larger_batch_only_if_cl
     assert settings["64_bf16"]["correct"] and settings["128_fp32"]["correct"]
     settings["256_fp32"]["sustained_images_per_s"] = 1250
     assert gpu_job.choose_setting(settings)["name"] == "64_bf16"
+    settings["64_compile"] = _setting(64, "bf16_compile", 2400, 0.101)  # twice 64_bf16's speed after compiling
+    settings["64_compile"]["warmup_s"] = 150.0
+    assert gpu_job.choose_setting(settings)["name"] == "64_compile"  # the warm-up not counted
+    assert gpu_job.choose_setting(settings, train_s=240)["name"] == "64_bf16"  # 2400 x 90 s < 1200 x 239 s
+    assert gpu_job.choose_setting(settings, train_s=600)["name"] == "64_compile"  # 2400 x 450 s > 1200 x 599 s
     with pytest.raises(RuntimeError, match="no correct setting"):
         gpu_job.choose_setting({"64_bf16": _setting(64, "bf16_eager", 1200, 0.1)})  # no fp32 reference at 64
 
