@@ -142,7 +142,7 @@ from genvs.fitting import read_log  # noqa: E402
 from genvs.legs import compare, comparison_table, describe_compute, headline_scores, legs_table, score_leg  # noqa: E402
 from genvs.model import GeNVS, GeNVSConfig, load_model  # noqa: E402
 from genvs.sampling import sample_novel_views, sampling_options  # noqa: E402
-from genvs.training import GPU_SPEED, TrainConfig, Trainer, export_model, train_config  # noqa: E402
+from genvs.training import GPU_SPEED, TrainConfig, Trainer, export_model, train_config, train_split  # noqa: E402
 from genvs.viz import plot_evaluation_examples  # noqa: E402
 
 SETUP["ready_after_s"] = time.perf_counter() - START  # interpreter, wheels and imports
@@ -350,6 +350,7 @@ class State:
     """What later phases need from earlier ones."""
 
     data: dict[str, Path] = field(default_factory=dict)
+    train_sets: dict[str, SRNDataset] = field(default_factory=dict)  # their train splits, listed once
     bench: dict[str, dict] = field(default_factory=dict)
     run_dir: Path | None = None
     model_dir: Path | None = None
@@ -501,7 +502,8 @@ def make_data(job: Job, record: dict, keys: list[str]) -> None:
                                            extra_train_objects=spec.extra_train_objects, workers=plan.processes,
                                            progress=False)
         seconds = time.perf_counter() - start
-        train = len(SRNDataset(job.state.data[key], split="train", views_per_item=None))
+        job.state.train_sets[key] = train_split(job.state.data[key], spec.image_size)
+        train = len(job.state.train_sets[key])
         record["sets"][key] = {**dataclasses.asdict(spec), "cars": spec.cars, "train_cars": train,
                                "seconds": seconds, "seconds_per_car_per_process": seconds * plan.processes / spec.cars}
         job.log(f"data: {key}: {spec.cars} cars ({train} to train on) in {seconds:.1f} s")
@@ -511,12 +513,11 @@ def make_data(job: Job, record: dict, keys: list[str]) -> None:
 # -- phase 2: training benchmark ---------------------------------------------------------------
 
 
-def warmup_steps(config: TrainConfig, data: Path, plan: Plan | LegPlan) -> tuple[int, list[int]]:
+def warmup_steps(config: TrainConfig, dataset: SRNDataset, plan: Plan | LegPlan) -> tuple[int, list[int]]:
     """The fewest warm-up steps (``min_warmup`` .. ``max_warmup``) whose numbers of input views include every
     number the timed steps draw, so that no timed step meets a new shape (a compiled model would recompile).
     Step ``t``'s micro-batch is ``StepBatches`` item ``t`` (one micro-batch per step, one process).
     Returns the warm-up and the number of input views of each step."""
-    dataset = SRNDataset(data, split="train", views_per_item=None, image_size=config.model.field.encoder.image_size)
     batches = StepBatches(dataset, config.batch_size, config.model.max_input_views, config.target_views, config.seed)
     n_inputs = [batches.draw(step)[1] for step in range(plan.max_warmup + plan.timed_steps)]
     for warmup in range(plan.min_warmup, plan.max_warmup + 1):
@@ -585,7 +586,7 @@ def measure_steps(trainer: Trainer, warmup: int, timed: int, profiled: int = 0) 
     return entry
 
 
-def time_mode(job: Job, config: TrainConfig, data: Path, folder: Path, warmup: int, count_flops: bool,
+def time_mode(job: Job, config: TrainConfig, data: SRNDataset, folder: Path, warmup: int, count_flops: bool,
               entry: dict) -> None:
     """:func:`measure_steps` of a fresh trainer (``plan.timed_steps`` timed steps after ``warmup``); with
     ``count_flops``, count the FLOPs of the timed steps again afterwards (same micro-batches, under
@@ -602,7 +603,7 @@ def time_mode(job: Job, config: TrainConfig, data: Path, folder: Path, warmup: i
         entry["flops_per_step"] = counter.get_total_flops() / plan.timed_steps
 
 
-def bench_preset(job: Job, name: str, config: TrainConfig, data: Path, entry: dict) -> None:
+def bench_preset(job: Job, name: str, config: TrainConfig, data: SRNDataset, entry: dict) -> None:
     """The three :data:`MODES` of one preset, each in the time left for it; fills ``entry``."""
     warmup, n_inputs = warmup_steps(config, data, job.plan)
     entry.update(image_size=config.model.field.encoder.image_size, batch_size=config.batch_size,
@@ -648,18 +649,18 @@ def _percent(value: float | None) -> str:
     return "n/a" if value is None else f"{100 * value:.1f}%"
 
 
-def one_step_with_most_inputs(job: Job, config: TrainConfig, data: Path, folder: Path) -> None:
+def one_step_with_most_inputs(job: Job, config: TrainConfig, dataset: SRNDataset, folder: Path) -> None:
     """One training step of ``config`` on a micro-batch with the most input views (the most memory a step takes)."""
-    dataset = SRNDataset(data, split="train", views_per_item=None, image_size=config.model.field.encoder.image_size)
     batches = StepBatches(dataset, config.batch_size, config.model.max_input_views, config.target_views, config.seed)
     step = next(step for step in range(1000) if batches.draw(step)[1] == config.model.max_input_views)
-    trainer = Trainer(config, data, folder, step + 1, device=job.plan.device, log_every=10**9, sample_every=0,
+    trainer = Trainer(config, dataset, folder, step + 1, device=job.plan.device, log_every=10**9, sample_every=0,
                       checkpoint_every=0, workers=0, progress=False)
     trainer.train_step(trainer.micro_batches(start=step))
     synchronize(job.plan.device)
 
 
-def fit_largest_batch(job: Job, name: str, config: TrainConfig, data: Path, limit: int, entry: dict) -> TrainConfig:
+def fit_largest_batch(job: Job, name: str, config: TrainConfig, data: SRNDataset, limit: int,
+                      entry: dict) -> TrainConfig:
     """``config`` at the largest batch, doubling from its own up to ``limit``, whose fp32 step (the most memory of
     the modes) with the most input views fits in the device's memory (:func:`one_step_with_most_inputs`); the MFU
     at a model's largest batch is what its training can reach. Each try goes into ``entry["largest_batch"]``."""
@@ -693,16 +694,16 @@ def training_benchmark(job: Job, record: dict) -> None:
     for index, name in enumerate(names):
         config, data_key = job.plan.bench[name]
         entry = record["presets"][name] = {}
-        if data_key not in job.state.data:
+        if data_key not in job.state.train_sets:
             entry["status"] = f"skipped: needs the {data_key} data set"
             continue
         share = job.clock.left() / (len(names) - index)
         job.log(f"training_benchmark: {name} ({share:.0f} s)")
         with job.clock.box(share):
             if name in job.plan.largest_batch:
-                config = fit_largest_batch(job, name, config, job.state.data[data_key], job.plan.largest_batch[name],
-                                           entry)
-            bench_preset(job, name, config, job.state.data[data_key], entry)
+                config = fit_largest_batch(job, name, config, job.state.train_sets[data_key],
+                                           job.plan.largest_batch[name], entry)
+            bench_preset(job, name, config, job.state.train_sets[data_key], entry)
         job.state.bench[name] = entry["modes"]
         job.write()
 
@@ -728,7 +729,7 @@ def sampling_benchmark(job: Job, record: dict) -> None:
     config = train_config(plan.sampling_preset)
     model = GeNVS(config.model, seed=0).to(device).eval()
     size = config.model.field.encoder.image_size
-    dataset = SRNDataset(job.state.data[plan.sampling_data], split="train", views_per_item=None, image_size=size)
+    dataset = job.state.train_sets[plan.sampling_data]
     views = dataset.load_views(0, list(range(1 + max(plan.sampling_views))))
     torch.set_float32_matmul_precision("high")  # fp32 as the GPU presets train: TF32 matmuls
     record.update(preset=plan.sampling_preset, image_size=size, weights="random (the time does not depend on them)",
@@ -771,7 +772,7 @@ def final_training(job: Job, record: dict) -> None:
     """Phase 4: train :attr:`Plan.final` for the time left, its cosine schedule sized from the measured speed
     (phase 2's, or, where phase 2 has none for this config, that of a few timed steps of its own)."""
     plan = job.plan
-    data = job.state.data[plan.final_data]
+    data = job.state.train_sets[plan.final_data]
     last_write_s = 2.0 if plan.device.type == "cpu" else 15.0  # the last checkpoint
     seconds = job.clock.left() - last_write_s
     modes = job.state.bench.get(plan.final_bench, {})
@@ -788,7 +789,7 @@ def final_training(job: Job, record: dict) -> None:
     steps = max(1, min(steps, plan.final_max_steps or steps))
     record.update(config={key: value for key, value in dataclasses.asdict(config).items() if key != "model"},
                   choice=plan.final_why, compile=compiled, compile_decision=reason, planned_steps=steps,
-                  time_limit_s=seconds, cars=len(SRNDataset(data, split="train", views_per_item=None)))
+                  time_limit_s=seconds, cars=len(data))
     job.log(f"final_training: {steps} steps planned in {seconds:.0f} s ({reason})")
     job.state.run_dir = job.work / "final_run"
     if plan.device.type == "cuda":
@@ -989,7 +990,7 @@ def throughput(job: Job, record: dict) -> None:
     first at each batch (the correctness reference); :func:`measure_steps` gives images/s, the loader's wait and
     the GPU's busy fraction. Then :func:`choose_setting` picks the leg's."""
     plan = job.plan
-    data = job.state.data["leg"]
+    data = job.state.train_sets["leg"]
     record.update(modes={mode: {"precision": SWEEP_MODES[mode][0], "compile_mode": SWEEP_MODES[mode][1]}
                          for mode in plan.modes}, settings={}, lr_scale_cap=LR_SCALE_CAP,
                   loss_tolerance=LOSS_TOLERANCE)
@@ -1004,7 +1005,7 @@ def throughput(job: Job, record: dict) -> None:
     job.log(f"throughput: chosen {record['chosen']}")
 
 
-def sweep(job: Job, record: dict, data: Path, modes: list[str]) -> None:
+def sweep(job: Job, record: dict, data: SRNDataset, modes: list[str]) -> None:
     """Time each (batch, mode) into ``record["settings"]`` (:func:`throughput`), with what the loader sustains at
     each batch (:func:`loader_images_per_s`)."""
     plan, loader = job.plan, {}
@@ -1111,7 +1112,7 @@ def leg_training(job: Job, record: dict) -> None:
     (:data:`WARMUP_FRACTION`) and cosine decay sized from the sweep's steps/s; stops at its time box with a
     checkpoint."""
     plan, setting = job.plan, job.state.setting
-    data = job.state.data["leg"]
+    data = job.state.train_sets["leg"]
     precision, compile_mode = SWEEP_MODES[setting["mode"]]
     config, rates = leg_config(plan.base, setting["batch_size"], precision, compile_mode)
     steps_per_s = setting["images_per_s"] / (config.batch_size * config.target_views)
@@ -1201,7 +1202,7 @@ def run_leg(job: Job) -> None:
     state = job.state
     job.phase("data", lambda record: make_data(job, record, ["leg"]), job.budget("data"))
     job.phase("throughput", lambda record: throughput(job, record), job.budget("throughput"),
-              needs=("leg" in state.data, "the leg's cars"))
+              needs=("leg" in state.train_sets, "the leg's cars"))
     job.phase("leg_training", lambda record: leg_training(job, record), job.clock.left() - job.reserve_s(),
               needs=(state.setting is not None, "a chosen setting"))
     trained = state.run_dir is not None and latest_checkpoint(state.run_dir) is not None
@@ -1241,11 +1242,11 @@ def run(job: Job) -> None:
     state = job.state
     job.phase("data", lambda record: make_data(job, record, job.data_needed()), job.budget("data"))
     job.phase("training_benchmark", lambda record: training_benchmark(job, record), job.budget("training_benchmark"),
-              needs=(bool(state.data), "synthetic data"))
+              needs=(bool(state.train_sets), "synthetic data"))
     job.phase("sampling_benchmark", lambda record: sampling_benchmark(job, record), job.budget("sampling_benchmark"),
-              needs=(job.plan.sampling_data in state.data, f"the {job.plan.sampling_data} data set"))
+              needs=(job.plan.sampling_data in state.train_sets, f"the {job.plan.sampling_data} data set"))
     job.phase("final_training", lambda record: final_training(job, record), job.clock.left() - job.reserve_s(),
-              needs=(job.plan.final_data in state.data, f"the {job.plan.final_data} data set"))
+              needs=(job.plan.final_data in state.train_sets, f"the {job.plan.final_data} data set"))
     trained = state.run_dir is not None and latest_checkpoint(state.run_dir) is not None
     job.phase("export", lambda record: export(job, record), job.budget("export"), needs=(trained, "a trained model"))
     job.phase("evaluation", lambda record: evaluation(job, record), job.budget("evaluation"),

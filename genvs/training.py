@@ -34,7 +34,8 @@ from genvs.model import STAGES, GeNVS, GeNVSConfig, architecture, load_model
 from genvs.sampling import sample_novel_views
 from genvs.viz.images import field_rgb, save_contact_sheet
 
-__all__ = ["SpeedConfig", "TrainConfig", "PRESETS", "GPU_SPEED", "train_config", "Trainer", "export_model"]
+__all__ = ["SpeedConfig", "TrainConfig", "PRESETS", "GPU_SPEED", "train_config", "train_split", "Trainer",
+           "export_model"]
 
 
 @dataclass(frozen=True)
@@ -198,12 +199,31 @@ def export_model(run: str | Path, out: str | Path, dtype: torch.dtype = torch.fl
     return model.save_pretrained(out, stored["step"], dtype, training=training)
 
 
+def train_split(data: str | Path | SRNDataset, image_size: int) -> SRNDataset:
+    """The train split of SRN-format root ``data`` at ``image_size``, every view of each object; ``data`` itself if
+    it is that split already read.
+
+    Raises:
+        ValueError: ``data`` is an :class:`genvs.data.SRNDataset` of another split, image size or views per item.
+    """
+    if not isinstance(data, SRNDataset):
+        return SRNDataset(data, split="train", views_per_item=None, image_size=image_size)
+    read = {"split": data.split, "image_size": data.image_size, "views_per_item": data.views_per_item,
+            "seed": data.seed}
+    if read != {"split": "train", "image_size": image_size, "views_per_item": None, "seed": 0}:
+        raise ValueError(f"{data.root}: a trainer needs the train split at {image_size} px with every view "
+                         f"(views_per_item=None) and the default split seed 0, got {read}")
+    return data
+
+
 class Trainer:
     """Trains GeNVS on an SRN-format dataset, writing checkpoints, a loss log and sample grids to ``out``.
 
     Args:
         config: :class:`TrainConfig`.
-        data: SRN-format root (its train split is used; its val split, if any, for sample grids).
+        data: SRN-format root (its train split is used; its val split, if any, for sample grids), or its train split
+            already read (``SRNDataset(root, split="train", views_per_item=None, image_size=...)`` at the model's
+            image size): trainers made one after another on the same cars then list their folders once.
         out: the run folder: ``step_*.safetensors/.json`` checkpoints, ``log.csv`` (one row per
             ``log_every`` steps), ``samples/step_*.png`` and ``config.json``.
         steps: optimiser steps of the run (the cosine schedule ends there).
@@ -224,7 +244,8 @@ class Trainer:
         genvs.checkpoint.CheckpointError: resuming a run whose config differs.
     """
 
-    def __init__(self, config: TrainConfig, data: str | Path, out: str | Path, steps: int, *, resume: bool = False,
+    def __init__(self, config: TrainConfig, data: str | Path | SRNDataset, out: str | Path, steps: int, *,
+                 resume: bool = False,
                  init: str | Path | None = None, device: torch.device | str | None = None, log_every: int = 10,
                  sample_every: int | None = None, checkpoint_every: int | None = None, sample_objects: int = 4,
                  sample_steps: int = 20, keep_checkpoints: int = 2, workers: int | None = None, progress: bool = True):
@@ -236,8 +257,7 @@ class Trainer:
         if workers is None:
             workers = min(4, os.cpu_count() or 1) if self.device.type == "cuda" else 0
 
-        image_size = config.model.field.encoder.image_size
-        self.dataset = SRNDataset(data, split="train", views_per_item=None, image_size=image_size)
+        self.dataset = train_split(data, config.model.field.encoder.image_size)
         self.batches = StepBatches(self.dataset, config.batch_size, config.model.max_input_views,
                                    config.target_views, config.seed)
         self.model = GeNVS(config.model, seed=config.seed).to(self.device)

@@ -303,7 +303,7 @@ def test_a_sweep_stopped_by_its_time_box_chooses_among_the_settings_it_measured(
 
     monkeypatch.setattr(gpu_job, "sweep", measures_one_then_runs_out)
     job = gpu_job.Job(tmp_path, tmp_path, gpu_job.dry_leg_plan(), gpu_job.Clock(total_s=600), {"job": {}})
-    job.state.data["leg"] = tmp_path
+    job.state.train_sets["leg"] = None  # the stand-in sweep reads no cars
     record = {}
     gpu_job.throughput(job, record)
     assert record["chosen"]["name"] == "batch2_fp32_eager" and job.state.setting == record["chosen"]

@@ -13,7 +13,7 @@ from genvs.data.batches import StepBatches
 from genvs.data.synthetic import make_dataset
 from genvs.fitting import lr_factor, read_log
 from genvs.model import GeNVS, architecture, load_model
-from genvs.training import Trainer, export_model, train_config
+from genvs.training import Trainer, export_model, train_config, train_split
 
 # the smoke model with small batches: about 0.1 s a step on one thread
 CONFIG = train_config("smoke", batch_size=2, target_views=1, warmup_steps=3)
@@ -32,6 +32,19 @@ def _trainer(cars, out, steps, config=CONFIG, **options) -> Trainer:
 
 def _parameters(run_dir, part="model"):
     return load_checkpoint(run_dir)[1][part]
+
+
+def test_a_trainer_takes_its_train_split_already_read(cars, tmp_path):
+    read = SRNDataset(cars, split="train", views_per_item=None, image_size=32)
+    from_read, from_path = _trainer(read, tmp_path / "read", 1), _trainer(cars, tmp_path / "path", 1)
+    assert from_read.dataset is read and len(read) == 4
+    torch.testing.assert_close(from_read.batches[3], from_path.batches[3])  # the same cars, views and draws
+    with pytest.raises(ValueError, match="train split at 32 px"):
+        train_split(SRNDataset(cars, split="train", views_per_item=None, image_size=16), 32)
+    with pytest.raises(ValueError, match="'views_per_item': 2"):
+        train_split(SRNDataset(cars, split="train", views_per_item=2, image_size=32), 32)
+    with pytest.raises(ValueError, match="'split': 'val'"):
+        train_split(SRNDataset(cars, split="val", views_per_item=None, image_size=32), 32)
 
 
 def test_batches_are_a_pure_function_of_seed_and_index(cars):
