@@ -986,7 +986,8 @@ def dry_leg_plan(batches: tuple[int, ...] = (2, 4), modes: tuple[str, ...] = LEG
 
 
 def throughput(job: Job, record: dict) -> None:
-    """Leg phase 2: every (batch, mode) of the plan from the shipped weights, smallest batch first and fp32 eager
+    """Leg phase 2: every (batch, mode) of the plan from the shipped weights, the largest batch first (the first H200
+    run found larger batches faster, so a sweep cut short by its time box loses the likely slowest) and fp32 eager
     first at each batch (the correctness reference); :func:`measure_steps` gives images/s, the loader's wait and
     the GPU's busy fraction. Then :func:`choose_setting` picks the leg's."""
     plan = job.plan
@@ -1009,7 +1010,7 @@ def sweep(job: Job, record: dict, data: SRNDataset, modes: list[str]) -> None:
     """Time each (batch, mode) into ``record["settings"]`` (:func:`throughput`), with what the loader sustains at
     each batch (:func:`loader_images_per_s`)."""
     plan, loader = job.plan, {}
-    for batch in plan.batches:
+    for batch in sorted(plan.batches, reverse=True):
         for mode in modes:
             name = f"batch{batch}_{mode}"
             entry = record["settings"][name] = {"batch_size": batch, "mode": mode}
