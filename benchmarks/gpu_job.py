@@ -1110,8 +1110,8 @@ def choose_setting(settings: dict[str, dict], train_s: float | None = None) -> d
 
 def leg_training(job: Job, record: dict) -> None:
     """Leg phase 3: the chosen setting from the shipped weights for the time left, its warm-up
-    (:data:`WARMUP_FRACTION`) and cosine decay sized from the sweep's steps/s; stops at its time box with a
-    checkpoint."""
+    (:data:`WARMUP_FRACTION`) and cosine decay sized from the sweep's steps/s; a checkpoint every quarter of the
+    run, and one where it stops at its time box."""
     plan, setting = job.plan, job.state.setting
     data = job.state.train_sets["leg"]
     precision, compile_mode = SWEEP_MODES[setting["mode"]]
@@ -1130,8 +1130,8 @@ def leg_training(job: Job, record: dict) -> None:
             f"learning rates x{rates['factor']:.2f}, warm-up {config.warmup_steps}")
     job.state.run_dir = job.work / "leg"
     trainer = Trainer(config, data, job.state.run_dir, steps, init=plan.init, device=plan.device,
-                      log_every=plan.log_every, sample_every=0, checkpoint_every=0, workers=plan.workers,
-                      progress=False)
+                      log_every=plan.log_every, sample_every=0, checkpoint_every=max(1, steps // 4),
+                      workers=plan.workers, progress=False)  # a run stopped by an error still leaves its last quarter
     start = time.perf_counter()
     try:
         with job.clock.stopping(trainer.request_stop):
