@@ -291,16 +291,28 @@ class DataSpec:
 
 
 @dataclass(frozen=True)
-class Plan:
-    """What the job runs: the GPU plan or the dry run's tiny one."""
+class JobPlan:
+    """What both jobs' shared machinery reads (:class:`Job`, the data phase, warm-up and timing); :class:`Plan` and
+    :class:`LegPlan` add their own."""
 
     device: torch.device
     compile_backend: str
     data: dict[str, DataSpec]
-    bench: dict[str, tuple[TrainConfig, str]]  # name -> (config, data key)
     min_warmup: int
     max_warmup: int
     timed_steps: int
+    log_every: int
+    protocol: EvaluationConfig
+    workers: int
+    processes: int
+    matmul_size: int
+
+
+@dataclass(frozen=True)
+class Plan(JobPlan):
+    """What the benchmark job runs: the GPU plan or the dry run's tiny one."""
+
+    bench: dict[str, tuple[TrainConfig, str]]  # name -> (config, data key)
     sampling_preset: str
     sampling_data: str
     sampling_steps: tuple[int, ...]
@@ -310,11 +322,6 @@ class Plan:
     final_bench: str
     final_data: str
     final_max_steps: int | None
-    log_every: int
-    protocol: EvaluationConfig
-    workers: int
-    processes: int
-    matmul_size: int
     precisions: tuple[str, ...] = ("fp32", "bf16")
     budget: dict[str, float] = field(default_factory=lambda: BUDGET)
     largest_batch: dict[str, int] = field(default_factory=dict)  # preset -> limit: benchmarked at its largest batch
@@ -364,7 +371,7 @@ class State:
 class Job:
     """The output folder, the log and ``results.json`` (rewritten atomically after every phase)."""
 
-    def __init__(self, out: Path, work: Path, plan: Plan | LegPlan, clock: Clock, results: dict,
+    def __init__(self, out: Path, work: Path, plan: JobPlan, clock: Clock, results: dict,
                  skip: frozenset[str] = frozenset()):
         self.out, self.work, self.plan, self.clock, self.results, self.skip = out, work, plan, clock, results, skip
         self.state = State()
@@ -513,7 +520,7 @@ def make_data(job: Job, record: dict, keys: list[str]) -> None:
 # -- phase 2: training benchmark ---------------------------------------------------------------
 
 
-def warmup_steps(config: TrainConfig, dataset: SRNDataset, plan: Plan | LegPlan) -> tuple[int, list[int]]:
+def warmup_steps(config: TrainConfig, dataset: SRNDataset, plan: JobPlan) -> tuple[int, list[int]]:
     """The fewest warm-up steps (``min_warmup`` .. ``max_warmup``) whose numbers of input views include every
     number the timed steps draw, so that no timed step meets a new shape (a compiled model would recompile).
     Step ``t``'s micro-batch is ``StepBatches`` item ``t`` (one micro-batch per step, one process).
@@ -524,6 +531,14 @@ def warmup_steps(config: TrainConfig, dataset: SRNDataset, plan: Plan | LegPlan)
         if set(n_inputs[warmup:warmup + plan.timed_steps]) <= set(n_inputs[:warmup]):
             break
     return warmup, n_inputs[:warmup + plan.timed_steps]
+
+
+def timing_trainer(plan: JobPlan, config: TrainConfig, data: SRNDataset, folder: Path, steps: int, *,
+                   init: Path | None = None, workers: int | None = None) -> Trainer:
+    """A trainer of ``steps`` steps for timing: no logging, samples or checkpoints; ``plan.workers`` loader
+    processes unless ``workers`` says otherwise."""
+    return Trainer(config, data, folder, steps, init=init, device=plan.device, log_every=10**9, sample_every=0,
+                   checkpoint_every=0, workers=plan.workers if workers is None else workers, progress=False)
 
 
 def measure_steps(trainer: Trainer, warmup: int, timed: int, profiled: int = 0) -> dict:
@@ -592,8 +607,7 @@ def time_mode(job: Job, config: TrainConfig, data: SRNDataset, folder: Path, war
     ``count_flops``, count the FLOPs of the timed steps again afterwards (same micro-batches, under
     FlopCounterMode). Fills ``entry``."""
     plan = job.plan
-    trainer = Trainer(config, data, folder, warmup + plan.timed_steps, device=plan.device, log_every=10**9,
-                      sample_every=0, checkpoint_every=0, workers=plan.workers, progress=False)
+    trainer = timing_trainer(plan, config, data, folder, warmup + plan.timed_steps)
     entry.update(measure_steps(trainer, warmup, plan.timed_steps))
     if count_flops:
         batches = trainer.micro_batches(start=warmup)  # the timed steps' micro-batches again: the same shapes
@@ -653,8 +667,7 @@ def one_step_with_most_inputs(job: Job, config: TrainConfig, dataset: SRNDataset
     """One training step of ``config`` on a micro-batch with the most input views (the most memory a step takes)."""
     batches = StepBatches(dataset, config.batch_size, config.model.max_input_views, config.target_views, config.seed)
     step = next(step for step in range(1000) if batches.draw(step)[1] == config.model.max_input_views)
-    trainer = Trainer(config, dataset, folder, step + 1, device=job.plan.device, log_every=10**9, sample_every=0,
-                      checkpoint_every=0, workers=0, progress=False)
+    trainer = timing_trainer(job.plan, config, dataset, folder, step + 1, workers=0)
     trainer.train_step(trainer.micro_batches(start=step))
     synchronize(job.plan.device)
 
@@ -942,26 +955,15 @@ def leg_config(base: TrainConfig, batch_size: int, precision: str, compile_mode:
 
 
 @dataclass(frozen=True)
-class LegPlan:
+class LegPlan(JobPlan):
     """What a leg runs: on the GPU (:func:`leg_plan`) or the dry run's tiny version (:func:`dry_leg_plan`)."""
 
-    device: torch.device
-    compile_backend: str
-    data: dict[str, DataSpec]
     init: Path
     base: TrainConfig
     batches: tuple[int, ...]
     modes: tuple[str, ...]
-    min_warmup: int
-    max_warmup: int
-    timed_steps: int
     profiled_steps: int
     max_steps: int | None
-    log_every: int
-    protocol: EvaluationConfig
-    workers: int
-    processes: int
-    matmul_size: int
     budget: dict[str, float] = field(default_factory=lambda: LEG_BUDGET)
 
 
@@ -1018,10 +1020,8 @@ def sweep(job: Job, record: dict, data: SRNDataset, modes: list[str]) -> None:
             warmup, _ = warmup_steps(config, data, plan)  # compiled: no timed step meets a new shape
             start = time.perf_counter()
             try:
-                trainer = Trainer(config, data, job.work / "throughput" / name,
-                                  warmup + plan.timed_steps + plan.profiled_steps, init=plan.init, device=plan.device,
-                                  log_every=10**9, sample_every=0, checkpoint_every=0, workers=plan.workers,
-                                  progress=False)
+                trainer = timing_trainer(plan, config, data, job.work / "throughput" / name,
+                                         warmup + plan.timed_steps + plan.profiled_steps, init=plan.init)
                 entry.update(measure_steps(trainer, warmup, plan.timed_steps, plan.profiled_steps))
                 if batch not in loader:
                     loader[batch] = loader_images_per_s(trainer, plan.workers)
